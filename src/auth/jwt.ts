@@ -1,0 +1,257 @@
+import { createPublicKey } from "node:crypto";
+import {
+  createLocalJWKSet,
+  errors,
+  importSPKI,
+  jwtVerify,
+  type CryptoKey,
+  type JSONWebKeySet,
+  type JWTPayload,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+} from "jose";
+import type { AuthConfig } from "../config/types.js";
+import { isValidPattern } from "./patterns.js";
+
+export interface Claims {
+  sub: string;
+  /** Expiry, seconds since the epoch (the JWT `exp`). */
+  exp?: number;
+  /** Channel patterns the token grants (see patterns.ts). */
+  channels?: string[];
+  /** Opaque client info, any JSON value. */
+  info?: unknown;
+}
+
+export type AuthErrorReason = "expired" | "invalid";
+
+export class AuthError extends Error {
+  override readonly name = "AuthError";
+
+  constructor(
+    /** "expired" lets a client refresh its token instead of giving up. */
+    readonly reason: AuthErrorReason,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+  }
+}
+
+/** Checked before any parsing: bounds the work an unauthenticated client can cause. */
+export const MAX_TOKEN_LENGTH = 16 * 1024;
+export const MAX_SUB_LENGTH = 256;
+export const MAX_CHANNEL_PATTERNS = 256;
+export const MAX_INFO_BYTES = 4096;
+
+// HMAC only ever uses the shared secret; asymmetric algorithms are fixed by the configured keys.
+// The explicit allowlist is what rejects `alg: none` and HS256-signed-with-the-public-key tokens.
+const HMAC_ALGS = ["HS256"] as const;
+const RSA_ALGS = ["RS256"] as const;
+const EC_P256_ALGS = ["ES256"] as const;
+// jose accepts both the legacy and the fully-specified (RFC 9864) name for Ed25519 signatures.
+const ED25519_ALGS = ["EdDSA", "Ed25519"] as const;
+const JWKS_ALGS = [...RSA_ALGS, ...EC_P256_ALGS, ...ED25519_ALGS];
+
+interface PemKey {
+  algs: readonly [string, ...string[]];
+  spki: string;
+  imported?: Promise<CryptoKey>;
+}
+
+/**
+ * Verifies client JWTs against the configured key sources. Several sources may be configured at
+ * once; the token's `alg` picks the source (and with both a PEM key and a JWKS, a token carrying a
+ * `kid` goes to the JWKS). Throws a plain Error at construction for an unusable configuration.
+ *
+ * Clock tolerance is 0: a token is expired from the second its `exp` is reached and valid from the
+ * second of its `nbf`. Token issuers should leave a margin for clock skew themselves.
+ */
+export class TokenVerifier {
+  readonly #secret: Uint8Array | undefined;
+  readonly #pem: PemKey | undefined;
+  readonly #jwks: JWTVerifyGetKey | undefined;
+  readonly #options: JWTVerifyOptions;
+
+  constructor(auth: AuthConfig) {
+    if (auth.hmacSecret !== undefined) {
+      if (auth.hmacSecret === "") throw new Error("auth: hmacSecret must not be empty");
+      this.#secret = new TextEncoder().encode(auth.hmacSecret);
+    }
+    if (auth.publicKey !== undefined) this.#pem = parsePem(auth.publicKey);
+    if (auth.jwks !== undefined) {
+      try {
+        this.#jwks = createLocalJWKSet(auth.jwks as JSONWebKeySet);
+      } catch (err) {
+        throw new Error(`auth: invalid JWKS: ${messageOf(err)}`, { cause: err });
+      }
+    }
+
+    const algorithms = [
+      ...(this.#secret ? HMAC_ALGS : []),
+      ...(this.#pem ? this.#pem.algs : []),
+      ...(this.#jwks ? JWKS_ALGS : []),
+    ];
+    if (algorithms.length === 0) throw new Error("auth: no key source configured");
+    this.#options = {
+      algorithms: [...new Set(algorithms)],
+      clockTolerance: 0,
+      ...(auth.audience !== undefined && { audience: auth.audience }),
+      ...(auth.issuer !== undefined && { issuer: auth.issuer }),
+    };
+  }
+
+  async verify(token: string): Promise<Claims> {
+    // Tokens arrive from the wire, so the declared type is not trusted.
+    if (typeof token !== "string" || token.length === 0) {
+      throw new AuthError("invalid", "token missing");
+    }
+    if (token.length > MAX_TOKEN_LENGTH) {
+      throw new AuthError("invalid", "token larger than 16 KiB");
+    }
+    let payload: JWTPayload;
+    try {
+      payload = await this.#verifyJws(token);
+    } catch (err) {
+      throw toAuthError(err);
+    }
+    return toClaims(payload);
+  }
+
+  async #verifyJws(token: string): Promise<JWTPayload> {
+    try {
+      return (await jwtVerify(token, this.#getKey, this.#options)).payload;
+    } catch (err) {
+      if (!(err instanceof errors.JWKSMultipleMatchingKeys)) throw err;
+      // Several JWKS keys fit and no `kid` tells them apart (typically during key rotation):
+      // the token is valid if any of them verifies it.
+      for await (const key of err) {
+        try {
+          return (await jwtVerify(token, key, this.#options)).payload;
+        } catch (inner) {
+          if (!(inner instanceof errors.JWSSignatureVerificationFailed)) throw inner;
+        }
+      }
+      throw new errors.JWSSignatureVerificationFailed();
+    }
+  }
+
+  // Only reached for an allowlisted `alg`: jose checks the allowlist before resolving the key.
+  readonly #getKey: JWTVerifyGetKey = async (header, token) => {
+    const { alg, kid } = header;
+    if (alg === "HS256" && this.#secret) return this.#secret;
+    const pem = this.#pem;
+    const pemFits = pem !== undefined && alg !== undefined && pem.algs.includes(alg);
+    if (this.#jwks && (!pemFits || kid !== undefined)) return this.#jwks(header, token);
+    if (pemFits) {
+      // Imported on first use and cached; the key was already validated in the constructor.
+      pem.imported ??= importSPKI(pem.spki, pem.algs[0]);
+      return pem.imported;
+    }
+    throw new errors.JOSEAlgNotAllowed("no key configured for this algorithm");
+  };
+}
+
+/** Works out which algorithm a PEM key is for, so a token can only use that one. */
+function parsePem(pem: string): PemKey {
+  let key;
+  try {
+    // Also accepts certificates, PKCS#1 and private keys, normalised to SPKI below.
+    key = createPublicKey(pem);
+  } catch (err) {
+    throw new Error(`auth: publicKey is not a valid PEM key: ${messageOf(err)}`, { cause: err });
+  }
+  const spki = key.export({ format: "pem", type: "spki" }).toString();
+  const details = key.asymmetricKeyDetails ?? {};
+  switch (key.asymmetricKeyType) {
+    case "rsa":
+      // jose refuses shorter RSA keys at verification time; fail at startup instead.
+      if ((details.modulusLength ?? 0) < 2048) {
+        throw new Error("auth: RSA publicKey must be at least 2048 bits");
+      }
+      return { algs: RSA_ALGS, spki };
+    case "ec":
+      if (details.namedCurve !== "prime256v1") {
+        throw new Error(`auth: EC publicKey must use P-256, not ${details.namedCurve ?? "unknown"}`);
+      }
+      return { algs: EC_P256_ALGS, spki };
+    case "ed25519":
+      return { algs: ED25519_ALGS, spki };
+    default:
+      throw new Error(`auth: unsupported publicKey type ${key.asymmetricKeyType ?? "unknown"}`);
+  }
+}
+
+function toAuthError(err: unknown): AuthError {
+  if (err instanceof AuthError) return err;
+  const fail = (message: string) => new AuthError("invalid", message, { cause: err });
+  if (err instanceof errors.JWTExpired) {
+    return new AuthError("expired", "token expired", { cause: err });
+  }
+  if (err instanceof errors.JWTClaimValidationFailed) {
+    if (err.reason === "missing") return fail(`token has no "${err.claim}" claim`);
+    if (err.reason === "invalid") return fail(`token "${err.claim}" claim is malformed`);
+    switch (err.claim) {
+      case "nbf":
+        return fail("token not yet valid (nbf)");
+      case "aud":
+        return fail("token audience mismatch");
+      case "iss":
+        return fail("token issuer mismatch");
+      default:
+        return fail(`token "${err.claim}" claim rejected`);
+    }
+  }
+  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported) {
+    return fail("token algorithm not allowed");
+  }
+  if (err instanceof errors.JWSSignatureVerificationFailed) return fail("token signature invalid");
+  if (err instanceof errors.JWKSNoMatchingKey) return fail("no key matches the token");
+  if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid) {
+    return fail("malformed token");
+  }
+  // Anything else (e.g. a key that does not fit the algorithm) is still the token's fault as far
+  // as the client is concerned; the cause is kept for logs.
+  return fail("invalid token");
+}
+
+/** Signature and times are already checked; this enforces the shape the gateway relies on. */
+function toClaims(payload: JWTPayload): Claims {
+  const fail = (message: string) => new AuthError("invalid", message);
+  const { sub, exp } = payload;
+  if (typeof sub !== "string" || sub.length === 0) {
+    throw fail('token "sub" claim must be a non-empty string');
+  }
+  if (sub.length > MAX_SUB_LENGTH) {
+    throw fail(`token "sub" claim longer than ${MAX_SUB_LENGTH} characters`);
+  }
+  const claims: Claims = { sub };
+  // jose has already rejected a non-numeric exp.
+  if (exp !== undefined) claims.exp = exp;
+
+  if (Object.hasOwn(payload, "channels")) {
+    const { channels } = payload;
+    if (!Array.isArray(channels)) throw fail('token "channels" claim must be an array');
+    if (channels.length > MAX_CHANNEL_PATTERNS) {
+      throw fail(`token "channels" claim has more than ${MAX_CHANNEL_PATTERNS} patterns`);
+    }
+    const patterns: unknown[] = channels;
+    const bad = patterns.findIndex((p) => typeof p !== "string" || !isValidPattern(p));
+    if (bad !== -1) throw fail(`token "channels" claim has an invalid pattern at index ${bad}`);
+    claims.channels = patterns as string[];
+  }
+
+  if (Object.hasOwn(payload, "info")) {
+    // The payload came out of JSON.parse, so it re-serialises without throwing.
+    const size = Buffer.byteLength(JSON.stringify(payload.info), "utf8");
+    if (size > MAX_INFO_BYTES) {
+      throw fail(`token "info" claim larger than ${MAX_INFO_BYTES} bytes`);
+    }
+    claims.info = payload.info;
+  }
+  return claims;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,42 @@
+import type { HistoryOptions } from "../config/types.js";
+import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
+
+/** What a broker delivers to its gateway. Calls for one channel arrive in publish order. */
+export interface BrokerHandler {
+  onPublication(pub: Publication): void;
+  onJoin(ch: string, info: ClientInfo): void;
+  onLeave(ch: string, info: ClientInfo): void;
+  onControl(msg: ControlMessage): void;
+}
+
+/** Gateway-wide commands that must reach every replica. */
+export type ControlMessage = { kind: "disconnect"; user: string; code: number; reason: string };
+
+export interface PublishOptions {
+  /** Keep the publication in the channel's history (and give it an offset). */
+  history?: HistoryOptions;
+  /** A retried publish with the same key within the window is delivered once. */
+  idempotencyKey?: string;
+}
+
+export interface PublishResult {
+  offset?: number;
+  epoch?: string;
+}
+
+/**
+ * Moves publications, join/leave events and control messages between gateways. The hub calls
+ * subscribe/unsubscribe once per channel per gateway, however many local clients listen.
+ */
+export interface Broker {
+  start(handler: BrokerHandler): Promise<void>;
+  publish(pub: Publication, opts: PublishOptions): Promise<PublishResult>;
+  publishJoin(ch: string, info: ClientInfo): Promise<void>;
+  publishLeave(ch: string, info: ClientInfo): Promise<void>;
+  publishControl(msg: ControlMessage): Promise<void>;
+  subscribe(ch: string): Promise<void>;
+  unsubscribe(ch: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export type { StreamPosition };

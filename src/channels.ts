@@ -1,0 +1,37 @@
+import type { NamespaceOptions } from "./config/types.js";
+import { ErrorCode, ProtocolError } from "./protocol/codes.js";
+
+const MAX_CHANNEL_BYTES = 255;
+// Tokens become NATS subject tokens, so wildcards and whitespace would change their meaning.
+const BAD_TOKEN = /[\s*>]/u;
+
+export interface ResolvedChannel {
+  ch: string;
+  namespace: string;
+  options: NamespaceOptions;
+}
+
+/** Validates a channel name and finds its namespace; throws ProtocolError 400/404. */
+export function resolveChannel(namespaces: Record<string, NamespaceOptions>, ch: unknown): ResolvedChannel {
+  if (typeof ch !== "string") throw new ProtocolError(ErrorCode.BadRequest, "ch must be a string");
+  if (ch.length === 0) throw new ProtocolError(ErrorCode.BadRequest, "ch must not be empty");
+  if (Buffer.byteLength(ch, "utf8") > MAX_CHANNEL_BYTES) {
+    throw new ProtocolError(ErrorCode.BadRequest, `ch is longer than ${MAX_CHANNEL_BYTES} bytes`);
+  }
+  const tokens = ch.split(".");
+  for (const t of tokens) {
+    if (t === "") throw new ProtocolError(ErrorCode.BadRequest, `ch ${JSON.stringify(ch)} has an empty token`);
+    if (BAD_TOKEN.test(t)) {
+      throw new ProtocolError(ErrorCode.BadRequest, `ch ${JSON.stringify(ch)} contains '*', '>' or whitespace`);
+    }
+  }
+  const namespace = tokens[0] as string;
+  const options = Object.hasOwn(namespaces, namespace) ? namespaces[namespace] : undefined;
+  if (!options) throw new ProtocolError(ErrorCode.NotFound, `unknown namespace ${JSON.stringify(namespace)}`);
+  return { ch, namespace, options };
+}
+
+/** The user a personal channel belongs to: its last token (`user.alice` -> `alice`). */
+export function personalOwner(ch: string): string {
+  return ch.slice(ch.lastIndexOf(".") + 1);
+}

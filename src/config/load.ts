@@ -1,0 +1,669 @@
+/**
+ * Builds the validated Config from defaults, a config file, NATSEDGE_* env vars and flags
+ * (later sources win). Every setting is described once, in SETTINGS; the file keys, env var
+ * names, flag names, defaults, validation and --help text all derive from that table.
+ */
+
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { dirname, extname, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { parseDuration, parseSize } from "./duration.js";
+import { formatHelp } from "./help.js";
+import type { AuthConfig, Config, HistoryOptions, LogLevel, NamespaceOptions } from "./types.js";
+
+/** Bad configuration. The message is one line naming the key, the value and what is allowed. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Where a raw value came from, for error messages and for resolving relative paths. */
+interface Origin {
+  label: string;
+  /** Set for values from a config file: relative paths in it resolve against this directory. */
+  dir?: string;
+}
+
+interface Raw {
+  value: unknown;
+  origin: Origin;
+}
+
+/** The key being validated, for error messages. */
+interface At {
+  key: string;
+  origin: Origin;
+  /** Secrets are reported by length only, so they do not end up in logs. */
+  secret?: boolean;
+}
+
+interface Kind<T> {
+  /** What is allowed, phrased to follow "is not allowed: ". */
+  allowed: string;
+  parse(value: unknown, at: At): T;
+}
+
+function where(at: At): string {
+  return `${at.key} (from ${at.origin.label})`;
+}
+
+function show(value: unknown, secret = false): string {
+  if (secret) return typeof value === "string" ? `a value of ${value.length} characters` : `a ${typeof value}`;
+  // JSON keeps the message on one line even for multi-line values such as PEM text.
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+function fail(at: At, value: unknown, allowed: string): never {
+  throw new ConfigError(`${where(at)}: ${show(value, at.secret)} is not allowed: ${allowed}`);
+}
+
+function problem(at: At, text: string): ConfigError {
+  return new ConfigError(`${where(at)}: ${text}`);
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function isList(value: unknown): value is unknown[] {
+  return Array.isArray(value);
+}
+
+function errorText(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.split("\n")[0] ?? text;
+}
+
+function readText(path: string, at: At): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (error) {
+    throw problem(at, `${show(path)} cannot be read: ${errorText(error)}`);
+  }
+}
+
+function parseJson(text: string, at: At, shown: unknown): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw problem(at, `${show(shown)} is not valid JSON: ${errorText(error)}`);
+  }
+}
+
+/* ---------------------------------------------------------------- kinds of value */
+
+/** A whole number: a number in files, or a string of digits anywhere ("1e3", "8.5", "" are not). */
+function toInteger(value: unknown): number | undefined {
+  const number = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+  return typeof number === "number" && Number.isSafeInteger(number) && number >= 0 ? number : undefined;
+}
+
+function integer(min: number, max: number, note = ""): Kind<number> {
+  return {
+    allowed: `an integer from ${min} to ${max}${note}`,
+    parse(value, at) {
+      const number = toInteger(value);
+      return number !== undefined && number >= min && number <= max ? number : fail(at, value, this.allowed);
+    },
+  };
+}
+
+/** Numbers in files mean seconds (durations) or bytes (sizes), as plain integers in strings do. */
+function scaled(parseText: (text: string) => number | undefined, scale: number) {
+  return (allowed: string, min: number, max: number): Kind<number> => ({
+    allowed,
+    parse(value, at) {
+      const whole = toInteger(value);
+      const result = typeof value === "string" ? parseText(value) : whole === undefined ? undefined : whole * scale;
+      return result !== undefined && result >= min && result <= max ? result : fail(at, value, allowed);
+    },
+  });
+}
+
+const duration = scaled(parseDuration, 1000);
+const size = scaled(parseSize, 1);
+
+function characters(minLength: number, allowed = `a string of at least ${minLength} characters`): Kind<string> {
+  return {
+    allowed,
+    parse: (value, at) => (typeof value === "string" && value.length >= minLength ? value : fail(at, value, allowed)),
+  };
+}
+
+function matching(pattern: RegExp, allowed: string): Kind<string> {
+  return {
+    allowed,
+    parse: (value, at) => (typeof value === "string" && pattern.test(value) ? value : fail(at, value, allowed)),
+  };
+}
+
+const LABEL = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${LABEL}(\\.${LABEL})*$`, "i");
+
+const host: Kind<string> = {
+  allowed: "an IP address (IPv6 without brackets) or a host name",
+  parse(value, at) {
+    const valid = typeof value === "string" && (isIP(value) !== 0 || HOSTNAME.test(value));
+    return valid ? value : fail(at, value, this.allowed);
+  },
+};
+
+const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+
+const logLevel: Kind<LogLevel> = {
+  allowed: `one of ${LOG_LEVELS.join(", ")}`,
+  parse(value, at) {
+    return LOG_LEVELS.find((level) => level === value) ?? fail(at, value, this.allowed);
+  },
+};
+
+/** scheme://host[:port], lower case; host is a name that may start with "*.", an IPv4 or a [IPv6] address. */
+const ORIGIN_HOST = `((\\*\\.)?${LABEL}(\\.${LABEL})*|\\[[0-9a-f:.]+\\])`;
+const ORIGIN = new RegExp(`^[a-z][a-z0-9+.-]*://${ORIGIN_HOST}(:(?<port>\\d{1,5}))?$`);
+
+const origins: Kind<string[]> = {
+  allowed:
+    'a comma-separated list (in files also a list) of "*" or scheme://host[:port], where host may start with "*."',
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    return entries.map((entry) => {
+      // Browsers send scheme and host in lower case: lower-casing here lets the gateway compare strings.
+      const origin = typeof entry === "string" ? entry.toLowerCase() : "";
+      const match = ORIGIN.exec(origin);
+      const port = Number(match?.groups?.port ?? 1);
+      const valid = origin === "*" || (match !== null && port >= 1 && port <= 65535);
+      return valid ? origin : fail(at, entry, this.allowed);
+    });
+  },
+};
+
+const PEM = /-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/;
+
+/** PEM text; literal "\n" sequences (how PEM usually survives an env var) become newlines. */
+const publicKey: Kind<string> = {
+  allowed: "PEM text from -----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY-----",
+  parse(value, at) {
+    const pem = typeof value === "string" ? value.replace(/\\n/g, "\n") : "";
+    return PEM.test(pem) ? pem : fail(at, value, this.allowed);
+  },
+};
+
+const nonEmpty = characters(1, "a non-empty string");
+
+const filePath = characters(
+  1,
+  "a file path, resolved against the config file's directory when set in that file, else the working directory",
+);
+
+const NAMESPACE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const FLAGS = ["presence", "joinLeave", "clientPublish", "anonymous", "personal"] as const;
+const NAMESPACE_OPTIONS = new Set<string>(["history", ...FLAGS]);
+const historySize = integer(1, 100_000);
+const historyTtl = duration("a duration greater than 0, e.g. 30s or 5m", 1, Number.MAX_SAFE_INTEGER);
+
+function child(at: At, name: string): At {
+  return { ...at, key: `${at.key}.${name}` };
+}
+
+function unknownKey(at: At, name: string, allowed: Iterable<string>): ConfigError {
+  return problem(child(at, name), `unknown key; allowed here: ${[...allowed].join(", ")}`);
+}
+
+function history(value: unknown, at: At): HistoryOptions {
+  if (!isObject(value)) return fail(at, value, "a mapping with size and ttl");
+  for (const name of Object.keys(value)) {
+    if (name !== "size" && name !== "ttl") throw unknownKey(at, name, ["size", "ttl"]);
+  }
+  const read = <T>(name: string, kind: Kind<T>): T => {
+    const here = child(at, name);
+    if (value[name] == null) throw problem(here, `missing; history needs both size and ttl (${name}: ${kind.allowed})`);
+    return kind.parse(value[name], here);
+  };
+  return { size: read("size", historySize), ttl: read("ttl", historyTtl) };
+}
+
+function namespace(value: unknown, at: At): NamespaceOptions {
+  // `chat:` with nothing after it is a YAML null: a namespace with every option at its default.
+  const options = value === null ? {} : value;
+  if (!isObject(options)) return fail(at, value, "a mapping of namespace options");
+  for (const name of Object.keys(options)) {
+    if (!NAMESPACE_OPTIONS.has(name)) throw unknownKey(at, name, NAMESPACE_OPTIONS);
+  }
+  const flag = (name: (typeof FLAGS)[number]): boolean => {
+    const option = options[name] ?? false;
+    return typeof option === "boolean" ? option : fail(child(at, name), option, "true or false");
+  };
+  const result: NamespaceOptions = {
+    presence: flag("presence"),
+    joinLeave: flag("joinLeave"),
+    clientPublish: flag("clientPublish"),
+    anonymous: flag("anonymous"),
+    personal: flag("personal"),
+  };
+  if (result.joinLeave && !result.presence) {
+    fail(child(at, "joinLeave"), true, "joinLeave needs presence: true in the same namespace");
+  }
+  if (options.history != null) result.history = history(options.history, child(at, "history"));
+  return result;
+}
+
+/**
+ * Null-prototype, so a client asking for a namespace called "constructor" or "__proto__"
+ * finds nothing rather than something inherited from Object.prototype.
+ */
+function namespaceMap(): Record<string, NamespaceOptions> {
+  return Object.create(null) as Record<string, NamespaceOptions>;
+}
+
+const namespaces: Kind<Record<string, NamespaceOptions>> = {
+  allowed: "a mapping (in NATSEDGE_NAMESPACES a JSON object) of namespace name to options; see docs/configuration.md",
+  parse(value, at) {
+    const map = typeof value === "string" ? parseJson(value, at, value) : value;
+    if (!isObject(map)) return fail(at, value, "a mapping of namespace name to options");
+    const result = namespaceMap();
+    for (const [name, options] of Object.entries(map)) {
+      if (!NAMESPACE_NAME.test(name)) fail(at, name, "names of 1 to 64 characters from A-Z, a-z, 0-9, _ and -");
+      result[name] = namespace(options, child(at, name));
+    }
+    return result;
+  },
+};
+
+/* ---------------------------------------------------------------- the settings */
+
+/** Parsed value of each setting; the file key is the property name. */
+interface Values {
+  host: string;
+  port: number;
+  adminHost: string;
+  adminPort: number;
+  apiKey: string;
+  allowedOrigins: string[];
+  logLevel: LogLevel;
+  "auth.hmacSecret": string;
+  "auth.publicKey": string;
+  "auth.publicKeyFile": string;
+  "auth.jwksFile": string;
+  "auth.audience": string;
+  "auth.issuer": string;
+  "auth.cookie": string;
+  namespaces: Record<string, NamespaceOptions>;
+  maxFrameSize: number;
+  pingInterval: number;
+  maxSubscriptions: number;
+  backpressureLimit: number;
+  commandRate: number;
+  idempotencyWindow: number;
+  drainPeriod: number;
+}
+
+type Key = keyof Values;
+
+interface Setting<T> {
+  kind: Kind<T>;
+  about: string;
+  /** Raw default, parsed like any other input; shown as-is in --help. */
+  default?: string;
+  /** --help text for settings without a raw default. */
+  defaultText?: string;
+  /** Settings that cannot be given as a flag. */
+  noFlag?: true;
+  secret?: true;
+}
+
+const KIB = 1024;
+const MIB = 1024 * KIB;
+const SECOND = 1000;
+const MINUTE = 60 * SECOND;
+
+const PORT_NOTE = " (0 = pick a free port)";
+const KEY_SOURCE_TEXT = "set one of auth.hmacSecret, auth.publicKey, auth.publicKeyFile or auth.jwksFile";
+
+const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
+  host: { kind: host, about: "Address the client listener (WebSocket and HTTP) binds to", default: "0.0.0.0" },
+  port: { kind: integer(0, 65535, PORT_NOTE), about: "Port of the client listener", default: "8000" },
+  adminHost: {
+    kind: host,
+    about: "Address the admin listener (metrics and health probes) binds to",
+    defaultText: "the value of host",
+  },
+  adminPort: { kind: integer(0, 65535, PORT_NOTE), about: "Port of the admin listener", default: "9100" },
+  apiKey: {
+    kind: characters(8),
+    about: "Key for the server HTTP API (/api/*, header Authorization: apikey <key>); unset, that API answers 401",
+    secret: true,
+  },
+  allowedOrigins: {
+    kind: origins,
+    about: "Browser origins allowed to connect",
+    defaultText: "unset (same-origin only; any origin in the embedded default)",
+  },
+  logLevel: { kind: logLevel, about: "Log level", default: "info" },
+  "auth.hmacSecret": {
+    kind: characters(16),
+    about: "Shared secret client JWTs are signed with (HS256)",
+    secret: true,
+  },
+  "auth.publicKey": {
+    kind: publicKey,
+    about: "Public key (RSA, P-256 or Ed25519) client JWTs are verified with; \\n escapes become newlines",
+  },
+  "auth.publicKeyFile": {
+    kind: filePath,
+    about: "File holding the PEM public key client JWTs are verified with, read at startup",
+  },
+  "auth.jwksFile": {
+    kind: filePath,
+    about: 'JWKS file (a JSON object with a non-empty "keys" array) whose keys verify client JWTs, read at startup',
+  },
+  "auth.audience": { kind: nonEmpty, about: "Required JWT aud claim", defaultText: "unset (not checked)" },
+  "auth.issuer": { kind: nonEmpty, about: "Required JWT iss claim", defaultText: "unset (not checked)" },
+  "auth.cookie": {
+    kind: matching(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, "a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+    about: "Cookie that may carry the client JWT",
+  },
+  namespaces: {
+    kind: namespaces,
+    about: "Channel namespaces",
+    defaultText: "none (the embedded default has one: public)",
+    noFlag: true,
+  },
+  maxFrameSize: {
+    kind: size("a size from 1KiB to 16MiB", KIB, 16 * MIB),
+    about: "Largest inbound WebSocket message or HTTP body",
+    default: "64KiB",
+  },
+  pingInterval: {
+    kind: duration("a duration from 2s to 10m", 2 * SECOND, 10 * MINUTE),
+    about: "Keepalive ping interval (a peer silent for twice as long is closed)",
+    default: "25s",
+  },
+  maxSubscriptions: { kind: integer(1, 100_000), about: "Subscriptions one connection may hold", default: "128" },
+  backpressureLimit: {
+    kind: size("a size from 16KiB to 1GiB", 16 * KIB, 1024 * MIB),
+    about: "Outbound bytes buffered for one client before it is disconnected with 4008",
+    default: "1MiB",
+  },
+  commandRate: {
+    kind: integer(0, 1_000_000, " (0 = no limit)"),
+    about: "Commands per second one connection may send (bursts up to twice that)",
+    default: "100",
+  },
+  idempotencyWindow: {
+    kind: duration("a duration from 1s to 1h", SECOND, 60 * MINUTE),
+    about: "Window in which a repeated publish idempotencyKey is delivered once",
+    default: "5m",
+  },
+  drainPeriod: {
+    kind: duration("a duration from 0 to 10m", 0, 10 * MINUTE),
+    about: "Period over which clients are disconnected on shutdown",
+    default: "5s",
+  },
+};
+
+// Object.keys gives string[]; the guard narrows it to Key[] without a cast.
+const KEYS = Object.keys(SETTINGS).filter((key): key is Key => key in SETTINGS);
+
+/** "auth.publicKeyFile" -> "NATSEDGE_AUTH_PUBLIC_KEY_FILE" */
+const envName = (key: Key): string => `NATSEDGE_${key.replace(/\./g, "_").replace(/[A-Z]/g, "_$&")}`.toUpperCase();
+/** "auth.publicKeyFile" -> "--auth-public-key-file" */
+const flagName = (key: Key): string => `--${key.replace(/\./g, "-").replace(/[A-Z]/g, "-$&")}`.toLowerCase();
+
+const BY_ENV = new Map(KEYS.map((key) => [envName(key), key]));
+const BY_FLAG = new Map(KEYS.filter((key) => !SETTINGS[key].noFlag).map((key) => [flagName(key), key]));
+/** Config-file names: top-level keys, and keys inside the `auth` mapping. */
+const FILE_KEYS = new Map(KEYS.filter((key) => !key.startsWith("auth.")).map((key) => [key, key]));
+const AUTH_FILE_KEYS = new Map(
+  KEYS.filter((key) => key.startsWith("auth.")).map((key) => [key.slice("auth.".length), key]),
+);
+const AUTH_FILE_KEY_LIST = [...AUTH_FILE_KEYS.keys()].join(", ");
+
+export const HELP: string = formatHelp(
+  KEYS.map((key) => {
+    const setting: Setting<unknown> = SETTINGS[key];
+    return {
+      key,
+      env: envName(key),
+      ...(setting.noFlag ? {} : { flag: flagName(key) }),
+      about: setting.about,
+      allowed: setting.kind.allowed,
+      default: setting.default ?? setting.defaultText ?? "unset",
+    };
+  }),
+);
+
+/* ---------------------------------------------------------------- sources */
+
+const DEFAULT_ORIGIN: Origin = { label: "default" };
+
+interface Layer {
+  /** The config file named by this source, if any. */
+  config?: Raw;
+  values: Map<Key, Raw>;
+}
+
+function readFlags(argv: readonly string[]): Layer {
+  const layer: Layer = { values: new Map() };
+  const rest = [...argv];
+  for (let arg = rest.shift(); arg !== undefined; arg = rest.shift()) {
+    if (!arg.startsWith("--")) {
+      throw new ConfigError(`${arg}: unexpected argument; settings are --name value or --name=value (see --help)`);
+    }
+    const equals = arg.indexOf("=");
+    const flag = equals === -1 ? arg : arg.slice(0, equals);
+    const key = BY_FLAG.get(flag);
+    if (key === undefined && flag !== "--config") throw new ConfigError(`${flag}: unknown flag (see --help)`);
+    let value = arg.slice(equals + 1);
+    if (equals === -1) {
+      // A following "--name" is the next flag rather than this one's value (`--host --port 1` is a
+      // slip), but "-----BEGIN PUBLIC KEY-----" is a value.
+      const next = rest.shift();
+      if (next === undefined || /^--[a-z]/i.test(next)) {
+        throw new ConfigError(`${flag}: needs a value, as ${flag} <value> or ${flag}=<value>`);
+      }
+      value = next;
+    }
+    const raw: Raw = { value, origin: { label: flag } };
+    if (key === undefined) layer.config = raw;
+    else layer.values.set(key, raw);
+  }
+  return layer;
+}
+
+function readEnv(env: Record<string, string | undefined>): Layer {
+  const layer: Layer = { values: new Map() };
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith("NATSEDGE_") || value === undefined) continue;
+    const raw: Raw = { value, origin: { label: name } };
+    const key = BY_ENV.get(name);
+    if (key !== undefined) layer.values.set(key, raw);
+    else if (name === "NATSEDGE_CONFIG") layer.config = raw;
+    else throw new ConfigError(`${name}: unknown environment variable; no natsedge setting has that name (see --help)`);
+  }
+  return layer;
+}
+
+function parseFileText(text: string, file: string, at: At): unknown {
+  const extension = extname(file).toLowerCase();
+  const isYaml = extension === ".yaml" || extension === ".yml";
+  if (extension === ".json") return parseJson(text, at, file);
+  if (!isYaml) {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      // Not JSON: fall through to YAML, and report a YAML error if that fails too.
+    }
+  }
+  try {
+    return parseYaml(text) as unknown;
+  } catch (error) {
+    throw problem(at, `${show(file)} is not valid ${isYaml ? "YAML" : "JSON or YAML"}: ${errorText(error)}`);
+  }
+}
+
+function readConfigFile(config: Raw): Map<Key, Raw> {
+  const at: At = { key: "config", origin: config.origin };
+  const file = filePath.parse(config.value, at);
+  const data = parseFileText(readText(file, at), file, at);
+  const origin: Origin = { label: file, dir: dirname(resolve(file)) };
+  const values = new Map<Key, Raw>();
+  // In a file, an empty value (YAML null) means "not set"; an empty file sets nothing.
+  const add = (names: ReadonlyMap<string, Key>, name: string, value: unknown, prefix = ""): void => {
+    const key = names.get(name);
+    if (key === undefined) {
+      const allowed = [...names.keys(), ...(prefix ? [] : ["auth"])].join(", ");
+      throw new ConfigError(`${prefix}${name} (from ${file}): unknown key; allowed here: ${allowed}`);
+    }
+    if (value !== null) values.set(key, { value, origin });
+  };
+  if (data === null) return values;
+  if (!isObject(data)) return fail(at, file, "a file whose top level is a mapping of settings");
+  for (const [name, value] of Object.entries(data)) {
+    if (name !== "auth") add(FILE_KEYS, name, value);
+    else if (value === null) continue;
+    else if (!isObject(value)) fail({ key: "auth", origin }, value, `a mapping of ${AUTH_FILE_KEY_LIST}`);
+    else for (const [authName, authValue] of Object.entries(value)) add(AUTH_FILE_KEYS, authName, authValue, "auth.");
+  }
+  return values;
+}
+
+/* ---------------------------------------------------------------- assembly */
+
+type Get = <K extends Key>(key: K) => Values[K] | undefined;
+
+const KEY_SOURCES = ["auth.hmacSecret", "auth.publicKey", "auth.publicKeyFile", "auth.jwksFile"] as const;
+const CLAIMS = ["auth.audience", "auth.issuer", "auth.cookie"] as const;
+
+function setIfDefined<T, K extends keyof T>(target: T, key: K, value: T[K] | undefined): void {
+  if (value !== undefined) target[key] = value;
+}
+
+/** Reads a key file named by `key`, relative to the config file when the name came from one. */
+function readKeyFile(raw: Map<Key, Raw>, key: Key, name: string): { text: string; at: At; file: string } {
+  const origin = raw.get(key)?.origin ?? DEFAULT_ORIGIN;
+  const at: At = { key, origin };
+  const file = resolve(origin.dir ?? process.cwd(), name);
+  return { text: readText(file, at), at, file };
+}
+
+function publicKeyFromFile(raw: Map<Key, Raw>, name: string): string {
+  const { text: pem, at, file } = readKeyFile(raw, "auth.publicKeyFile", name);
+  return PEM.test(pem) ? pem : fail(at, file, `a file holding ${publicKey.allowed}`);
+}
+
+function jwksFromFile(raw: Map<Key, Raw>, name: string): { keys: Record<string, unknown>[] } {
+  const { text: json, at, file } = readKeyFile(raw, "auth.jwksFile", name);
+  const jwks = parseJson(json, at, file);
+  const keys = isObject(jwks) ? jwks.keys : undefined;
+  if (!isList(keys) || keys.length === 0 || !keys.every(isObject)) {
+    return fail(at, file, 'a JWKS file: a JSON object whose "keys" is a non-empty array of key objects');
+  }
+  return { keys };
+}
+
+function buildAuth(raw: Map<Key, Raw>, get: Get): AuthConfig | undefined {
+  const sources = KEY_SOURCES.filter((key) => raw.has(key));
+  if (sources.length > 1) {
+    const named = sources.map((key) => `${key} (from ${raw.get(key)?.origin.label ?? "?"})`);
+    throw new ConfigError(`auth: only one key source may be set, but ${named.join(" and ")} are; ${KEY_SOURCE_TEXT}`);
+  }
+  if (sources.length === 0) {
+    for (const claim of CLAIMS) {
+      const origin = raw.get(claim)?.origin;
+      if (origin) throw problem({ key: claim, origin }, `needs a key source: ${KEY_SOURCE_TEXT}`);
+    }
+    return undefined;
+  }
+
+  const auth: AuthConfig = {};
+  setIfDefined(auth, "hmacSecret", get("auth.hmacSecret"));
+  setIfDefined(auth, "publicKey", get("auth.publicKey"));
+  const pemFile = get("auth.publicKeyFile");
+  if (pemFile !== undefined) auth.publicKey = publicKeyFromFile(raw, pemFile);
+  const jwksFile = get("auth.jwksFile");
+  if (jwksFile !== undefined) auth.jwks = jwksFromFile(raw, jwksFile);
+  setIfDefined(auth, "audience", get("auth.audience"));
+  setIfDefined(auth, "issuer", get("auth.issuer"));
+  setIfDefined(auth, "cookie", get("auth.cookie"));
+  return auth;
+}
+
+/** The no-config default: one open namespace, so that a bare `natsedge` is usable at once. */
+function embeddedNamespaces(): Record<string, NamespaceOptions> {
+  const map = namespaceMap();
+  map.public = {
+    presence: true,
+    joinLeave: true,
+    clientPublish: true,
+    anonymous: true,
+    personal: false,
+    history: { size: 100, ttl: 5 * MINUTE },
+  };
+  return map;
+}
+
+/**
+ * Loads the configuration from `argv` (process.argv.slice(2)) and `env` (process.env).
+ * Returns `{ help }` when --help or -h is among the arguments; throws ConfigError on bad input.
+ */
+export function loadConfig(
+  argv: string[],
+  env: Record<string, string | undefined>,
+): { config: Config } | { help: string } {
+  // Help first, so that it works even while the rest of the configuration is broken.
+  if (argv.includes("--help") || argv.includes("-h")) return { help: HELP };
+
+  const flags = readFlags(argv);
+  const fromEnv = readEnv(env);
+  const configFile = flags.config ?? fromEnv.config;
+  const fromFile = configFile ? readConfigFile(configFile) : new Map<Key, Raw>();
+  const raw = new Map([...fromFile, ...fromEnv.values, ...flags.values]);
+
+  const get: Get = (key) => {
+    const setting = SETTINGS[key];
+    const fallback = setting.default === undefined ? undefined : { value: setting.default, origin: DEFAULT_ORIGIN };
+    const input = raw.get(key) ?? fallback;
+    return input && setting.kind.parse(input.value, { key, origin: input.origin, secret: setting.secret === true });
+  };
+  const withDefault = <K extends Key>(key: K): Values[K] => {
+    const value = get(key);
+    if (value === undefined) throw new Error(`natsedge bug: setting ${key} has no default`);
+    return value;
+  };
+
+  const host = withDefault("host");
+  const port = withDefault("port");
+  const adminHost = get("adminHost") ?? host;
+  const adminPort = withDefault("adminPort");
+  if (adminPort !== 0 && adminPort === port && adminHost === host) {
+    const at: At = { key: "adminPort", origin: raw.get("adminPort")?.origin ?? DEFAULT_ORIGIN };
+    const portFrom = raw.get("port")?.origin.label ?? DEFAULT_ORIGIN.label;
+    fail(at, adminPort, `a port other than port (${port}, from ${portFrom}) while adminHost equals host`);
+  }
+  const auth = buildAuth(raw, get);
+  const namespaces = get("namespaces");
+  const embedded = configFile === undefined && auth === undefined && namespaces === undefined;
+
+  const config: Config = {
+    host,
+    port,
+    adminHost,
+    adminPort,
+    embedded,
+    logLevel: withDefault("logLevel"),
+    namespaces: embedded ? embeddedNamespaces() : namespaces ?? namespaceMap(),
+    maxFrameSize: withDefault("maxFrameSize"),
+    pingInterval: withDefault("pingInterval"),
+    maxSubscriptions: withDefault("maxSubscriptions"),
+    backpressureLimit: withDefault("backpressureLimit"),
+    commandRate: withDefault("commandRate"),
+    idempotencyWindow: withDefault("idempotencyWindow"),
+    drainPeriod: withDefault("drainPeriod"),
+  };
+  setIfDefined(config, "apiKey", get("apiKey"));
+  setIfDefined(config, "allowedOrigins", get("allowedOrigins"));
+  setIfDefined(config, "auth", auth);
+  return { config };
+}

@@ -1,0 +1,63 @@
+/**
+ * The validated configuration every other module reads. Durations are milliseconds, sizes bytes.
+ * Nothing outside src/config sees raw (unvalidated) input.
+ */
+
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+
+export interface HistoryOptions {
+  /** Publications kept per channel. */
+  size: number;
+  /** How long a publication stays in history, ms. */
+  ttl: number;
+}
+
+export interface NamespaceOptions {
+  history?: HistoryOptions;
+  presence: boolean;
+  joinLeave: boolean;
+  clientPublish: boolean;
+  anonymous: boolean;
+  personal: boolean;
+}
+
+export interface AuthConfig {
+  hmacSecret?: string;
+  /** PEM text (from `publicKey`, or read from `publicKeyFile` at load time). */
+  publicKey?: string;
+  /** Parsed JWKS document read from `jwksFile` at load time. */
+  jwks?: { keys: Record<string, unknown>[] };
+  audience?: string;
+  issuer?: string;
+  cookie?: string;
+}
+
+export interface Config {
+  host: string;
+  port: number;
+  adminHost: string;
+  adminPort: number;
+  apiKey?: string;
+  /** Origin patterns; `undefined` = same-origin only (plus clients without Origin). */
+  allowedOrigins?: string[];
+  /** True when the gateway runs the no-config embedded default (any origin, auth off). */
+  embedded: boolean;
+  logLevel: LogLevel;
+  /** `undefined` when no key source is configured: only anonymous namespaces can be used. */
+  auth?: AuthConfig;
+  namespaces: Record<string, NamespaceOptions>;
+  /** Largest accepted inbound WebSocket message / HTTP body, bytes. */
+  maxFrameSize: number;
+  /** Server keepalive ping interval, ms (a peer silent for twice as long is closed). */
+  pingInterval: number;
+  /** Subscriptions one connection may hold. */
+  maxSubscriptions: number;
+  /** Outbound bytes buffered for one client before it is disconnected with 4008. */
+  backpressureLimit: number;
+  /** Commands per second one connection may send (token bucket; burst = 2x). 0 disables. */
+  commandRate: number;
+  /** Window in which a repeated publish idempotencyKey is delivered once, ms. */
+  idempotencyWindow: number;
+  /** Period over which clients are disconnected on shutdown, ms. */
+  drainPeriod: number;
+}

@@ -1,0 +1,27 @@
+import type { HistoryOptions } from "../config/types.js";
+import type { Publication, StreamPosition } from "../publication.js";
+
+export interface HistoryQuery {
+  /** Only publications after this position; with another epoch nothing can be returned. */
+  since?: StreamPosition;
+  /** At most this many, the oldest first. */
+  limit?: number;
+}
+
+export interface HistoryResult {
+  pubs: Publication[];
+  /** The channel's current position (the newest offset, 0 when nothing was published). */
+  position: StreamPosition;
+  /**
+   * With `since`: true when `pubs` is exactly everything published after it (the history still
+   * reached back that far and the epoch matched).
+   */
+  complete: boolean;
+}
+
+/** Per-channel retained publications with monotonic offsets. */
+export interface History {
+  append(pub: Publication, opts: HistoryOptions): StreamPosition | Promise<StreamPosition>;
+  read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,80 @@
+import { randomBytes } from "node:crypto";
+import type { HistoryOptions } from "../config/types.js";
+import type { Publication, StreamPosition } from "../publication.js";
+import type { History, HistoryQuery, HistoryResult } from "./history.js";
+
+interface Stream {
+  epoch: string;
+  top: number;
+  /** Retained publications, oldest first; offsets are consecutive. */
+  pubs: Publication[];
+  touched: number;
+}
+
+/**
+ * History held in this process. A stream that expires completely is forgotten, and a later one
+ * for the same channel gets a new epoch, exactly as after a restart: clients holding old
+ * positions are told `recovered:false` rather than handed a wrong continuation.
+ */
+export class MemoryHistory implements History {
+  private readonly streams = new Map<string, Stream>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(private readonly now: () => number = Date.now) {
+    this.sweeper = setInterval(() => this.sweep(), 30_000);
+    this.sweeper.unref();
+  }
+
+  append(pub: Publication, opts: HistoryOptions): StreamPosition {
+    const s = this.stream(pub.ch, opts);
+    s.top++;
+    s.pubs.push({ ...pub, offset: s.top });
+    if (s.pubs.length > opts.size) s.pubs.splice(0, s.pubs.length - opts.size);
+    return { offset: s.top, epoch: s.epoch };
+  }
+
+  async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
+    const s = this.stream(ch, opts);
+    const position = { offset: s.top, epoch: s.epoch };
+    const { since, limit } = query;
+    if (!since) {
+      const pubs = limit === undefined ? s.pubs.slice() : s.pubs.slice(Math.max(0, s.pubs.length - limit));
+      return { pubs, position, complete: true };
+    }
+    if (since.epoch !== s.epoch || since.offset > s.top || since.offset < 0) {
+      return { pubs: [], position, complete: false };
+    }
+    const oldest = s.pubs[0]?.offset ?? s.top + 1;
+    if (oldest > since.offset + 1) return { pubs: [], position, complete: false };
+    const from = since.offset + 1 - oldest;
+    const pubs = s.pubs.slice(from, limit === undefined ? undefined : from + limit);
+    return { pubs, position, complete: true };
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+  }
+
+  private stream(ch: string, opts: HistoryOptions): Stream {
+    const now = this.now();
+    let s = this.streams.get(ch);
+    if (!s) {
+      s = { epoch: randomBytes(6).toString("base64url"), top: 0, pubs: [], touched: now };
+      this.streams.set(ch, s);
+    }
+    s.touched = now;
+    const cutoff = now - opts.ttl;
+    let expired = 0;
+    while (expired < s.pubs.length && (s.pubs[expired] as Publication).ts < cutoff) expired++;
+    if (expired > 0) s.pubs.splice(0, expired);
+    return s;
+  }
+
+  /** Forget streams that hold nothing and nobody looked at for a while, so memory tracks activity. */
+  private sweep(): void {
+    const idleSince = this.now() - 10 * 60_000;
+    for (const [ch, s] of this.streams) {
+      if (s.touched < idleSince) this.streams.delete(ch);
+    }
+  }
+}

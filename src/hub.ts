@@ -1,0 +1,231 @@
+import type { Broker, BrokerHandler, ControlMessage, PublishOptions, PublishResult } from "./broker/broker.js";
+import type { HistoryOptions } from "./config/types.js";
+import type { History, HistoryQuery, HistoryResult } from "./history/history.js";
+import type { Logger } from "./log.js";
+import type { Metrics, PublishSource } from "./metrics.js";
+import type { Presence, PresenceStats } from "./presence/presence.js";
+import { ErrorCode, ProtocolError } from "./protocol/codes.js";
+import type { ClientInfo, Publication } from "./publication.js";
+
+/** Where the hub hands publications and presence events for local delivery (a transport). */
+export interface FanoutSink {
+  publication(pub: Publication): number;
+  join(ch: string, info: ClientInfo): void;
+  leave(ch: string, info: ClientInfo): void;
+}
+
+/** What the hub needs to know of a client session. */
+export interface HubSession {
+  readonly user: string;
+  disconnect(code: number, reason: string, reconnect: boolean): void;
+}
+
+/** Recent publications kept per channel to close the window between a history read and joining live delivery. */
+const RECENT = 64;
+
+interface ChannelState {
+  refs: number;
+  recent: Publication[];
+  lastOffset: number | undefined;
+}
+
+/**
+ * The gateway's centre: one broker subscription per channel however many local subscribers,
+ * fan-out of everything the broker delivers to the transports' sinks, and the single entry point
+ * sessions and the HTTP API use to publish, read history and presence.
+ */
+export class Hub implements BrokerHandler {
+  private readonly channels = new Map<string, ChannelState>();
+  /** Broker (un)subscribe calls per channel run one after another, in call order. */
+  private readonly brokerOps = new Map<string, Promise<void>>();
+  private readonly sinks: FanoutSink[] = [];
+  private readonly sessionsByUser = new Map<string, Set<HubSession>>();
+
+  constructor(
+    private readonly broker: Broker,
+    private readonly history: History,
+    private readonly presence: Presence,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {}
+
+  start(): Promise<void> {
+    return this.broker.start(this);
+  }
+
+  addSink(sink: FanoutSink): void {
+    this.sinks.push(sink);
+  }
+
+  // --- sessions -----------------------------------------------------------------------------
+
+  register(session: HubSession): void {
+    let set = this.sessionsByUser.get(session.user);
+    if (!set) this.sessionsByUser.set(session.user, (set = new Set()));
+    set.add(session);
+  }
+
+  unregister(session: HubSession): void {
+    const set = this.sessionsByUser.get(session.user);
+    if (!set) return;
+    set.delete(session);
+    if (set.size === 0) this.sessionsByUser.delete(session.user);
+  }
+
+  // --- channel membership -------------------------------------------------------------------
+
+  /** Resolves once the broker delivers the channel to this gateway. */
+  async subscribe(ch: string): Promise<void> {
+    let state = this.channels.get(ch);
+    if (state) {
+      state.refs++;
+      await this.brokerOps.get(ch);
+      return;
+    }
+    state = { refs: 1, recent: [], lastOffset: undefined };
+    this.channels.set(ch, state);
+    this.metrics.channels.set(this.channels.size);
+    try {
+      await this.brokerOp(ch, () => this.broker.subscribe(ch));
+    } catch (err) {
+      this.log.error({ err, ch }, "broker subscribe failed");
+      this.release(ch);
+      throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable");
+    }
+  }
+
+  unsubscribe(ch: string): void {
+    this.release(ch);
+  }
+
+  private release(ch: string): void {
+    const state = this.channels.get(ch);
+    if (!state || --state.refs > 0) return;
+    this.channels.delete(ch);
+    this.metrics.channels.set(this.channels.size);
+    this.brokerOp(ch, () => this.broker.unsubscribe(ch)).catch((err: unknown) =>
+      this.log.warn({ err, ch }, "broker unsubscribe failed"),
+    );
+  }
+
+  private brokerOp(ch: string, op: () => Promise<void>): Promise<void> {
+    const prev = this.brokerOps.get(ch) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(op);
+    const settled = next.catch(() => undefined);
+    this.brokerOps.set(ch, settled);
+    void settled.then(() => {
+      if (this.brokerOps.get(ch) === settled) this.brokerOps.delete(ch);
+    });
+    return next;
+  }
+
+  /**
+   * Live publications with offsets after `after` that this gateway has already fanned out, or
+   * undefined when they are no longer all in the recent buffer.
+   */
+  recentAfter(ch: string, after: number): Publication[] | undefined {
+    const state = this.channels.get(ch);
+    if (!state || state.lastOffset === undefined || state.lastOffset <= after) return [];
+    const first = state.recent[0]?.offset;
+    if (first === undefined || first > after + 1) return undefined;
+    return state.recent.filter((p) => (p.offset as number) > after);
+  }
+
+  /** The newest offset delivered live in this channel, if any has been seen since subscribing. */
+  lastOffset(ch: string): number | undefined {
+    return this.channels.get(ch)?.lastOffset;
+  }
+
+  // --- operations used by sessions and the server API -----------------------------------------
+
+  async publish(pub: Publication, opts: PublishOptions, source: PublishSource): Promise<PublishResult> {
+    try {
+      const result = await this.broker.publish(pub, opts);
+      this.metrics.publications.inc({ source });
+      return result;
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      this.log.error({ err, ch: pub.ch }, "broker publish failed");
+      throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable");
+    }
+  }
+
+  readHistory(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
+    return this.guard(() => this.history.read(ch, opts, query), "history read failed");
+  }
+
+  async join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
+    await this.guard(() => this.presence.add(ch, info), "presence add failed");
+    if (announce) await this.guard(() => this.broker.publishJoin(ch, info), "join publish failed");
+  }
+
+  async leave(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
+    await this.guard(() => this.presence.remove(ch, info.client), "presence remove failed");
+    if (announce) await this.guard(() => this.broker.publishLeave(ch, info), "leave publish failed");
+  }
+
+  presenceOf(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {
+    return this.guard(() => this.presence.get(ch), "presence read failed");
+  }
+
+  presenceStats(ch: string): Promise<PresenceStats> {
+    return this.guard(() => this.presence.stats(ch), "presence read failed");
+  }
+
+  disconnectUser(user: string, reason = "disconnected by server"): Promise<void> {
+    return this.guard(
+      () => this.broker.publishControl({ kind: "disconnect", user, code: 4003, reason }),
+      "control publish failed",
+    );
+  }
+
+  private async guard<T>(op: () => Promise<T>, what: string): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      this.log.error({ err }, what);
+      throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable");
+    }
+  }
+
+  // --- BrokerHandler: deliveries from the broker ---------------------------------------------
+
+  onPublication(pub: Publication): void {
+    const state = this.channels.get(pub.ch);
+    if (!state) return;
+    if (pub.offset !== undefined) {
+      state.lastOffset = pub.offset;
+      state.recent.push(pub);
+      if (state.recent.length > RECENT) state.recent.shift();
+    }
+    this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - pub.ts) / 1000);
+    let sent = 0;
+    for (const sink of this.sinks) sent += sink.publication(pub);
+    if (sent > 0) this.metrics.messagesSent.inc(sent);
+  }
+
+  onJoin(ch: string, info: ClientInfo): void {
+    if (!this.channels.has(ch)) return;
+    for (const sink of this.sinks) sink.join(ch, info);
+  }
+
+  onLeave(ch: string, info: ClientInfo): void {
+    if (!this.channels.has(ch)) return;
+    for (const sink of this.sinks) sink.leave(ch, info);
+  }
+
+  onControl(msg: ControlMessage): void {
+    if (msg.kind === "disconnect") {
+      const sessions = this.sessionsByUser.get(msg.user);
+      if (!sessions) return;
+      for (const s of [...sessions]) s.disconnect(msg.code, msg.reason, false);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.broker.close();
+    await this.history.close();
+    await this.presence.close();
+  }
+}

@@ -1,0 +1,38 @@
+/** Error codes carried in `{id, error:{code, message}}` replies (HTTP-like on purpose). */
+export const ErrorCode = {
+  BadRequest: 400,
+  Unauthenticated: 401,
+  Forbidden: 403,
+  NotFound: 404,
+  AlreadySubscribed: 409,
+  TooLarge: 413,
+  RateLimited: 429,
+  Internal: 500,
+  Unavailable: 503,
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** WebSocket close codes (and `disconnect` push codes). */
+export const CloseCode = {
+  Shutdown: 4000,
+  Unauthorized: 4001,
+  TokenExpired: 4002,
+  Disconnected: 4003,
+  ProtocolViolation: 4004,
+  SlowConsumer: 4008,
+  RateLimited: 4029,
+} as const;
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/** A command failed in a way the client should hear about; never takes the connection down. */
+export class ProtocolError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Input that is not a frame at all: the connection is closed with 4004. */
+export class FrameError extends Error {}

@@ -1,0 +1,28 @@
+import type { Payload } from "./protocol/payload.js";
+
+/** Who a client is, as shown to others (presence, join/leave, publisher info). */
+export interface ClientInfo {
+  client: string;
+  /** Empty string for anonymous clients. */
+  user: string;
+  /** The token's `info` claim, when present. */
+  info?: unknown;
+}
+
+/** A message in a channel, as it travels from broker to hub to transports. */
+export interface Publication {
+  ch: string;
+  data: Payload;
+  /** Position in the channel's history; absent for channels without history. */
+  offset?: number;
+  /** Set when a client published (publisher identity, without token info). */
+  info?: { client: string; user: string };
+  /** Wall-clock ms when the publication entered the system, for delivery latency. */
+  ts: number;
+}
+
+/** A channel position: offsets only compare within one epoch. */
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}

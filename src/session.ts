@@ -1,0 +1,524 @@
+import { randomUUID } from "node:crypto";
+import type { Claims, TokenVerifier } from "./auth/jwt.js";
+import { AuthError } from "./auth/jwt.js";
+import { matchesAny } from "./auth/patterns.js";
+import { personalOwner, resolveChannel, type ResolvedChannel } from "./channels.js";
+import type { Config } from "./config/types.js";
+import type { Hub, HubSession } from "./hub.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+import { encodeFrame, type Format } from "./protocol/codec.js";
+import { CloseCode, ErrorCode, ProtocolError } from "./protocol/codes.js";
+import { Payload } from "./protocol/payload.js";
+import { encodePubEntry, encodeReplyWithPubs } from "./protocol/push.js";
+import type { ClientInfo, Publication, StreamPosition } from "./publication.js";
+
+/** What a transport offers a session: a way to send frames and to join channel fan-out. */
+export interface Connection {
+  readonly format: Format;
+  readonly transport: string;
+  /** Sends one encoded frame. */
+  send(frame: Buffer): void;
+  close(code: number, reason: string): void;
+  /** Starts delivering the channel's fan-out to this connection. */
+  join(ch: string): void;
+  leave(ch: string): void;
+}
+
+export interface SessionContext {
+  config: Config;
+  hub: Hub;
+  verifier: TokenVerifier | undefined;
+  metrics: Metrics;
+  log: Logger;
+  node: string;
+}
+
+interface Subscription {
+  resolved: ResolvedChannel;
+  active: boolean;
+}
+
+type Frame = Record<string, unknown>;
+type Reply = Record<string, unknown> | Buffer;
+
+const MAX_ID_LENGTH = 64;
+const MAX_IDEMPOTENCY_KEY = 128;
+const MAX_EPOCH_LENGTH = 64;
+// setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
+const MAX_TIMER = 2_147_483_647;
+
+/**
+ * One client's protocol state, independent of the transport: authentication, subscriptions,
+ * permissions, and the command ops of protocol v1. Commands of one client run strictly in order.
+ */
+export class Session implements HubSession {
+  readonly client = randomUUID();
+  user = "";
+  private claims: Claims | undefined;
+  private connected = false;
+  private ended = false;
+  private closing = false;
+  private readonly subs = new Map<string, Subscription>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private queue: Promise<void> = Promise.resolve();
+  private tokens: number;
+  private lastRefill = Date.now();
+  private rejected = 0;
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly ctx: SessionContext,
+    /** A token the transport found outside the protocol (a cookie on the upgrade request). */
+    private readonly ambientToken?: string,
+  ) {
+    this.tokens = 2 * ctx.config.commandRate;
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  get info(): ClientInfo {
+    const info: ClientInfo = { client: this.client, user: this.user };
+    if (this.claims?.info !== undefined) info.info = this.claims.info;
+    return info;
+  }
+
+  /** Queues decoded frames from one transport message; replies go out in command order. */
+  receive(frames: unknown[]): void {
+    for (const frame of frames) {
+      if (this.ended) return;
+      if (!this.admit()) {
+        this.sendError(idOf(frame), new ProtocolError(ErrorCode.RateLimited, "too many commands"));
+        if (++this.rejected > 2 * this.ctx.config.commandRate) {
+          this.disconnect(CloseCode.RateLimited, "rate limited", true);
+          return;
+        }
+        continue;
+      }
+      this.rejected = 0;
+      this.queue = this.queue.then(() => this.run(frame));
+    }
+  }
+
+  /** Token bucket: `commandRate` per second, bursts of twice that. */
+  private admit(): boolean {
+    const rate = this.ctx.config.commandRate;
+    if (rate === 0) return true;
+    const now = Date.now();
+    this.tokens = Math.min(2 * rate, this.tokens + ((now - this.lastRefill) / 1000) * rate);
+    this.lastRefill = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  private async run(frame: unknown): Promise<void> {
+    if (this.ended) return;
+    const id = idOf(frame);
+    try {
+      const cmd = validateFrame(frame);
+      const reply = await this.dispatch(cmd);
+      if (this.ended || reply === ALREADY_SENT) return;
+      if (Buffer.isBuffer(reply)) this.conn.send(reply);
+      else this.conn.send(encodeFrame(this.conn.format, id === undefined ? { ok: reply } : { id, ok: reply }));
+    } catch (err) {
+      if (this.ended) return;
+      if (err instanceof ProtocolError) {
+        this.sendError(id, err);
+      } else {
+        this.ctx.log.error({ err, client: this.client }, "command failed");
+        this.sendError(id, new ProtocolError(ErrorCode.Internal, "internal error"));
+      }
+    }
+  }
+
+  private sendError(id: unknown, err: ProtocolError): void {
+    this.ctx.metrics.errors.inc({ code: String(err.code) });
+    const error = { code: err.code, message: err.message };
+    this.conn.send(encodeFrame(this.conn.format, id === undefined ? { error } : { id, error }));
+  }
+
+  private dispatch(cmd: Frame): Promise<Reply> | Reply {
+    const op = cmd.op as string;
+    if (op === "connect") return this.connect(cmd);
+    if (!this.connected) throw new ProtocolError(ErrorCode.Unauthenticated, "connect first");
+    switch (op) {
+      case "subscribe":
+        return this.subscribe(cmd);
+      case "unsubscribe":
+        return this.unsubscribe(cmd);
+      case "publish":
+        return this.publish(cmd);
+      case "presence":
+        return this.presence(cmd);
+      case "presence_stats":
+        return this.presenceStats(cmd);
+      case "history":
+        return this.history(cmd);
+      case "refresh":
+        return this.refresh(cmd);
+      case "ping":
+        return {};
+      default:
+        throw new ProtocolError(ErrorCode.BadRequest, `unknown op ${JSON.stringify(op)}`);
+    }
+  }
+
+  // --- connect / refresh --------------------------------------------------------------------
+
+  private async connect(cmd: Frame): Promise<Reply> {
+    if (this.connected) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
+    const token = optionalString(cmd, "token") ?? this.ambientToken;
+    if (token !== undefined) {
+      try {
+        this.claims = await this.verify(token);
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        // Answered, then closed: an unauthenticated connection has nothing else to do.
+        this.sendError(idOf(cmd), err);
+        this.disconnect(CloseCode.Unauthorized, err.message, false);
+        return ALREADY_SENT;
+      }
+      this.user = this.claims.sub;
+      this.armExpiry();
+    }
+    if (this.ended) return {};
+    this.connected = true;
+    this.ctx.hub.register(this);
+    return {
+      client: this.client,
+      user: this.user,
+      node: this.ctx.node,
+      ping: Math.round(this.ctx.config.pingInterval / 1000),
+    };
+  }
+
+  private async verify(token: string): Promise<Claims> {
+    const verifier = this.ctx.verifier;
+    if (!verifier) throw new ProtocolError(ErrorCode.Unauthenticated, "this gateway has no token keys configured");
+    try {
+      return await verifier.verify(token);
+    } catch (err) {
+      if (err instanceof AuthError) throw new ProtocolError(ErrorCode.Unauthenticated, err.message);
+      throw err;
+    }
+  }
+
+  private async refresh(cmd: Frame): Promise<Reply> {
+    const token = requiredString(cmd, "token", 16384);
+    const claims = await this.verify(token);
+    if (claims.sub !== this.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
+    this.claims = claims;
+    this.armExpiry();
+    // A narrower token takes effect at once: subscriptions it no longer allows end now.
+    for (const [ch, sub] of this.subs) {
+      if (!this.allowed(sub.resolved)) {
+        this.dropSubscription(ch, sub);
+        this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
+      }
+    }
+    return {};
+  }
+
+  private armExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const exp = this.claims?.exp;
+    if (exp === undefined) return;
+    const delay = exp * 1000 - Date.now();
+    if (delay > MAX_TIMER) {
+      this.expiryTimer = setTimeout(() => this.armExpiry(), MAX_TIMER);
+      return;
+    }
+    this.expiryTimer = setTimeout(
+      () => this.disconnect(CloseCode.TokenExpired, "token expired", true),
+      Math.max(0, delay),
+    );
+  }
+
+  // --- channels -----------------------------------------------------------------------------
+
+  private resolve(cmd: Frame): ResolvedChannel {
+    return resolveChannel(this.ctx.config.namespaces, cmd.ch);
+  }
+
+  private allowed(r: ResolvedChannel): boolean {
+    if (r.options.personal && (r.ch.indexOf(".") < 0 || personalOwner(r.ch) !== this.user)) return false;
+    return this.claims?.channels === undefined || matchesAny(this.claims.channels, r.ch);
+  }
+
+  private checkAccess(r: ResolvedChannel): void {
+    if (this.user === "" && !r.options.anonymous) {
+      throw new ProtocolError(ErrorCode.Unauthenticated, `channel ${r.ch} requires a token`);
+    }
+    if (r.options.personal && (r.ch.indexOf(".") < 0 || personalOwner(r.ch) !== this.user)) {
+      throw new ProtocolError(ErrorCode.Forbidden, `channel ${r.ch} is another user's personal channel`);
+    }
+    if (this.claims?.channels !== undefined && !matchesAny(this.claims.channels, r.ch)) {
+      throw new ProtocolError(ErrorCode.Forbidden, `token does not allow channel ${r.ch}`);
+    }
+  }
+
+  private async subscribe(cmd: Frame): Promise<Reply> {
+    const r = this.resolve(cmd);
+    this.checkAccess(r);
+    const since = optionalPosition(cmd, "since");
+    if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
+    if (this.subs.size >= this.ctx.config.maxSubscriptions) {
+      throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
+    }
+    const sub: Subscription = { resolved: r, active: false };
+    this.subs.set(r.ch, sub);
+    const hub = this.ctx.hub;
+    try {
+      await hub.subscribe(r.ch);
+    } catch (err) {
+      if (this.subs.get(r.ch) === sub) this.subs.delete(r.ch);
+      throw err;
+    }
+    let ok: Record<string, unknown> = {};
+    let pubs: Publication[] = [];
+    try {
+      const historyOpts = r.options.history;
+      if (historyOpts) {
+        const recovery = await this.recover(r, historyOpts, since);
+        pubs = recovery.pubs;
+        ok = { offset: recovery.position.offset, epoch: recovery.position.epoch };
+        if (since) ok.recovered = recovery.recovered;
+      } else if (since) {
+        ok = { recovered: false };
+      }
+    } catch (err) {
+      if (this.subs.get(r.ch) === sub) this.subs.delete(r.ch);
+      hub.unsubscribe(r.ch);
+      throw err;
+    }
+    // From here to join() nothing awaits: no publication can slip between the reply and live delivery.
+    if (this.ended || this.subs.get(r.ch) !== sub) {
+      hub.unsubscribe(r.ch);
+      return ok;
+    }
+    const reply =
+      since && r.options.history
+        ? encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, pubs.map((p) => encodePubEntry(this.conn.format, p)))
+        : ok;
+    if (Buffer.isBuffer(reply)) this.conn.send(reply);
+    else this.conn.send(encodeFrame(this.conn.format, { id: idOf(cmd), ok: reply }));
+    this.conn.join(r.ch);
+    sub.active = true;
+    this.ctx.metrics.subscriptions.inc();
+    if (r.options.presence) {
+      this.ctx.hub
+        .join(r.ch, this.info, r.options.joinLeave)
+        .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
+    }
+    return ALREADY_SENT;
+  }
+
+  /**
+   * Reads what the client missed and lines it up with what this gateway has already delivered
+   * live, so recovered publications and live pushes meet without a gap or a duplicate.
+   */
+  private async recover(
+    r: ResolvedChannel,
+    opts: NonNullable<ResolvedChannel["options"]["history"]>,
+    since: StreamPosition | undefined,
+  ): Promise<{ pubs: Publication[]; position: StreamPosition; recovered: boolean }> {
+    const hub = this.ctx.hub;
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const result = await hub.readHistory(r.ch, opts, since ? { since } : { limit: 0 });
+      const top = result.position.offset;
+      const live = hub.lastOffset(r.ch) ?? top;
+      const recovered = since !== undefined && result.complete;
+      let pubs = recovered ? result.pubs : [];
+      if (live < top) {
+        // History is ahead of live delivery: the rest will arrive as pushes.
+        pubs = pubs.filter((p) => (p.offset as number) <= live);
+        return { pubs, position: { offset: live, epoch: result.position.epoch }, recovered };
+      }
+      const extra = hub.recentAfter(r.ch, top);
+      if (extra) {
+        return {
+          pubs: recovered ? pubs.concat(extra) : pubs,
+          position: { offset: live, epoch: result.position.epoch },
+          recovered,
+        };
+      }
+    }
+    throw new ProtocolError(ErrorCode.Unavailable, "channel is moving too fast to recover; retry");
+  }
+
+  private unsubscribe(cmd: Frame): Reply {
+    const ch = requiredString(cmd, "ch", 1024);
+    const sub = this.subs.get(ch);
+    if (sub) this.dropSubscription(ch, sub);
+    return {};
+  }
+
+  private dropSubscription(ch: string, sub: Subscription): void {
+    this.subs.delete(ch);
+    if (!sub.active) return; // the pending subscribe notices and cleans up
+    this.conn.leave(ch);
+    this.releaseSubscription(sub);
+  }
+
+  private releaseSubscription(sub: Subscription): void {
+    const r = sub.resolved;
+    this.ctx.hub.unsubscribe(r.ch);
+    this.ctx.metrics.subscriptions.dec();
+    if (r.options.presence) {
+      this.ctx.hub
+        .leave(r.ch, this.info, r.options.joinLeave)
+        .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence leave failed"));
+    }
+  }
+
+  // --- publish / presence / history --------------------------------------------------------
+
+  private async publish(cmd: Frame): Promise<Reply> {
+    const r = this.resolve(cmd);
+    this.checkAccess(r);
+    if (!r.options.clientPublish) {
+      throw new ProtocolError(ErrorCode.Forbidden, `namespace ${r.namespace} does not allow client publish`);
+    }
+    if (!Object.hasOwn(cmd, "data") || cmd.data === undefined) {
+      throw new ProtocolError(ErrorCode.BadRequest, "data is required");
+    }
+    const idempotencyKey = optionalString(cmd, "idempotencyKey", MAX_IDEMPOTENCY_KEY);
+    const pub: Publication = {
+      ch: r.ch,
+      data: Payload.fromValue(cmd.data),
+      info: { client: this.client, user: this.user },
+      ts: Date.now(),
+    };
+    const result = await this.ctx.hub.publish(pub, { history: r.options.history, idempotencyKey }, "client");
+    return result.offset === undefined ? {} : { offset: result.offset };
+  }
+
+  private presenceChannel(cmd: Frame): ResolvedChannel {
+    const r = this.resolve(cmd);
+    this.checkAccess(r);
+    if (!r.options.presence) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no presence`);
+    return r;
+  }
+
+  private async presence(cmd: Frame): Promise<Reply> {
+    return { clients: await this.ctx.hub.presenceOf(this.presenceChannel(cmd).ch) };
+  }
+
+  private async presenceStats(cmd: Frame): Promise<Reply> {
+    const stats = await this.ctx.hub.presenceStats(this.presenceChannel(cmd).ch);
+    return { clients: stats.clients, users: stats.users };
+  }
+
+  private async history(cmd: Frame): Promise<Reply> {
+    const r = this.resolve(cmd);
+    this.checkAccess(r);
+    const opts = r.options.history;
+    if (!opts) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no history`);
+    const limit = optionalInteger(cmd, "limit", 1, opts.size);
+    const since = optionalPosition(cmd, "since");
+    const result = await this.ctx.hub.readHistory(r.ch, opts, { limit, since });
+    if (since && !result.complete) {
+      throw new ProtocolError(
+        ErrorCode.BadRequest,
+        "since is outside the retained history or from another epoch; read without since",
+      );
+    }
+    return encodeReplyWithPubs(
+      this.conn.format,
+      idOf(cmd),
+      { offset: result.position.offset, epoch: result.position.epoch },
+      result.pubs.map((p) => encodePubEntry(this.conn.format, p)),
+    );
+  }
+
+  // --- lifecycle ----------------------------------------------------------------------------
+
+  /** Tells the client why, then closes; cleanup follows in closed(). */
+  disconnect(code: number, reason: string, reconnect: boolean): void {
+    if (this.ended || this.closing) return;
+    this.closing = true;
+    this.conn.send(encodeFrame(this.conn.format, { push: "disconnect", code, reason, reconnect }));
+    this.conn.close(code, reason);
+  }
+
+  /** The transport reports the connection gone (for any reason). */
+  closed(): void {
+    if (this.ended) return;
+    this.ended = true;
+    clearTimeout(this.expiryTimer);
+    for (const sub of this.subs.values()) {
+      if (sub.active) this.releaseSubscription(sub);
+    }
+    this.subs.clear();
+    if (this.connected) this.ctx.hub.unregister(this);
+  }
+}
+
+/** Marker: the op sent its own reply (spliced bytes) and nothing more is to be sent. */
+const ALREADY_SENT = Buffer.alloc(0);
+
+function idOf(frame: unknown): unknown {
+  if (typeof frame !== "object" || frame === null) return undefined;
+  const id = (frame as Frame).id;
+  if (typeof id === "number" && Number.isSafeInteger(id) && id >= 0) return id;
+  if (typeof id === "string" && id.length <= MAX_ID_LENGTH) return id;
+  return undefined;
+}
+
+function validateFrame(frame: unknown): Frame {
+  if (typeof frame !== "object" || frame === null || Array.isArray(frame)) {
+    throw new ProtocolError(ErrorCode.BadRequest, "a frame must be an object");
+  }
+  const f = frame as Frame;
+  if (f.id !== undefined && idOf(f) === undefined) {
+    throw new ProtocolError(ErrorCode.BadRequest, `id must be a non-negative integer or a string of at most ${MAX_ID_LENGTH} characters`);
+  }
+  if (typeof f.op !== "string") throw new ProtocolError(ErrorCode.BadRequest, "op must be a string");
+  return f;
+}
+
+function optionalString(cmd: Frame, key: string, max = 16384): string | undefined {
+  const v = cmd[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || v.length === 0 || v.length > max) {
+    throw new ProtocolError(ErrorCode.BadRequest, `${key} must be a non-empty string of at most ${max} characters`);
+  }
+  return v;
+}
+
+function requiredString(cmd: Frame, key: string, max: number): string {
+  const v = optionalString(cmd, key, max);
+  if (v === undefined) throw new ProtocolError(ErrorCode.BadRequest, `${key} is required`);
+  return v;
+}
+
+function optionalInteger(cmd: Frame, key: string, min: number, max: number): number | undefined {
+  const v = cmd[key];
+  if (v === undefined) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new ProtocolError(ErrorCode.BadRequest, `${key} must be an integer from ${min} to ${max}`);
+  }
+  return v;
+}
+
+function optionalPosition(cmd: Frame, key: string): StreamPosition | undefined {
+  const v = cmd[key];
+  if (v === undefined) return undefined;
+  const p = v as Partial<StreamPosition> | null;
+  if (
+    typeof p !== "object" ||
+    p === null ||
+    typeof p.offset !== "number" ||
+    !Number.isSafeInteger(p.offset) ||
+    p.offset < 0 ||
+    typeof p.epoch !== "string" ||
+    p.epoch.length > MAX_EPOCH_LENGTH
+  ) {
+    throw new ProtocolError(ErrorCode.BadRequest, `${key} must be {offset: non-negative integer, epoch: string}`);
+  }
+  return { offset: p.offset, epoch: p.epoch };
+}

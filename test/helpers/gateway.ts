@@ -1,0 +1,132 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+export const BIN = path.join(ROOT, "bin", "natsedge.js");
+
+export interface GatewayProcess {
+  proc: ChildProcess;
+  port: number;
+  adminPort: number;
+  url: string;
+  wsUrl: string;
+  adminUrl: string;
+  /** Every line the process printed so far (stdout and stderr). */
+  lines: string[];
+  /** Resolves with the exit code (or signal name) once the process is gone. */
+  exited: Promise<number | string>;
+  stop(signal?: NodeJS.Signals): Promise<number | string>;
+}
+
+const running = new Set<ChildProcess>();
+process.on("exit", () => {
+  for (const p of running) p.kill("SIGKILL");
+});
+
+export interface StartOptions {
+  args?: string[];
+  env?: Record<string, string>;
+  /** Written to a temp file and passed with --config (YAML or JSON by extension). */
+  config?: { yaml?: string; json?: unknown };
+  readyTimeoutMs?: number;
+}
+
+/** Starts a real gateway process on free loopback ports and waits for its "listening" line. */
+export async function startGateway(opts: StartOptions = {}): Promise<GatewayProcess> {
+  const args = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--log-level", "info", ...(opts.args ?? [])];
+  if (opts.config) {
+    const dir = mkdtempSync(path.join(tmpdir(), "natsedge-test-"));
+    const file = path.join(dir, opts.config.yaml !== undefined ? "config.yaml" : "config.json");
+    writeFileSync(file, opts.config.yaml ?? JSON.stringify(opts.config.json));
+    args.push("--config", file);
+  }
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("NATSEDGE_")) env[k] = v;
+  Object.assign(env, opts.env);
+  const proc = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  running.add(proc);
+  const lines: string[] = [];
+  const exited = new Promise<number | string>((resolve) => {
+    proc.on("exit", (code, signal) => {
+      running.delete(proc);
+      resolve(code ?? signal ?? -1);
+    });
+  });
+  const ports = await new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill("SIGKILL");
+      reject(new Error(`gateway not ready in time:\n${lines.join("\n")}`));
+    }, opts.readyTimeoutMs ?? 20_000);
+    const onLine = (line: string): void => {
+      lines.push(line);
+      if (!line.startsWith("{")) return;
+      try {
+        const rec = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number };
+        if (rec.msg === "listening" && rec.port && rec.adminPort) {
+          clearTimeout(timer);
+          resolve({ port: rec.port, adminPort: rec.adminPort });
+        }
+      } catch {
+        /* not a log record */
+      }
+    };
+    splitLines(proc.stdout!, onLine);
+    splitLines(proc.stderr!, onLine);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`gateway exited (${code}) before listening:\n${lines.join("\n")}`));
+    });
+  });
+  const url = `http://127.0.0.1:${ports.port}`;
+  return {
+    proc,
+    ...ports,
+    url,
+    wsUrl: `ws://127.0.0.1:${ports.port}/ws`,
+    adminUrl: `http://127.0.0.1:${ports.adminPort}`,
+    lines,
+    exited,
+    async stop(signal: NodeJS.Signals = "SIGTERM") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+/** Runs the CLI to completion (for config errors, --help): exit code and output. */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | string; out: string; err: string }> {
+  const base: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("NATSEDGE_")) base[k] = v;
+  const proc = spawn(process.execPath, [BIN, ...args], { env: { ...base, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  running.add(proc);
+  let out = "";
+  let err = "";
+  proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
+  proc.stderr.on("data", (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 20_000);
+    proc.on("exit", (code, signal) => {
+      clearTimeout(timer);
+      running.delete(proc);
+      resolve({ code: code ?? signal ?? -1, out, err });
+    });
+  });
+}
+
+function splitLines(stream: NodeJS.ReadableStream, onLine: (line: string) => void): void {
+  let buf = "";
+  stream.on("data", (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      onLine(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+}
