@@ -12,17 +12,23 @@ export interface ResolvedChannel {
 }
 
 /** Validates a channel name and finds its namespace; throws ProtocolError 400/404. */
-export function resolveChannel(namespaces: Record<string, NamespaceOptions>, ch: unknown): ResolvedChannel {
-  if (typeof ch !== "string") throw new ProtocolError(ErrorCode.BadRequest, "ch must be a string");
-  if (ch.length === 0) throw new ProtocolError(ErrorCode.BadRequest, "ch must not be empty");
+export function resolveChannel(
+  namespaces: Record<string, NamespaceOptions>,
+  ch: unknown,
+  field = "ch",
+): ResolvedChannel {
+  if (typeof ch !== "string") throw new ProtocolError(ErrorCode.BadRequest, `${field} must be a string`);
+  if (ch.length === 0) throw new ProtocolError(ErrorCode.BadRequest, `${field} must not be empty`);
   if (Buffer.byteLength(ch, "utf8") > MAX_CHANNEL_BYTES) {
-    throw new ProtocolError(ErrorCode.BadRequest, `ch is longer than ${MAX_CHANNEL_BYTES} bytes`);
+    throw new ProtocolError(ErrorCode.BadRequest, `${field} is longer than ${MAX_CHANNEL_BYTES} bytes`);
   }
   const tokens = ch.split(".");
+  // A bare namespace is not a channel: stream subjects and republish mappings are `<ns>.>`.
+  if (tokens.length < 2) throw new ProtocolError(ErrorCode.BadRequest, `${field} must be <namespace>.<name>, got ${JSON.stringify(ch)}`);
   for (const t of tokens) {
-    if (t === "") throw new ProtocolError(ErrorCode.BadRequest, `ch ${JSON.stringify(ch)} has an empty token`);
+    if (t === "") throw new ProtocolError(ErrorCode.BadRequest, `${field} ${JSON.stringify(ch)} has an empty token`);
     if (BAD_TOKEN.test(t)) {
-      throw new ProtocolError(ErrorCode.BadRequest, `ch ${JSON.stringify(ch)} contains '*', '>' or whitespace`);
+      throw new ProtocolError(ErrorCode.BadRequest, `${field} ${JSON.stringify(ch)} contains '*', '>' or whitespace`);
     }
   }
   const namespace = tokens[0] as string;

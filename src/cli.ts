@@ -3,6 +3,7 @@ import type { Config } from "./config/types.js";
 import { Gateway } from "./gateway.js";
 import { createLogger, type Logger } from "./log.js";
 import { NativeUwsUnavailable } from "./uws.js";
+import { superviseWorkers, WORKER_ENV } from "./workers.js";
 
 /** Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration. */
 export async function main(argv: string[]): Promise<void> {
@@ -23,10 +24,17 @@ export async function main(argv: string[]): Promise<void> {
   }
 
   const log = createLogger(config.logLevel);
+  if (config.workers > 1) {
+    superviseWorkers(argv, config, log);
+    return;
+  }
   warnAboutDefaults(config, log);
+  const worker = process.env[WORKER_ENV];
   let gateway: Gateway;
   try {
-    ({ gateway } = await Gateway.start(config, log));
+    ({ gateway } = await Gateway.start(config, log.child(worker === undefined ? {} : { worker }), {
+      sharePort: worker !== undefined,
+    }));
   } catch (err) {
     if (err instanceof NativeUwsUnavailable) log.fatal(err.message);
     else log.fatal({ err }, "start-up failed");

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
+import { NatsServerApi } from "./api/nats.js";
+import { ServerOperations } from "./api/operations.js";
 import { TokenVerifier } from "./auth/jwt.js";
-import { MemoryBroker } from "./broker/memory.js";
+import { memoryBackend, natsBackend, type Backend } from "./backend.js";
 import type { Config } from "./config/types.js";
-import { MemoryHistory } from "./history/memory.js";
 import { attachAdmin } from "./http/admin.js";
 import { ServerApi } from "./http/api.js";
 import { OriginPolicy } from "./http/origin.js";
@@ -11,9 +12,30 @@ import { Reply } from "./http/respond.js";
 import { Hub } from "./hub.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
-import { MemoryPresence } from "./presence/memory.js";
+import { nodeToken } from "./nats/subjects.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp, type us_listen_socket } from "./uws.js";
+
+/**
+ * The native listen takes (host, port, options, cb); the bundled typings only declare the form
+ * without a host. LIBUS_LISTEN_EXCLUSIVE_PORT is 1 in uSockets.
+ */
+const EXCLUSIVE_PORT = 1;
+type ListenWithOptions = (
+  host: string,
+  port: number,
+  options: number,
+  cb: (socket: us_listen_socket | false) => void,
+) => TemplatedApp;
+function listenWithOptions(
+  app: TemplatedApp,
+  host: string,
+  port: number,
+  options: number,
+  cb: (socket: us_listen_socket | false) => void,
+): void {
+  (app.listen as unknown as ListenWithOptions).call(app, host, port, options, cb);
+}
 
 export interface ListeningPorts {
   port: number;
@@ -21,56 +43,76 @@ export interface ListeningPorts {
 }
 
 /**
- * The composition root: builds broker, hub, transports and HTTP surfaces from the config, and
- * owns the order of start-up and shutdown.
+ * The composition root: builds the backend (memory or NATS), hub, transports and HTTP surfaces
+ * from the config, and owns the order of start-up and shutdown.
  */
 export class Gateway {
   private readonly listenSockets: us_listen_socket[] = [];
   private draining = false;
   private started = false;
+  private natsApi: NatsServerApi | undefined;
 
   private constructor(
     private readonly config: Config,
     private readonly log: Logger,
     private readonly hub: Hub,
+    private readonly backend: Backend,
     private readonly ws: WebSocketTransport,
     readonly node: string,
   ) {}
 
-  static async start(config: Config, log: Logger): Promise<{ gateway: Gateway; ports: ListeningPorts }> {
+  get ready(): boolean {
+    return this.started && !this.draining && this.backend.ready();
+  }
+
+  static async start(
+    config: Config,
+    log: Logger,
+    opts: { sharePort?: boolean } = {},
+  ): Promise<{ gateway: Gateway; ports: ListeningPorts }> {
     const uws = loadUws();
-    const node = `${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`;
+    const node = nodeToken(`${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`);
     const metrics = new Metrics();
-    const history = new MemoryHistory();
-    const broker = new MemoryBroker(history, config.idempotencyWindow);
-    const presence = new MemoryPresence();
-    const hub = new Hub(broker, history, presence, metrics, log);
+    const backend = config.nats
+      ? await natsBackend(config, config.nats, node, metrics, log)
+      : memoryBackend(config);
+    const hub = new Hub(backend.broker, backend.history, backend.presence, metrics, log, config.presenceGrace);
     const verifier = config.auth ? new TokenVerifier(config.auth) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
+    const ops = new ServerOperations(config, hub);
 
     const app = uws.App();
     const ws = new WebSocketTransport(app, { config, hub, verifier, metrics, log, node }, origins);
     ws.attach();
     hub.addSink(ws);
-    new ServerApi(config, hub, origins, log).attach(app);
+    new ServerApi(config, ops, origins, log).attach(app);
     app.any("/*", (res) => new Reply(res).error(404, "not found"));
 
+    const gateway = new Gateway(config, log, hub, backend, ws, node);
     const adminApp = uws.App();
-    const gateway = new Gateway(config, log, hub, ws, node);
-    attachAdmin(adminApp, metrics, { ready: () => gateway.started && !gateway.draining });
+    attachAdmin(adminApp, metrics, { ready: () => gateway.ready });
 
     await hub.start();
-    const port = await gateway.listen(app, config.host, config.port);
-    const adminPort = await gateway.listen(adminApp, config.adminHost, config.adminPort);
+    await backend.start();
+    if (backend.nats) {
+      gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
+      gateway.natsApi.start();
+    }
+    const adminPort = await gateway.listen(adminApp, config.adminHost, config.adminPort, false);
+    const port = await gateway.listen(app, config.host, config.port, opts.sharePort ?? false);
     gateway.started = true;
-    log.info({ port, adminPort, node }, "listening");
+    log.info({ port, adminPort, node, broker: config.nats ? "nats" : "memory" }, "listening");
     return { gateway, ports: { port, adminPort } };
   }
 
-  private listen(app: TemplatedApp, host: string, port: number): Promise<number> {
+  /**
+   * uWS shares ports (SO_REUSEPORT) by default, which would let a second gateway on the same port
+   * start silently; only workers share on purpose.
+   */
+  private listen(app: TemplatedApp, host: string, port: number, share: boolean): Promise<number> {
     const uws = loadUws();
     return new Promise((resolve, reject) => {
-      app.listen(host, port, (socket) => {
+      listenWithOptions(app, host, port, share ? 0 : EXCLUSIVE_PORT, (socket) => {
         if (!socket) {
           reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
           return;
@@ -83,17 +125,19 @@ export class Gateway {
 
   /**
    * Readiness goes false first (load balancers stop sending), the client port closes, clients
-   * are asked to reconnect over the drain period, then the broker is closed.
+   * are asked to reconnect over the drain period, then the broker is drained.
    */
   async shutdown(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
     this.log.info({ clients: this.ws.size, drainPeriodMs: this.config.drainPeriod }, "draining");
     const uws = loadUws();
-    const [clientSocket, adminSocket] = this.listenSockets;
+    const [adminSocket, clientSocket] = this.listenSockets;
     if (clientSocket) uws.us_listen_socket_close(clientSocket);
     await this.ws.drain(this.config.drainPeriod);
+    this.natsApi?.stop();
     await this.hub.close();
+    await this.backend.close();
     if (adminSocket) uws.us_listen_socket_close(adminSocket);
     this.log.info("stopped");
   }

@@ -1,9 +1,9 @@
 import type { Broker, BrokerHandler, ControlMessage, PublishOptions, PublishResult } from "./broker/broker.js";
-import type { HistoryOptions } from "./config/types.js";
+import type { HistoryOptions, NamespaceOptions } from "./config/types.js";
 import type { History, HistoryQuery, HistoryResult } from "./history/history.js";
 import type { Logger } from "./log.js";
 import type { Metrics, PublishSource } from "./metrics.js";
-import type { Presence, PresenceStats } from "./presence/presence.js";
+import { presenceIdentity, type Presence, type PresenceStats } from "./presence/presence.js";
 import { ErrorCode, ProtocolError } from "./protocol/codes.js";
 import type { ClientInfo, Publication } from "./publication.js";
 
@@ -22,6 +22,12 @@ export interface HubSession {
 
 /** Recent publications kept per channel to close the window between a history read and joining live delivery. */
 const RECENT = 64;
+/**
+ * Join/leave pushes per channel per second on one gateway. Past it events are dropped (and
+ * counted): under a reconnect storm members would otherwise get N^2 pushes. Clients that need
+ * exact membership ask `presence` / `presence_stats`.
+ */
+export const JOIN_LEAVE_PER_SECOND = 50;
 
 interface ChannelState {
   refs: number;
@@ -40,6 +46,9 @@ export class Hub implements BrokerHandler {
   private readonly brokerOps = new Map<string, Promise<void>>();
   private readonly sinks: FanoutSink[] = [];
   private readonly sessionsByUser = new Map<string, Set<HubSession>>();
+  /** Leaves waiting out the grace period, by channel + client. */
+  private readonly pendingLeaves = new Map<string, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
+  private readonly eventBudget = new Map<string, { second: number; used: number }>();
 
   constructor(
     private readonly broker: Broker,
@@ -47,6 +56,7 @@ export class Hub implements BrokerHandler {
     private readonly presence: Presence,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly presenceGraceMs: number,
   ) {}
 
   start(): Promise<void> {
@@ -75,7 +85,7 @@ export class Hub implements BrokerHandler {
   // --- channel membership -------------------------------------------------------------------
 
   /** Resolves once the broker delivers the channel to this gateway. */
-  async subscribe(ch: string): Promise<void> {
+  async subscribe(ch: string, ns: NamespaceOptions): Promise<void> {
     let state = this.channels.get(ch);
     if (state) {
       state.refs++;
@@ -86,7 +96,10 @@ export class Hub implements BrokerHandler {
     this.channels.set(ch, state);
     this.metrics.channels.set(this.channels.size);
     try {
-      await this.brokerOp(ch, () => this.broker.subscribe(ch));
+      await this.brokerOp(ch, async () => {
+        const baseline = await this.broker.subscribe(ch, ns);
+        if (state.lastOffset === undefined && baseline !== undefined) state.lastOffset = baseline;
+      });
     } catch (err) {
       this.log.error({ err, ch }, "broker subscribe failed");
       this.release(ch);
@@ -126,9 +139,13 @@ export class Hub implements BrokerHandler {
   recentAfter(ch: string, after: number): Publication[] | undefined {
     const state = this.channels.get(ch);
     if (!state || state.lastOffset === undefined || state.lastOffset <= after) return [];
-    const first = state.recent[0]?.offset;
-    if (first === undefined || first > after + 1) return undefined;
-    return state.recent.filter((p) => (p.offset as number) > after);
+    const i = state.recent.findIndex((p) => (p.offset as number) > after);
+    if (i < 0) return undefined;
+    const first = state.recent[i] as Publication;
+    // Offsets need not be consecutive (NATS stream sequences are shared by a namespace), so
+    // coverage is proven by the publication's link to its predecessor.
+    if (i === 0 && (first.prev === undefined || first.prev > after)) return undefined;
+    return state.recent.slice(i);
   }
 
   /** The newest offset delivered live in this channel, if any has been seen since subscribing. */
@@ -154,14 +171,61 @@ export class Hub implements BrokerHandler {
     return this.guard(() => this.history.read(ch, opts, query), "history read failed");
   }
 
+  /** Adds the client to presence; announces a join only when its user was not already there. */
   async join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
+    const key = ch + "\u0000" + info.client;
+    const pending = this.pendingLeaves.get(key);
+    if (pending) {
+      clearTimeout(pending.timer);
+      this.pendingLeaves.delete(key);
+    }
+    const present = announce
+      ? await this.guard(() => this.presence.has(ch, presenceIdentity(info)), "presence read failed")
+      : true;
     await this.guard(() => this.presence.add(ch, info), "presence add failed");
-    if (announce) await this.guard(() => this.broker.publishJoin(ch, info), "join publish failed");
+    if (!present && this.spendEventBudget(ch)) {
+      await this.guard(() => this.broker.publishJoin(ch, info), "join publish failed");
+    }
   }
 
-  async leave(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
-    await this.guard(() => this.presence.remove(ch, info.client), "presence remove failed");
-    if (announce) await this.guard(() => this.broker.publishLeave(ch, info), "leave publish failed");
+  /**
+   * Removes the client from presence after the grace period, and announces a leave only when no
+   * connection of its user remains: a reconnect within the grace period produces no leave/join pair.
+   */
+  leave(ch: string, info: ClientInfo, announce: boolean): void {
+    const key = ch + "\u0000" + info.client;
+    const run = async (): Promise<void> => {
+      this.pendingLeaves.delete(key);
+      try {
+        await this.presence.remove(ch, info.client);
+        if (!announce || (await this.presence.has(ch, presenceIdentity(info)))) return;
+        if (this.spendEventBudget(ch)) await this.broker.publishLeave(ch, info);
+      } catch (err) {
+        this.log.warn({ err, ch }, "presence leave failed");
+      }
+    };
+    if (this.presenceGraceMs === 0) {
+      void run();
+      return;
+    }
+    this.pendingLeaves.get(key)?.timer.refresh();
+    if (!this.pendingLeaves.has(key)) this.pendingLeaves.set(key, { timer: setTimeout(run, this.presenceGraceMs), run });
+  }
+
+  private spendEventBudget(ch: string): boolean {
+    const second = Math.floor(Date.now() / 1000);
+    let b = this.eventBudget.get(ch);
+    if (!b || b.second !== second) {
+      if (this.eventBudget.size > 10_000) this.eventBudget.clear();
+      b = { second, used: 0 };
+      this.eventBudget.set(ch, b);
+    }
+    if (b.used >= JOIN_LEAVE_PER_SECOND) {
+      this.metrics.presenceEventsDropped.inc();
+      return false;
+    }
+    b.used++;
+    return true;
   }
 
   presenceOf(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {
@@ -201,7 +265,14 @@ export class Hub implements BrokerHandler {
     }
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - pub.ts) / 1000);
     let sent = 0;
-    for (const sink of this.sinks) sent += sink.publication(pub);
+    for (const sink of this.sinks) {
+      try {
+        sent += sink.publication(pub);
+      } catch (err) {
+        // One undeliverable publication must not stop the broker's delivery loop.
+        this.log.error({ err, ch: pub.ch }, "fan-out failed");
+      }
+    }
     if (sent > 0) this.metrics.messagesSent.inc(sent);
   }
 
@@ -224,6 +295,10 @@ export class Hub implements BrokerHandler {
   }
 
   async close(): Promise<void> {
+    // Leaves still in their grace period happen now, while the broker can still announce them.
+    const pending = [...this.pendingLeaves.values()];
+    for (const p of pending) clearTimeout(p.timer);
+    await Promise.all(pending.map((p) => p.run()));
     await this.broker.close();
     await this.history.close();
     await this.presence.close();

@@ -52,6 +52,50 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly presenceEventsDropped = new Counter({
+    name: "natsedge_presence_events_dropped_total",
+    help: "Join/leave pushes not sent because a channel exceeded its per-second budget",
+    registers: [this.registry],
+  });
+
+  readonly natsConnected = new Gauge({
+    name: "natsedge_nats_connected",
+    help: "1 while the NATS connection is up (absent in memory mode)",
+    registers: [this.registry],
+  });
+  readonly natsReconnects = new Counter({
+    name: "natsedge_nats_reconnects_total",
+    help: "NATS reconnections",
+    registers: [this.registry],
+  });
+  readonly brokerRoundtrip = new Histogram({
+    name: "natsedge_broker_roundtrip_seconds",
+    help: "Publish -> self-subscribe round trip through the broker (health probe)",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly recoveries = new Counter({
+    name: "natsedge_recoveries_total",
+    help: "Subscribe-with-since recoveries, by result",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly gapsDetected = new Counter({
+    name: "natsedge_gaps_detected_total",
+    help: "Gaps in a channel's live stream seen by this gateway (e.g. after a NATS reconnect)",
+    registers: [this.registry],
+  });
+  readonly gapsFilled = new Counter({
+    name: "natsedge_gap_publications_filled_total",
+    help: "Publications fetched from the stream to fill gaps in live delivery",
+    registers: [this.registry],
+  });
+  readonly invalidPayloads = new Counter({
+    name: "natsedge_invalid_payloads_total",
+    help: "Messages from NATS dropped because their payload was not valid JSON/MessagePack",
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

@@ -15,6 +15,8 @@ export interface Publication {
   data: Payload;
   /** Position in the channel's history; absent for channels without history. */
   offset?: number;
+  /** The channel's previous offset (0 for its first publication), to detect gaps in live delivery. */
+  prev?: number;
   /** Set when a client published (publisher identity, without token info). */
   info?: { client: string; user: string };
   /** Wall-clock ms when the publication entered the system, for delivery latency. */

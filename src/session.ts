@@ -134,6 +134,11 @@ export class Session implements HubSession {
     }
   }
 
+  /** A transport-level refusal (e.g. an oversized message) reported like any command error. */
+  refuse(err: ProtocolError): void {
+    if (!this.ended) this.sendError(undefined, err);
+  }
+
   private sendError(id: unknown, err: ProtocolError): void {
     this.ctx.metrics.errors.inc({ code: String(err.code) });
     const error = { code: err.code, message: err.message };
@@ -208,6 +213,9 @@ export class Session implements HubSession {
 
   private async refresh(cmd: Frame): Promise<Reply> {
     const token = requiredString(cmd, "token", 16384);
+    if (this.user === "") {
+      throw new ProtocolError(ErrorCode.BadRequest, "an anonymous connection cannot refresh; reconnect with a token");
+    }
     const claims = await this.verify(token);
     if (claims.sub !== this.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
     this.claims = claims;
@@ -273,7 +281,7 @@ export class Session implements HubSession {
     this.subs.set(r.ch, sub);
     const hub = this.ctx.hub;
     try {
-      await hub.subscribe(r.ch);
+      await hub.subscribe(r.ch, r.options);
     } catch (err) {
       if (this.subs.get(r.ch) === sub) this.subs.delete(r.ch);
       throw err;
@@ -368,11 +376,7 @@ export class Session implements HubSession {
     const r = sub.resolved;
     this.ctx.hub.unsubscribe(r.ch);
     this.ctx.metrics.subscriptions.dec();
-    if (r.options.presence) {
-      this.ctx.hub
-        .leave(r.ch, this.info, r.options.joinLeave)
-        .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence leave failed"));
-    }
+    if (r.options.presence) this.ctx.hub.leave(r.ch, this.info, r.options.joinLeave);
   }
 
   // --- publish / presence / history --------------------------------------------------------
@@ -389,12 +393,12 @@ export class Session implements HubSession {
     const idempotencyKey = optionalString(cmd, "idempotencyKey", MAX_IDEMPOTENCY_KEY);
     const pub: Publication = {
       ch: r.ch,
-      data: Payload.fromValue(cmd.data),
+      data: Payload.fromValue(cmd.data, this.conn.format),
       info: { client: this.client, user: this.user },
       ts: Date.now(),
     };
     const result = await this.ctx.hub.publish(pub, { history: r.options.history, idempotencyKey }, "client");
-    return result.offset === undefined ? {} : { offset: result.offset };
+    return result.offset === undefined ? {} : { offset: result.offset, epoch: result.epoch };
   }
 
   private presenceChannel(cmd: Frame): ResolvedChannel {

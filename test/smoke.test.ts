@@ -17,7 +17,7 @@ describe("embedded default", () => {
     expect((await a.request("subscribe", { ch: "public.smoke" })).ok).toBeDefined();
     expect((await b.request("subscribe", { ch: "public.smoke" })).ok).toBeDefined();
     const reply = await a.request("publish", { ch: "public.smoke", data: { text: "hi" } });
-    expect(reply.ok).toEqual({ offset: 1 });
+    expect(reply.ok).toEqual({ offset: 1, epoch: expect.any(String) });
     for (const c of [a, b]) {
       const push = await c.nextPush((p) => p.push === "pub");
       expect(push).toMatchObject({ ch: "public.smoke", offset: 1, data: { text: "hi" } });

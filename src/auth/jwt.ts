@@ -1,3 +1,4 @@
+import { nestedDeeperThan } from "../protocol/payload.js";
 import { createPublicKey } from "node:crypto";
 import {
   createLocalJWKSet,
@@ -42,6 +43,7 @@ export class AuthError extends Error {
 export const MAX_TOKEN_LENGTH = 16 * 1024;
 export const MAX_SUB_LENGTH = 256;
 export const MAX_CHANNEL_PATTERNS = 256;
+export const MAX_INFO_DEPTH = 32;
 export const MAX_INFO_BYTES = 4096;
 
 // HMAC only ever uses the shared secret; asymmetric algorithms are fixed by the configured keys.
@@ -242,7 +244,10 @@ function toClaims(payload: JWTPayload): Claims {
   }
 
   if (Object.hasOwn(payload, "info")) {
-    // The payload came out of JSON.parse, so it re-serialises without throwing.
+    // Checked first: a deeply nested value fits in 4 KiB but overflows the encoders' stacks.
+    if (nestedDeeperThan(payload.info, MAX_INFO_DEPTH)) {
+      throw fail(`token "info" claim is nested deeper than ${MAX_INFO_DEPTH} levels`);
+    }
     const size = Buffer.byteLength(JSON.stringify(payload.info), "utf8");
     if (size > MAX_INFO_BYTES) {
       throw fail(`token "info" claim larger than ${MAX_INFO_BYTES} bytes`);

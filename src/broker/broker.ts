@@ -1,4 +1,4 @@
-import type { HistoryOptions } from "../config/types.js";
+import type { HistoryOptions, NamespaceOptions } from "../config/types.js";
 import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
 
 /** What a broker delivers to its gateway. Calls for one channel arrive in publish order. */
@@ -34,7 +34,11 @@ export interface Broker {
   publishJoin(ch: string, info: ClientInfo): Promise<void>;
   publishLeave(ch: string, info: ClientInfo): Promise<void>;
   publishControl(msg: ControlMessage): Promise<void>;
-  subscribe(ch: string): Promise<void>;
+  /**
+   * Starts delivery of the channel to this gateway. For history channels resolves with the
+   * channel's offset at that moment: every later publication is delivered, in order, without gaps.
+   */
+  subscribe(ch: string, ns: NamespaceOptions): Promise<number | undefined>;
   unsubscribe(ch: string): Promise<void>;
   close(): Promise<void>;
 }

@@ -18,6 +18,7 @@ export class MemoryBroker implements Broker {
     idempotencyWindowMs: number,
   ) {
     this.idempotency = new IdempotencyCache(idempotencyWindowMs);
+    history.keepWhile((ch) => this.subscribed.has(ch));
   }
 
   async start(handler: BrokerHandler): Promise<void> {
@@ -37,7 +38,7 @@ export class MemoryBroker implements Broker {
       // delivery, which keeps subscribe-with-recovery free of duplicates and gaps.
       const pos = this.history.append(pub, opts.history);
       result = { offset: pos.offset, epoch: pos.epoch };
-      delivered = { ...pub, offset: pos.offset };
+      delivered = { ...pub, offset: pos.offset, prev: pos.offset - 1 };
     }
     if (key !== undefined) this.idempotency.set(pub.ch, key, result);
     if (this.subscribed.has(pub.ch)) this.handler?.onPublication(delivered);
@@ -56,8 +57,10 @@ export class MemoryBroker implements Broker {
     this.handler?.onControl(msg);
   }
 
-  async subscribe(ch: string): Promise<void> {
+  async subscribe(ch: string): Promise<number | undefined> {
     this.subscribed.add(ch);
+    // Delivery is synchronous with history appends, so there is never anything in flight.
+    return undefined;
   }
 
   async unsubscribe(ch: string): Promise<void> {

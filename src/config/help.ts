@@ -6,9 +6,10 @@
 export interface HelpEntry {
   /** File key, e.g. `auth.hmacSecret`. */
   key: string;
-  env: string;
-  /** Absent for settings that only make sense in a file or env var (namespaces). */
-  flag?: string;
+  /** Env var names, the preferred one first (a setting may have a short alias). */
+  envs: readonly string[];
+  /** Flag names, as envs; empty for settings that only make sense in a file or env var (namespaces). */
+  flags: readonly string[];
   about: string;
   allowed: string;
   default: string;
@@ -21,7 +22,8 @@ const PREAMBLE = `Usage: natsedge [--config <file>] [--<setting> <value> | --<se
 
 natsedge is a realtime WebSocket gateway. Settings are read from, lowest precedence first:
 built-in defaults, a config file, NATSEDGE_* environment variables, command-line flags.
-Unknown flags, config-file keys and NATSEDGE_* variables are errors, as are empty values.
+Flags are given as --name value or --name=value. Unknown flags, config-file keys and
+NATSEDGE_* variables are errors, as are empty values.
 
 Durations: 500ms, 30s, 5m, 1h, 2d, or a plain integer of seconds.
 Sizes: 64KiB, 1MiB, 1GiB (1024-based), 512KB, 1MB, 1GB (1000-based), 100B, or a plain
@@ -29,6 +31,11 @@ integer of bytes.
 
 Auth: set at most one key source (auth.hmacSecret, auth.publicKey, auth.publicKeyFile or
 auth.jwksFile); auth.audience, auth.issuer and auth.cookie need one.
+
+NATS: without nats.servers, natsedge runs one process with an in-memory broker; the other
+nats.* settings then are errors, and so is workers above 1. nats.user and nats.password go
+together; nats.token and nats.credsFile each exclude all other NATS credentials. The values
+of apiKey, auth.hmacSecret, nats.password and nats.token are never printed.
 
 Embedded default: with no config file, no auth key source and no namespaces, natsedge
 serves one anonymous namespace, "public" (presence, joinLeave, clientPublish, history of
@@ -43,12 +50,22 @@ ${INDENT}then YAML. Default: none.`;
 
 export function formatHelp(entries: readonly HelpEntry[]): string {
   const sections = entries.map((entry) => {
-    const names = [entry.flag && `${entry.flag} <value>`, `env ${entry.env}`, `file ${entry.key}`];
+    const flags = entry.flags.map((flag) => `${flag} <value>`).join(", ");
+    const names = [flags, `env ${entry.envs.join(", ")}`, `file ${entry.key}`].filter(Boolean);
     const text = `${entry.about}: ${entry.allowed}. Default: ${entry.default}.`;
-    return [`  ${names.filter(Boolean).join("    ")}`, ...wrap(text)].join("\n");
+    return [...header(names), ...wrap(text)].join("\n");
   });
   const footer = "Full reference with a YAML example: docs/configuration.md";
   return [PREAMBLE, ...sections, "", footer, ""].join("\n");
+}
+
+/** The names on one line if they fit; else the flags on the first and the rest below. */
+function header(names: readonly string[]): string[] {
+  const line = (group: readonly string[], indent: string): string => `${indent}${group.join("    ")}`;
+  if (line(names, "  ").length <= WIDTH || names.length < 2) return [line(names, "  ")];
+  const [first = "", ...others] = names;
+  const rest = line(others, "    ");
+  return [line([first], "  "), ...(rest.length <= WIDTH ? [rest] : others.map((name) => line([name], "    ")))];
 }
 
 function wrap(text: string): string[] {

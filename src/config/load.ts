@@ -10,7 +10,15 @@ import { dirname, extname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { parseDuration, parseSize } from "./duration.js";
 import { formatHelp } from "./help.js";
-import type { AuthConfig, Config, HistoryOptions, LogLevel, NamespaceOptions } from "./types.js";
+import type {
+  AuthConfig,
+  Config,
+  HistoryOptions,
+  LogLevel,
+  NamespaceOptions,
+  NatsConfig,
+  NatsTls,
+} from "./types.js";
 
 /** Bad configuration. The message is one line naming the key, the value and what is allowed. */
 export class ConfigError extends Error {
@@ -48,7 +56,8 @@ function where(at: At): string {
 }
 
 function show(value: unknown, secret = false): string {
-  if (secret) return typeof value === "string" ? `a value of ${value.length} characters` : `a ${typeof value}`;
+  if (secret && typeof value === "string") return `a value of ${value.length} character${value.length === 1 ? "" : "s"}`;
+  if (secret) return `${typeof value === "object" ? "an" : "a"} ${typeof value}`;
   // JSON keeps the message on one line even for multi-line values such as PEM text.
   const text = JSON.stringify(value) ?? String(value);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
@@ -149,14 +158,27 @@ const host: Kind<string> = {
   },
 };
 
-const LOG_LEVELS: readonly LogLevel[] = ["fatal", "error", "warn", "info", "debug", "trace", "silent"];
+function oneOf<T extends string>(values: readonly T[]): Kind<T> {
+  return {
+    allowed: `one of ${values.join(", ")}`,
+    parse(value, at) {
+      return values.find((candidate) => candidate === value) ?? fail(at, value, this.allowed);
+    },
+  };
+}
 
-const logLevel: Kind<LogLevel> = {
-  allowed: `one of ${LOG_LEVELS.join(", ")}`,
-  parse(value, at) {
-    return LOG_LEVELS.find((level) => level === value) ?? fail(at, value, this.allowed);
-  },
-};
+const logLevel = oneOf<LogLevel>(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+/** true or false: booleans in files, the strings "true" and "false" anywhere. */
+function boolean(allowed = "true or false"): Kind<boolean> {
+  return {
+    allowed,
+    parse(value, at) {
+      if (value === true || value === "true") return true;
+      return value === false || value === "false" ? false : fail(at, value, allowed);
+    },
+  };
+}
 
 /** scheme://host[:port], lower case; host is a name that may start with "*.", an IPv4 or a [IPv6] address. */
 const ORIGIN_HOST = `((\\*\\.)?${LABEL}(\\.${LABEL})*|\\[[0-9a-f:.]+\\])`;
@@ -191,6 +213,48 @@ const publicKey: Kind<string> = {
 };
 
 const nonEmpty = characters(1, "a non-empty string");
+
+/** nats://host:port, tls://host:port or host:port; host is a name, an IPv4 or a [IPv6] address. */
+const NATS_SERVER = /^(?:(?<scheme>nats|tls):\/\/)?(?<host>\[[^\]]*\]|[^:/[\]]+):(?<port>\d{1,5})$/;
+
+function natsHost(host: string): boolean {
+  if (host.startsWith("[")) return isIP(host.slice(1, -1)) === 6;
+  // "10.0.0.256" and "1.2.3" would pass as host names; all-numeric hosts must be IPv4 addresses.
+  if (/^[\d.]+$/.test(host)) return isIP(host) === 4;
+  return HOSTNAME.test(host);
+}
+
+/** Entries are normalised to scheme://host:port, host:port becoming nats://host:port. */
+const natsServers: Kind<string[]> = {
+  allowed:
+    "a comma-separated list (in files also a list) of nats://host:port, tls://host:port or host:port, " +
+    "where host is a host name, an IPv4 address or a [IPv6] address and port is 1 to 65535",
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    return entries.map((entry) => {
+      if (typeof entry === "string" && entry.includes("@")) {
+        // Not echoed: the part before "@" is most likely a password.
+        throw problem(
+          at,
+          "an entry with credentials (user:password@) is not allowed; set nats.user and nats.password, " +
+            "nats.token or nats.credsFile instead",
+        );
+      }
+      const match = typeof entry === "string" ? NATS_SERVER.exec(entry) : null;
+      const { scheme = "nats", host = "", port = "0" } = match?.groups ?? {};
+      const portNumber = Number(port);
+      const valid = match !== null && natsHost(host) && portNumber >= 1 && portNumber <= 65535;
+      return valid ? `${scheme}://${host}:${portNumber}` : fail(at, entry, this.allowed);
+    });
+  },
+};
+
+/** Subject tokens: no wildcards (`*`, `>`), no whitespace, no empty tokens. */
+const natsPrefix = matching(
+  /^(?=.{1,64}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
+  "a string of 1 to 64 characters: tokens of A-Z, a-z, 0-9, _ and - separated by single dots",
+);
 
 const filePath = characters(
   1,
@@ -297,6 +361,20 @@ interface Values {
   commandRate: number;
   idempotencyWindow: number;
   drainPeriod: number;
+  presenceGrace: number;
+  workers: number;
+  "nats.servers": string[];
+  "nats.prefix": string;
+  "nats.user": string;
+  "nats.password": string;
+  "nats.token": string;
+  "nats.credsFile": string;
+  "nats.tls": boolean;
+  "nats.tls.caFile": string;
+  "nats.tls.certFile": string;
+  "nats.tls.keyFile": string;
+  "nats.streamReplicas": number;
+  "nats.storage": "file" | "memory";
 }
 
 type Key = keyof Values;
@@ -311,6 +389,8 @@ interface Setting<T> {
   /** Settings that cannot be given as a flag. */
   noFlag?: true;
   secret?: true;
+  /** A shorter name for the env var and flag (not the file key), listed first in --help. */
+  alias?: string;
 }
 
 const KIB = 1024;
@@ -320,6 +400,7 @@ const MINUTE = 60 * SECOND;
 
 const PORT_NOTE = " (0 = pick a free port)";
 const KEY_SOURCE_TEXT = "set one of auth.hmacSecret, auth.publicKey, auth.publicKeyFile or auth.jwksFile";
+const NATS_FILE_NOTE = "; checked to be readable at startup";
 
 const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   host: { kind: host, about: "Address the client listener (WebSocket and HTTP) binds to", default: "0.0.0.0" },
@@ -401,32 +482,106 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     about: "Period over which clients are disconnected on shutdown",
     default: "5s",
   },
+  presenceGrace: {
+    kind: duration("a duration from 0 to 60s", 0, 60 * SECOND),
+    about: "How long a departed client stays in presence, so that a quick reconnect causes no leave and join",
+    default: "5s",
+  },
+  workers: {
+    kind: integer(1, 64),
+    about: "Gateway processes sharing the client port (SO_REUSEPORT); more than 1 requires nats.servers",
+    default: "1",
+  },
+  "nats.servers": {
+    kind: natsServers,
+    about:
+      "NATS servers to connect to; unset, natsedge uses an in-memory broker and the other nats.* settings are errors",
+    alias: "nats",
+  },
+  "nats.prefix": {
+    kind: natsPrefix,
+    about: "First subject token(s) of every NATS subject natsedge uses",
+    default: "natsedge",
+  },
+  "nats.user": { kind: nonEmpty, about: "NATS user name; needs nats.password" },
+  "nats.password": { kind: nonEmpty, about: "NATS password; needs nats.user", secret: true },
+  "nats.token": { kind: nonEmpty, about: "NATS token; not with nats.user/nats.password", secret: true },
+  "nats.credsFile": {
+    kind: filePath,
+    about: `NATS credentials file (JWT and NKey seed); not with nats.user/nats.password or nats.token${NATS_FILE_NOTE}`,
+  },
+  "nats.tls": {
+    kind: boolean("true or false (in the file also a mapping of caFile, certFile and keyFile)"),
+    about: "Require TLS to NATS; on as well when a nats.tls file is set or a server is tls://",
+    defaultText: "false",
+  },
+  "nats.tls.caFile": {
+    kind: filePath,
+    about: `CA certificates (PEM) the NATS servers are verified with${NATS_FILE_NOTE}`,
+  },
+  "nats.tls.certFile": {
+    kind: filePath,
+    about: `Client certificate (PEM) for NATS; needs nats.tls.keyFile${NATS_FILE_NOTE}`,
+  },
+  "nats.tls.keyFile": { kind: filePath, about: `Private key (PEM) of nats.tls.certFile${NATS_FILE_NOTE}` },
+  "nats.streamReplicas": {
+    kind: integer(1, 5),
+    about: "Replicas of the JetStream streams natsedge creates",
+    default: "1",
+  },
+  "nats.storage": {
+    kind: oneOf(["file", "memory"]),
+    about: "Storage of the JetStream streams natsedge creates",
+    default: "file",
+  },
 };
 
 // Object.keys gives string[]; the guard narrows it to Key[] without a cast.
 const KEYS = Object.keys(SETTINGS).filter((key): key is Key => key in SETTINGS);
 
 /** "auth.publicKeyFile" -> "NATSEDGE_AUTH_PUBLIC_KEY_FILE" */
-const envName = (key: Key): string => `NATSEDGE_${key.replace(/\./g, "_").replace(/[A-Z]/g, "_$&")}`.toUpperCase();
+const envName = (key: string): string => `NATSEDGE_${key.replace(/\./g, "_").replace(/[A-Z]/g, "_$&")}`.toUpperCase();
 /** "auth.publicKeyFile" -> "--auth-public-key-file" */
-const flagName = (key: Key): string => `--${key.replace(/\./g, "-").replace(/[A-Z]/g, "-$&")}`.toLowerCase();
+const flagName = (key: string): string => `--${key.replace(/\./g, "-").replace(/[A-Z]/g, "-$&")}`.toLowerCase();
 
-const BY_ENV = new Map(KEYS.map((key) => [envName(key), key]));
-const BY_FLAG = new Map(KEYS.filter((key) => !SETTINGS[key].noFlag).map((key) => [flagName(key), key]));
-/** Config-file names: top-level keys, and keys inside the `auth` mapping. */
-const FILE_KEYS = new Map(KEYS.filter((key) => !key.startsWith("auth.")).map((key) => [key, key]));
-const AUTH_FILE_KEYS = new Map(
-  KEYS.filter((key) => key.startsWith("auth.")).map((key) => [key.slice("auth.".length), key]),
+/** The names a setting goes by: its alias first, then its key. */
+function settingNames(key: Key): string[] {
+  const { alias } = SETTINGS[key];
+  return alias === undefined ? [key] : [alias, key];
+}
+const envNames = (key: Key): string[] => settingNames(key).map(envName);
+const flagNames = (key: Key): string[] => (SETTINGS[key].noFlag ? [] : settingNames(key).map(flagName));
+
+const BY_ENV = new Map(KEYS.flatMap((key) => envNames(key).map((name) => [name, key] as const)));
+const BY_FLAG = new Map(KEYS.flatMap((key) => flagNames(key).map((name) => [name, key] as const)));
+
+/**
+ * Config-file layout: a dotted key is nested in mappings, `auth.hmacSecret` being `hmacSecret`
+ * inside `auth:`. A key that is also a group (`nats.tls`) may be given as a mapping of the keys
+ * inside it, which also sets the key itself to true.
+ */
+const BY_PATH = new Map<string, Key>(KEYS.map((key) => [key, key]));
+const GROUPS = new Set(
+  KEYS.flatMap((key) => {
+    const parts = key.split(".");
+    return parts.slice(1).map((_, i) => parts.slice(0, i + 1).join("."));
+  }),
 );
-const AUTH_FILE_KEY_LIST = [...AUTH_FILE_KEYS.keys()].join(", ");
+
+/** The names allowed inside the group `group` ("" for the top level), in table order. */
+function fileNamesIn(group: string): string[] {
+  const prefix = group ? `${group}.` : "";
+  const inside = KEYS.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length).split(".")[0]);
+  return [...new Set(inside)].filter((name) => name !== undefined);
+}
 
 export const HELP: string = formatHelp(
   KEYS.map((key) => {
     const setting: Setting<unknown> = SETTINGS[key];
     return {
       key,
-      env: envName(key),
-      ...(setting.noFlag ? {} : { flag: flagName(key) }),
+      envs: envNames(key),
+      flags: flagNames(key),
       about: setting.about,
       allowed: setting.kind.allowed,
       default: setting.default ?? setting.defaultText ?? "unset",
@@ -478,6 +633,12 @@ function readEnv(env: Record<string, string | undefined>): Layer {
     if (!name.startsWith("NATSEDGE_") || value === undefined) continue;
     const raw: Raw = { value, origin: { label: name } };
     const key = BY_ENV.get(name);
+    const other = key === undefined ? undefined : layer.values.get(key);
+    if (key !== undefined && other !== undefined) {
+      // Two names of one setting: variables have no order, so neither can win.
+      const both = `${other.origin.label} and ${name}`;
+      throw new ConfigError(`${key} (from ${both}): set only one of these variables; they name the same setting`);
+    }
     if (key !== undefined) layer.values.set(key, raw);
     else if (name === "NATSEDGE_CONFIG") layer.config = raw;
     else throw new ConfigError(`${name}: unknown environment variable; no natsedge setting has that name (see --help)`);
@@ -510,28 +671,37 @@ function readConfigFile(config: Raw): Map<Key, Raw> {
   const origin: Origin = { label: file, dir: dirname(resolve(file)) };
   const values = new Map<Key, Raw>();
   // In a file, an empty value (YAML null) means "not set"; an empty file sets nothing.
-  const add = (names: ReadonlyMap<string, Key>, name: string, value: unknown, prefix = ""): void => {
-    const key = names.get(name);
-    if (key === undefined) {
-      const allowed = [...names.keys(), ...(prefix ? [] : ["auth"])].join(", ");
-      throw new ConfigError(`${prefix}${name} (from ${file}): unknown key; allowed here: ${allowed}`);
+  const read = (group: string, mapping: Record<string, unknown>): void => {
+    for (const [name, value] of Object.entries(mapping)) {
+      const path = group ? `${group}.${name}` : name;
+      // "auth.hmacSecret: x" at the top level is not the hmacSecret inside auth.
+      const nested = !name.includes(".");
+      const key = nested ? BY_PATH.get(path) : undefined;
+      const isGroup = nested && GROUPS.has(path);
+      if (key === undefined && !isGroup) {
+        throw problem({ key: path, origin }, `unknown key; allowed here: ${fileNamesIn(group).join(", ")}`);
+      }
+      if (value === null) continue;
+      if (isGroup && isObject(value)) {
+        if (key !== undefined) values.set(key, { value: true, origin });
+        read(path, value);
+      } else if (key !== undefined) {
+        values.set(key, { value, origin });
+      } else {
+        fail({ key: path, origin }, value, `a mapping of ${fileNamesIn(path).join(", ")}`);
+      }
     }
-    if (value !== null) values.set(key, { value, origin });
   };
   if (data === null) return values;
   if (!isObject(data)) return fail(at, file, "a file whose top level is a mapping of settings");
-  for (const [name, value] of Object.entries(data)) {
-    if (name !== "auth") add(FILE_KEYS, name, value);
-    else if (value === null) continue;
-    else if (!isObject(value)) fail({ key: "auth", origin }, value, `a mapping of ${AUTH_FILE_KEY_LIST}`);
-    else for (const [authName, authValue] of Object.entries(value)) add(AUTH_FILE_KEYS, authName, authValue, "auth.");
-  }
+  read("", data);
   return values;
 }
 
 /* ---------------------------------------------------------------- assembly */
 
 type Get = <K extends Key>(key: K) => Values[K] | undefined;
+type WithDefault = <K extends Key>(key: K) => Values[K];
 
 const KEY_SOURCES = ["auth.hmacSecret", "auth.publicKey", "auth.publicKeyFile", "auth.jwksFile"] as const;
 const CLAIMS = ["auth.audience", "auth.issuer", "auth.cookie"] as const;
@@ -540,7 +710,7 @@ function setIfDefined<T, K extends keyof T>(target: T, key: K, value: T[K] | und
   if (value !== undefined) target[key] = value;
 }
 
-/** Reads a key file named by `key`, relative to the config file when the name came from one. */
+/** Reads a file named by `key`, relative to the config file when the name came from one. */
 function readKeyFile(raw: Map<Key, Raw>, key: Key, name: string): { text: string; at: At; file: string } {
   const origin = raw.get(key)?.origin ?? DEFAULT_ORIGIN;
   const at: At = { key, origin };
@@ -590,6 +760,98 @@ function buildAuth(raw: Map<Key, Raw>, get: Get): AuthConfig | undefined {
   return auth;
 }
 
+const NATS_KEYS = KEYS.filter((key) => key.startsWith("nats.") && key !== "nats.servers");
+const TLS_FILES = ["nats.tls.caFile", "nats.tls.certFile", "nats.tls.keyFile"] as const;
+
+/** "nats.user (from NATSEDGE_NATS_USER)" */
+function labelled(raw: Map<Key, Raw>, key: Key): string {
+  return `${key} (from ${raw.get(key)?.origin.label ?? DEFAULT_ORIGIN.label})`;
+}
+
+function atKey(raw: Map<Key, Raw>, key: Key): At {
+  return { key, origin: raw.get(key)?.origin ?? DEFAULT_ORIGIN };
+}
+
+/** Checks that a file named by `key` can be read and returns its absolute path. */
+function readableFile(raw: Map<Key, Raw>, key: Key, name: string | undefined): string | undefined {
+  return name === undefined ? undefined : readKeyFile(raw, key, name).file;
+}
+
+/** One credential kind at most: user with password, a token, or a creds file. */
+function checkNatsCredentials(raw: Map<Key, Raw>): void {
+  const set = (key: Key): boolean => raw.has(key);
+  const userPassword = (["nats.user", "nats.password"] as const).filter(set);
+  const others = [...userPassword, ...(set("nats.token") ? (["nats.token"] as const) : [])];
+  if (set("nats.credsFile") && others.length > 0) {
+    throw problem(
+      atKey(raw, "nats.credsFile"),
+      `cannot be combined with ${others.map((key) => labelled(raw, key)).join(" and ")}; ` +
+        "use only one of a creds file, a token, or a user and password",
+    );
+  }
+  if (set("nats.token") && userPassword.length > 0) {
+    throw problem(
+      atKey(raw, "nats.token"),
+      `cannot be combined with ${userPassword.map((key) => labelled(raw, key)).join(" and ")}; ` +
+        "use either a token or a user and password",
+    );
+  }
+  if (userPassword.length === 1) {
+    const [given, missing] = set("nats.user")
+      ? (["nats.user", "nats.password"] as const)
+      : (["nats.password", "nats.user"] as const);
+    throw problem(atKey(raw, given), `needs ${missing} too; set both or neither`);
+  }
+}
+
+function buildTls(raw: Map<Key, Raw>, get: Get, servers: readonly string[]): NatsTls | undefined {
+  const requested = get("nats.tls");
+  const files = TLS_FILES.filter((key) => raw.has(key));
+  const tlsServer = servers.find((server) => server.startsWith("tls://"));
+  if (requested === false) {
+    const because = files[0] === undefined ? undefined : `${labelled(raw, files[0])} is set`;
+    const reason = because ?? (tlsServer === undefined ? undefined : `nats.servers has ${tlsServer}`);
+    if (reason !== undefined) {
+      throw problem(atKey(raw, "nats.tls"), `false is not allowed while ${reason}, which requires TLS; unset one of them`);
+    }
+  }
+  if (raw.has("nats.tls.certFile") !== raw.has("nats.tls.keyFile")) {
+    const [given, missing] = raw.has("nats.tls.certFile")
+      ? (["nats.tls.certFile", "nats.tls.keyFile"] as const)
+      : (["nats.tls.keyFile", "nats.tls.certFile"] as const);
+    throw problem(atKey(raw, given), `needs ${missing} too; a client certificate and its key go together`);
+  }
+  if (requested !== true && files.length === 0 && tlsServer === undefined) return undefined;
+  const tls: NatsTls = {};
+  setIfDefined(tls, "caFile", readableFile(raw, "nats.tls.caFile", get("nats.tls.caFile")));
+  setIfDefined(tls, "certFile", readableFile(raw, "nats.tls.certFile", get("nats.tls.certFile")));
+  setIfDefined(tls, "keyFile", readableFile(raw, "nats.tls.keyFile", get("nats.tls.keyFile")));
+  return tls;
+}
+
+function buildNats(raw: Map<Key, Raw>, get: Get, withDefault: WithDefault): NatsConfig | undefined {
+  const servers = get("nats.servers");
+  if (servers === undefined) {
+    for (const key of NATS_KEYS) {
+      if (raw.has(key)) throw problem(atKey(raw, key), "needs nats.servers (NATSEDGE_NATS, --nats), which is not set");
+    }
+    return undefined;
+  }
+  checkNatsCredentials(raw);
+  const nats: NatsConfig = {
+    servers,
+    prefix: withDefault("nats.prefix"),
+    streamReplicas: withDefault("nats.streamReplicas"),
+    storage: withDefault("nats.storage"),
+  };
+  setIfDefined(nats, "user", get("nats.user"));
+  setIfDefined(nats, "password", get("nats.password"));
+  setIfDefined(nats, "token", get("nats.token"));
+  setIfDefined(nats, "credsFile", readableFile(raw, "nats.credsFile", get("nats.credsFile")));
+  setIfDefined(nats, "tls", buildTls(raw, get, servers));
+  return nats;
+}
+
 /** The no-config default: one open namespace, so that a bare `natsedge` is usable at once. */
 function embeddedNamespaces(): Record<string, NamespaceOptions> {
   const map = namespaceMap();
@@ -627,7 +889,7 @@ export function loadConfig(
     const input = raw.get(key) ?? fallback;
     return input && setting.kind.parse(input.value, { key, origin: input.origin, secret: setting.secret === true });
   };
-  const withDefault = <K extends Key>(key: K): Values[K] => {
+  const withDefault: WithDefault = (key) => {
     const value = get(key);
     if (value === undefined) throw new Error(`natsedge bug: setting ${key} has no default`);
     return value;
@@ -644,7 +906,17 @@ export function loadConfig(
   }
   const auth = buildAuth(raw, get);
   const namespaces = get("namespaces");
+  // NATS settings do not count: `natsedge --nats host:4222` is the embedded default on NATS.
   const embedded = configFile === undefined && auth === undefined && namespaces === undefined;
+  const nats = buildNats(raw, get, withDefault);
+  const workers = withDefault("workers");
+  if (workers > 1 && nats === undefined) {
+    throw problem(
+      atKey(raw, "workers"),
+      `${workers} workers require NATS (nats.servers / --nats); without it each worker would have its own ` +
+        "in-memory broker and clients on different workers would not see each other's publications",
+    );
+  }
 
   const config: Config = {
     host,
@@ -661,9 +933,12 @@ export function loadConfig(
     commandRate: withDefault("commandRate"),
     idempotencyWindow: withDefault("idempotencyWindow"),
     drainPeriod: withDefault("drainPeriod"),
+    presenceGrace: withDefault("presenceGrace"),
+    workers,
   };
   setIfDefined(config, "apiKey", get("apiKey"));
   setIfDefined(config, "allowedOrigins", get("allowedOrigins"));
   setIfDefined(config, "auth", auth);
+  setIfDefined(config, "nats", nats);
   return { config };
 }

@@ -32,6 +32,26 @@ export interface AuthConfig {
   cookie?: string;
 }
 
+export interface NatsTls {
+  caFile?: string;
+  certFile?: string;
+  keyFile?: string;
+}
+
+export interface NatsConfig {
+  servers: string[];
+  /** First subject token(s) of every subject natsedge uses, e.g. `natsedge` -> `natsedge.ch.<channel>`. */
+  prefix: string;
+  user?: string;
+  password?: string;
+  token?: string;
+  credsFile?: string;
+  /** Present when TLS is required; the files are optional (system CAs otherwise). */
+  tls?: NatsTls;
+  streamReplicas: number;
+  storage: "file" | "memory";
+}
+
 export interface Config {
   host: string;
   port: number;
@@ -60,4 +80,10 @@ export interface Config {
   idempotencyWindow: number;
   /** Period over which clients are disconnected on shutdown, ms. */
   drainPeriod: number;
+  /** How long a departed client lingers in presence so a quick reconnect causes no leave/join pair, ms. */
+  presenceGrace: number;
+  /** Present when NATS servers are configured; the in-memory broker is used otherwise. */
+  nats?: NatsConfig;
+  /** Gateway processes sharing the port (SO_REUSEPORT); more than 1 requires NATS. */
+  workers: number;
 }

@@ -21,7 +21,6 @@ export interface HistoryResult {
 
 /** Per-channel retained publications with monotonic offsets. */
 export interface History {
-  append(pub: Publication, opts: HistoryOptions): StreamPosition | Promise<StreamPosition>;
   read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult>;
   close(): Promise<void>;
 }

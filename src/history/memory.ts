@@ -9,6 +9,7 @@ interface Stream {
   /** Retained publications, oldest first; offsets are consecutive. */
   pubs: Publication[];
   touched: number;
+  ttl: number;
 }
 
 /**
@@ -19,6 +20,8 @@ interface Stream {
 export class MemoryHistory implements History {
   private readonly streams = new Map<string, Stream>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Streams of channels someone listens to are never forgotten: their subscribers hold positions. */
+  private inUse: (ch: string) => boolean = () => false;
 
   constructor(private readonly now: () => number = Date.now) {
     this.sweeper = setInterval(() => this.sweep(), 30_000);
@@ -28,7 +31,7 @@ export class MemoryHistory implements History {
   append(pub: Publication, opts: HistoryOptions): StreamPosition {
     const s = this.stream(pub.ch, opts);
     s.top++;
-    s.pubs.push({ ...pub, offset: s.top });
+    s.pubs.push({ ...pub, offset: s.top, prev: s.top - 1 });
     if (s.pubs.length > opts.size) s.pubs.splice(0, s.pubs.length - opts.size);
     return { offset: s.top, epoch: s.epoch };
   }
@@ -51,6 +54,10 @@ export class MemoryHistory implements History {
     return { pubs, position, complete: true };
   }
 
+  keepWhile(inUse: (ch: string) => boolean): void {
+    this.inUse = inUse;
+  }
+
   async close(): Promise<void> {
     clearInterval(this.sweeper);
   }
@@ -59,22 +66,32 @@ export class MemoryHistory implements History {
     const now = this.now();
     let s = this.streams.get(ch);
     if (!s) {
-      s = { epoch: randomBytes(6).toString("base64url"), top: 0, pubs: [], touched: now };
+      s = { epoch: randomBytes(6).toString("base64url"), top: 0, pubs: [], touched: now, ttl: opts.ttl };
       this.streams.set(ch, s);
     }
     s.touched = now;
-    const cutoff = now - opts.ttl;
-    let expired = 0;
-    while (expired < s.pubs.length && (s.pubs[expired] as Publication).ts < cutoff) expired++;
-    if (expired > 0) s.pubs.splice(0, expired);
+    s.ttl = opts.ttl;
+    expire(s, now);
     return s;
   }
 
-  /** Forget streams that hold nothing and nobody looked at for a while, so memory tracks activity. */
+  /**
+   * Forgets streams whose publications have all expired, that nobody subscribes to and nobody
+   * read for a while, so memory tracks activity rather than every channel ever used.
+   */
   private sweep(): void {
-    const idleSince = this.now() - 10 * 60_000;
+    const now = this.now();
+    const idleSince = now - 10 * 60_000;
     for (const [ch, s] of this.streams) {
-      if (s.touched < idleSince) this.streams.delete(ch);
+      expire(s, now);
+      if (s.pubs.length === 0 && s.touched < idleSince && !this.inUse(ch)) this.streams.delete(ch);
     }
   }
+}
+
+function expire(s: Stream, now: number): void {
+  const cutoff = now - s.ttl;
+  let expired = 0;
+  while (expired < s.pubs.length && (s.pubs[expired] as Publication).ts < cutoff) expired++;
+  if (expired > 0) s.pubs.splice(0, expired);
 }

@@ -1,4 +1,4 @@
-import { Packr, Unpackr } from "msgpackr";
+import { C1, Packr, Unpackr } from "msgpackr";
 
 /**
  * Plain MessagePack, readable by any client library: no msgpackr records or extensions, 64-bit
@@ -16,5 +16,8 @@ export function unpack(bytes: Buffer | Uint8Array): unknown {
 }
 
 export function unpackAll(bytes: Buffer | Uint8Array): unknown[] {
-  return unpackr.unpackMultiple(bytes) as unknown[];
+  const values = unpackr.unpackMultiple(bytes) as unknown[];
+  // 0xc1 is "never used" in MessagePack; msgpackr decodes it to a marker object instead of failing.
+  if (values.some((v) => v === C1)) throw new Error("0xc1 is not a MessagePack value");
+  return values;
 }

@@ -1,4 +1,24 @@
+import { ErrorCode, ProtocolError } from "./codes.js";
 import { pack, unpack } from "./msgpack.js";
+
+/**
+ * JSON.parse takes any depth, but JSON.stringify and the MessagePack encoder recurse and overflow
+ * the stack at a few thousand levels. Such data would fail in fan-out, after it was stored in
+ * history, and break the channel for every subscriber, so it is refused at the door.
+ */
+export const MAX_DATA_DEPTH = 128;
+
+/** Iterative, so the check cannot overflow the stack it protects. */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<{ v: unknown; depth: number }> = [{ v: value, depth: 0 }];
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const { v, depth } = top;
+    if (typeof v !== "object" || v === null) continue;
+    if (depth >= max) return true;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) stack.push({ v: child, depth: depth + 1 });
+  }
+  return false;
+}
 
 /**
  * Publication data in whichever encodings have been needed so far. Data a backend sent as JSON
@@ -11,27 +31,45 @@ export class Payload {
   private decoded = false;
   private decodedValue: unknown;
 
-  private constructor() {}
+  /** The encoding the data arrived in: the one to forward it in, so nothing is lost in translation. */
+  private constructor(readonly origin: "json" | "msgpack") {}
 
-  static fromValue(value: unknown): Payload {
-    const p = new Payload();
+  /** Throws ProtocolError 400 for data nested deeper than MAX_DATA_DEPTH. */
+  static fromValue(value: unknown, origin: "json" | "msgpack" = "json"): Payload {
+    if (nestedDeeperThan(value, MAX_DATA_DEPTH)) {
+      throw new ProtocolError(ErrorCode.BadRequest, `data is nested deeper than ${MAX_DATA_DEPTH} levels`);
+    }
+    const p = new Payload(origin);
     p.decoded = true;
     p.decodedValue = value;
     return p;
   }
 
-  /** `bytes` must already be known to be valid JSON. */
-  static fromJson(bytes: Buffer): Payload {
-    const p = new Payload();
+  /** `bytes` must already be known to be valid JSON (`value` is it parsed, when the caller has it). */
+  static fromJson(bytes: Buffer, ...value: [unknown?]): Payload {
+    const p = new Payload("json");
     p.jsonBytes = bytes;
+    if (value.length === 1) {
+      p.decoded = true;
+      p.decodedValue = value[0];
+    }
     return p;
   }
 
   /** `bytes` must already be known to be one valid MessagePack value. */
-  static fromMsgpack(bytes: Buffer): Payload {
-    const p = new Payload();
+  static fromMsgpack(bytes: Buffer, ...value: [unknown?]): Payload {
+    const p = new Payload("msgpack");
     p.msgpackBytes = bytes;
+    if (value.length === 1) {
+      p.decoded = true;
+      p.decodedValue = value[0];
+    }
     return p;
+  }
+
+  /** The bytes in the payload's own encoding. */
+  originBytes(): Buffer {
+    return this.origin === "json" ? this.json() : this.msgpack();
   }
 
   value(): unknown {

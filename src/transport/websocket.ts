@@ -2,7 +2,7 @@ import { readCookie } from "../auth/cookie.js";
 import type { FanoutSink } from "../hub.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { decodeFrames, SUBPROTOCOLS, type Format } from "../protocol/codec.js";
-import { CloseCode, FrameError } from "../protocol/codes.js";
+import { CloseCode, ErrorCode, FrameError, ProtocolError } from "../protocol/codes.js";
 import { encodeJoinLeave, encodePubPush } from "../protocol/push.js";
 import type { ClientInfo, Publication } from "../publication.js";
 import { Session, type Connection, type SessionContext } from "../session.js";
@@ -18,6 +18,13 @@ interface UserData {
 const TOPIC_PREFIX: Record<Format, string> = { json: "j:", msgpack: "m:" };
 const FORMATS: Format[] = ["json", "msgpack"];
 
+/**
+ * Local connections per channel, so the fan-out can check exactly the sockets it grew, and the
+ * bytes fanned out since it last did: checking every subscriber after every publication would put
+ * a JS loop over sockets back on the hot path that native topics removed.
+ */
+type Members = Map<string, { conns: Set<WsConnection>; bytesSinceCheck: number }>;
+
 /** A client that has not sent `connect` by then is holding a socket for nothing. */
 const CONNECT_TIMEOUT_MS = 10_000;
 /** How often outbound buffers are checked for slow consumers that never drain. */
@@ -27,18 +34,24 @@ class WsConnection implements Connection {
   readonly transport = "websocket";
   closed = false;
   session!: Session;
+  private readonly channels = new Set<string>();
 
   constructor(
     private readonly ws: WebSocket<UserData>,
     readonly format: Format,
     private readonly backpressureLimit: number,
+    private readonly members: Members,
   ) {}
+
+  /** A large reply (history, recovery) may sit in the buffer for a while without the client being slow. */
+  private replyAllowance = 0;
 
   send(frame: Buffer): void {
     if (this.closed) return;
     this.ws.cork(() => {
       this.ws.send(frame, this.format === "msgpack", false);
     });
+    if (frame.byteLength > this.replyAllowance) this.replyAllowance = frame.byteLength;
     this.checkBackpressure();
   }
 
@@ -48,17 +61,41 @@ class WsConnection implements Connection {
   }
 
   join(ch: string): void {
-    if (!this.closed) this.ws.subscribe(TOPIC_PREFIX[this.format] + ch);
+    if (this.closed) return;
+    this.ws.subscribe(TOPIC_PREFIX[this.format] + ch);
+    this.channels.add(ch);
+    let m = this.members.get(ch);
+    if (!m) this.members.set(ch, (m = { conns: new Set(), bytesSinceCheck: 0 }));
+    m.conns.add(this);
   }
 
   leave(ch: string): void {
-    if (!this.closed) this.ws.unsubscribe(TOPIC_PREFIX[this.format] + ch);
+    if (this.closed) return;
+    this.ws.unsubscribe(TOPIC_PREFIX[this.format] + ch);
+    this.forget(ch);
+  }
+
+  /** Called once the socket is gone: uWS drops its topics, this drops the member entries. */
+  forgetAll(): void {
+    for (const ch of this.channels) this.forget(ch);
+  }
+
+  private forget(ch: string): void {
+    this.channels.delete(ch);
+    const m = this.members.get(ch);
+    if (!m) return;
+    m.conns.delete(this);
+    if (m.conns.size === 0) this.members.delete(ch);
   }
 
   /** Past the limit a client is told it is too slow and closed, before memory grows further. */
   checkBackpressure(): void {
-    if (!this.closed && this.ws.getBufferedAmount() > this.backpressureLimit) {
+    if (this.closed) return;
+    const buffered = this.ws.getBufferedAmount();
+    if (buffered > this.backpressureLimit + this.replyAllowance) {
       this.session.disconnect(CloseCode.SlowConsumer, "slow consumer", true);
+    } else if (buffered < this.backpressureLimit) {
+      this.replyAllowance = 0;
     }
   }
 }
@@ -69,6 +106,7 @@ class WsConnection implements Connection {
  */
 export class WebSocketTransport implements FanoutSink {
   private readonly connections = new Set<WsConnection>();
+  private readonly members: Members = new Map();
   private readonly sweeper: NodeJS.Timeout;
   private accepting = true;
 
@@ -95,12 +133,15 @@ export class WebSocketTransport implements FanoutSink {
     const idleTimeout = Math.max(8, Math.round((2 * config.pingInterval) / 4000) * 4);
     this.app.ws<UserData>("/ws", {
       compression: uws.DISABLED,
-      maxPayloadLength: config.maxFrameSize,
+      // Up to twice the limit a message is read and refused with a 413 reply the client can act
+      // on; beyond that uWS drops the connection without reading it.
+      maxPayloadLength: 2 * config.maxFrameSize,
       idleTimeout,
       sendPingsAutomatically: true,
-      // The hard cap: past twice the limit uWS itself drops the socket, so memory stays bounded
-      // even for a client that stopped reading entirely (the 4008 path needs some progress).
-      maxBackpressure: 2 * limit + config.maxFrameSize,
+      // The hard cap: past four times the limit uWS itself drops the socket (1006, no close
+      // frame), so memory stays bounded whatever happens; the checks on send, drain, every half
+      // limit of fan-out and the 1 s sweep close a slow client with 4008 well before that.
+      maxBackpressure: 4 * limit + config.maxFrameSize,
       closeOnBackpressureLimit: 1,
       upgrade: (res, req, context) => {
         const origin = req.getHeader("origin");
@@ -136,7 +177,7 @@ export class WebSocketTransport implements FanoutSink {
       },
       open: (ws) => {
         const data = ws.getUserData();
-        const conn = new WsConnection(ws, data.format, limit);
+        const conn = new WsConnection(ws, data.format, limit, this.members);
         conn.session = new Session(conn, this.ctx, data.token);
         data.conn = conn;
         this.connections.add(conn);
@@ -149,6 +190,10 @@ export class WebSocketTransport implements FanoutSink {
       },
       message: (ws, message, isBinary) => {
         const conn = ws.getUserData().conn as WsConnection;
+        if (message.byteLength > config.maxFrameSize) {
+          conn.session.refuse(new ProtocolError(ErrorCode.TooLarge, `message larger than ${config.maxFrameSize} bytes`));
+          return;
+        }
         if (isBinary !== (conn.format === "msgpack")) {
           conn.session.disconnect(
             CloseCode.ProtocolViolation,
@@ -175,6 +220,7 @@ export class WebSocketTransport implements FanoutSink {
         const conn = ws.getUserData().conn as WsConnection;
         conn.closed = true;
         this.connections.delete(conn);
+        conn.forgetAll();
         conn.session.closed();
         metrics.connections.dec({ transport: "websocket" });
         metrics.disconnects.inc({ code: String(code) });
@@ -184,14 +230,33 @@ export class WebSocketTransport implements FanoutSink {
 
   publication(pub: Publication): number {
     let sent = 0;
+    let bytes = 0;
     for (const format of FORMATS) {
       const topic = TOPIC_PREFIX[format] + pub.ch;
       const n = this.app.numSubscribers(topic);
       if (n === 0) continue;
-      this.app.publish(topic, encodePubPush(format, pub), format === "msgpack", false);
+      const frame = encodePubPush(format, pub);
+      this.app.publish(topic, frame, format === "msgpack", false);
       sent += n;
+      bytes = Math.max(bytes, frame.byteLength);
     }
+    if (sent > 0) this.checkChannel(pub.ch, bytes);
     return sent;
+  }
+
+  /**
+   * A publisher outruns the 1 s sweep easily, and a client that stopped reading would reach the
+   * uWS hard cap and be dropped silently (1006) instead of being told 4008. So a channel's
+   * subscribers are checked each time another half limit of bytes has been fanned out to them:
+   * nobody grows by more than that unseen, and the cost per byte delivered stays constant.
+   */
+  private checkChannel(ch: string, bytes: number): void {
+    const m = this.members.get(ch);
+    if (!m) return;
+    m.bytesSinceCheck += bytes;
+    if (m.bytesSinceCheck < this.ctx.config.backpressureLimit / 2) return;
+    m.bytesSinceCheck = 0;
+    for (const c of m.conns) c.checkBackpressure();
   }
 
   join(ch: string, info: ClientInfo): void {

@@ -1,0 +1,83 @@
+import type { Broker } from "./broker/broker.js";
+import { MemoryBroker } from "./broker/memory.js";
+import { NatsBroker } from "./broker/nats.js";
+import type { Config, NatsConfig } from "./config/types.js";
+import type { History } from "./history/history.js";
+import { MemoryHistory } from "./history/memory.js";
+import { NatsHistory } from "./history/nats.js";
+import type { Logger } from "./log.js";
+import type { Metrics } from "./metrics.js";
+import { NatsLink } from "./nats/connection.js";
+import { RoundTripProbe } from "./nats/probe.js";
+import { PresenceReaper } from "./nats/reaper.js";
+import { Streams, type Jsm } from "./nats/streams.js";
+import { Subjects } from "./nats/subjects.js";
+import { MemoryPresence } from "./presence/memory.js";
+import type { Presence } from "./presence/presence.js";
+import { NatsPresence } from "./presence/nats.js";
+
+/** The three seams behind the hub, and what it takes to run and stop them. */
+export interface Backend {
+  broker: Broker;
+  history: History;
+  presence: Presence;
+  /** False while the broker path is known to be broken. */
+  ready(): boolean;
+  /** Present in NATS mode: what the NATS server API needs. */
+  nats?: { link: NatsLink; subjects: Subjects };
+  /** Starts background work that needs the hub running (heartbeats, probes, reaping). */
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function memoryBackend(config: Config): Backend {
+  const history = new MemoryHistory();
+  return {
+    broker: new MemoryBroker(history, config.idempotencyWindow),
+    history,
+    presence: new MemoryPresence(),
+    ready: () => true,
+    start: async () => undefined,
+    close: async () => undefined,
+  };
+}
+
+export async function natsBackend(
+  config: Config,
+  nats: NatsConfig,
+  node: string,
+  metrics: Metrics,
+  log: Logger,
+): Promise<Backend> {
+  const link = await NatsLink.open(nats, `natsedge ${node}`, log, metrics);
+  const subjects = new Subjects(nats.prefix);
+  const jsm = (await link.nc.jetstreamManager()) as Jsm;
+  const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
+  await streams.ensureAll();
+  const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log);
+  const history = new NatsHistory(jsm, streams, subjects, metrics);
+  const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log);
+  const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
+  const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
+  link.onStatus((event) => {
+    if (event === "reconnect") void probe.probe();
+    else probe.healthy = false;
+  });
+  return {
+    broker,
+    history,
+    presence,
+    nats: { link, subjects },
+    ready: () => link.connected && probe.healthy,
+    async start() {
+      await presence.start();
+      await probe.start();
+      reaper.start();
+    },
+    async close() {
+      reaper.stop();
+      probe.stop();
+      await link.drain();
+    },
+  };
+}

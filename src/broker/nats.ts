@@ -1,0 +1,307 @@
+import type { JetStreamClient, Msg, NatsConnection, Subscription } from "nats";
+import { resolveChannel } from "../channels.js";
+import type { NamespaceOptions } from "../config/types.js";
+import type { Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import { decodeEvent, decodePublication, encodeEvent, encodePublication, H } from "../nats/codec.js";
+import type { NatsLink } from "../nats/connection.js";
+import { isNotFound, type Jsm, type Streams } from "../nats/streams.js";
+import type { Subjects } from "../nats/subjects.js";
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
+import { pack, unpack } from "../protocol/msgpack.js";
+import type { ClientInfo, Publication } from "../publication.js";
+import type { Broker, BrokerHandler, ControlMessage, PublishOptions, PublishResult } from "./broker.js";
+
+interface ChannelSub {
+  ch: string;
+  history: boolean;
+  sub: Subscription;
+  /** Offset of the last publication handed on; undefined until the baseline is known. */
+  last: number | undefined;
+  /** Live messages (and catch-up requests) waiting while the baseline is fetched or a gap is filled. */
+  queue: Array<Msg | typeof CATCH_UP>;
+  busy: boolean;
+}
+
+const PUBLISH_TIMEOUT_MS = 5_000;
+const CATCH_UP = Symbol("catch-up");
+/** Upper bound on publications fetched to fill one gap; past it the channel skips ahead (and says so). */
+const MAX_GAP_FILL = 10_000;
+
+/**
+ * The NATS broker: one core subscription per channel per gateway. History channels are read from
+ * their stream's republish subject, whose sequence headers let this gateway notice a gap (a
+ * reconnect, a slow consumer drop) and fill it from the stream instead of skipping messages.
+ */
+export class NatsBroker implements Broker {
+  private handler: BrokerHandler | undefined;
+  private readonly channels = new Map<string, ChannelSub>();
+  private readonly nc: NatsConnection;
+  private readonly js: JetStreamClient;
+  private control: Subscription | undefined;
+
+  constructor(
+    private readonly link: NatsLink,
+    private readonly jsm: Jsm,
+    private readonly streams: Streams,
+    private readonly subjects: Subjects,
+    private readonly namespaces: Record<string, NamespaceOptions>,
+    private readonly metrics: Metrics,
+    private readonly log: Logger,
+  ) {
+    this.nc = link.nc;
+    this.js = link.nc.jetstream({ timeout: PUBLISH_TIMEOUT_MS });
+    link.onStatus((event) => {
+      if (event === "reconnect") this.catchUpAll();
+    });
+  }
+
+  async start(handler: BrokerHandler): Promise<void> {
+    this.handler = handler;
+    this.control = this.nc.subscribe(this.subjects.control(), {
+      callback: (err, msg) => {
+        if (err) return;
+        const m = decodeControl(msg.data);
+        if (m) this.handler?.onControl(m);
+      },
+    });
+    await this.nc.flush();
+  }
+
+  private requireConnection(): void {
+    if (!this.link.connected) throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable (NATS disconnected)");
+  }
+
+  async publish(pub: Publication, opts: PublishOptions): Promise<PublishResult> {
+    this.requireConnection();
+    const { body, headers } = encodePublication(pub);
+    const subject = this.subjects.channel(pub.ch);
+    if (opts.history) {
+      const ns = namespaceOf(pub.ch);
+      const ack = await this.js.publish(subject, body, {
+        headers,
+        ...(opts.idempotencyKey === undefined ? {} : { msgID: opts.idempotencyKey }),
+      });
+      return { offset: ack.seq, epoch: await this.streams.epoch(ns) };
+    }
+    if (opts.idempotencyKey !== undefined) {
+      // Without a stream, the dedupe stream remembers keys cluster-wide for the window.
+      const ack = await this.js.publish(this.subjects.dedupe(pub.ch), new Uint8Array(0), { msgID: opts.idempotencyKey });
+      if (ack.duplicate) return {};
+    }
+    this.nc.publish(subject, body, { headers });
+    return {};
+  }
+
+  async publishJoin(ch: string, info: ClientInfo): Promise<void> {
+    this.publishEvent("join", ch, info);
+  }
+
+  async publishLeave(ch: string, info: ClientInfo): Promise<void> {
+    this.publishEvent("leave", ch, info);
+  }
+
+  private publishEvent(kind: "join" | "leave", ch: string, info: ClientInfo): void {
+    this.requireConnection();
+    const { body, headers } = encodeEvent(kind, info);
+    // Events ride the channel's delivery subject, so a channel stays one subscription.
+    this.nc.publish(this.deliverySubject(ch, this.hasHistory(ch)), body, { headers });
+  }
+
+  async publishControl(msg: ControlMessage): Promise<void> {
+    this.requireConnection();
+    this.nc.publish(this.subjects.control(), pack(msg));
+    await this.nc.flush();
+  }
+
+  private hasHistory(ch: string): boolean {
+    try {
+      return resolveChannel(this.namespaces, ch).options.history !== undefined;
+    } catch {
+      return false;
+    }
+  }
+
+  private deliverySubject(ch: string, history: boolean): string {
+    return history ? this.subjects.republished(ch) : this.subjects.channel(ch);
+  }
+
+  async subscribe(ch: string, ns: NamespaceOptions): Promise<number | undefined> {
+    const history = ns.history !== undefined;
+    const cs: ChannelSub = { ch, history, sub: undefined as unknown as Subscription, last: undefined, queue: [], busy: history };
+    cs.sub = this.nc.subscribe(this.deliverySubject(ch, history), {
+      callback: (err, msg) => {
+        if (!err) this.onMessage(cs, msg);
+      },
+    });
+    this.channels.set(ch, cs);
+    if (!history) return undefined;
+    try {
+      // The subscription is live on the server before the baseline is read, so nothing falls
+      // between them; queued messages at or before the baseline are dropped as already stored.
+      await this.nc.flush();
+      cs.last = await this.lastSequence(ch);
+    } catch (err) {
+      cs.sub.unsubscribe();
+      if (this.channels.get(ch) === cs) this.channels.delete(ch);
+      throw err;
+    }
+    cs.busy = false;
+    void this.pump(cs);
+    return cs.last;
+  }
+
+  async unsubscribe(ch: string): Promise<void> {
+    const cs = this.channels.get(ch);
+    if (!cs) return;
+    this.channels.delete(ch);
+    cs.sub.unsubscribe();
+  }
+
+  private onMessage(cs: ChannelSub, msg: Msg): void {
+    const event = msg.headers?.get(H.event);
+    if (event === "join" || event === "leave") {
+      const info = decodeEvent(msg.data);
+      if (!info) return this.metrics.invalidPayloads.inc();
+      if (event === "join") this.handler?.onJoin(cs.ch, info);
+      else this.handler?.onLeave(cs.ch, info);
+      return;
+    }
+    if (!cs.history) {
+      const pub = decodePublication(cs.ch, msg.data, msg.headers);
+      if (!pub) return this.metrics.invalidPayloads.inc();
+      this.handler?.onPublication(pub);
+      return;
+    }
+    cs.queue.push(msg);
+    void this.pump(cs);
+  }
+
+  /** Works through the channel's queue one item at a time; only one pump runs per channel. */
+  private async pump(cs: ChannelSub): Promise<void> {
+    if (cs.busy) return;
+    cs.busy = true;
+    try {
+      while (cs.queue.length > 0 && this.channels.get(cs.ch) === cs) {
+        const item = cs.queue.shift() as Msg | typeof CATCH_UP;
+        const pending = item === CATCH_UP ? this.catchUp(cs) : this.sequenced(cs, item);
+        if (pending) await pending;
+      }
+    } finally {
+      cs.busy = false;
+    }
+  }
+
+  /**
+   * Hands on a republished message in order, first filling any gap before it from the stream.
+   * Returns a promise only when it has to wait (a gap), so the common path stays synchronous.
+   */
+  private sequenced(cs: ChannelSub, msg: Msg): Promise<void> | undefined {
+    const seq = Number(msg.headers?.get(H.sequence));
+    const prev = Number(msg.headers?.get(H.lastSequence));
+    if (!Number.isSafeInteger(seq) || !Number.isSafeInteger(prev)) {
+      this.metrics.invalidPayloads.inc();
+      return undefined;
+    }
+    const last = cs.last as number;
+    if (seq <= last) return undefined; // already delivered (a stream fill overtook the live copy)
+    if (prev <= last) {
+      this.deliver(cs, msg.data, msg.headers, seq, prev);
+      return undefined;
+    }
+    this.metrics.gapsDetected.inc();
+    return this.fill(cs, seq - 1).then(
+      () => {
+        if (seq > (cs.last as number)) this.deliver(cs, msg.data, msg.headers, seq, cs.last as number);
+      },
+      (err: unknown) => {
+        this.log.warn({ err, ch: cs.ch }, "gap fill failed; delivering on");
+        this.deliver(cs, msg.data, msg.headers, seq, prev);
+      },
+    );
+  }
+
+  private deliver(cs: ChannelSub, data: Uint8Array, headers: Msg["headers"], seq: number, prev: number): void {
+    cs.last = seq;
+    const pub = decodePublication(cs.ch, data, headers, { offset: seq, prev });
+    if (!pub) return this.metrics.invalidPayloads.inc();
+    this.handler?.onPublication(pub);
+  }
+
+  /** Fetches what was published while this gateway was away, even if nothing new arrives. */
+  private async catchUp(cs: ChannelSub): Promise<void> {
+    try {
+      const top = await this.lastSequence(cs.ch);
+      if (top > (cs.last as number)) {
+        this.metrics.gapsDetected.inc();
+        await this.fill(cs, top);
+      }
+    } catch (err) {
+      this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
+    }
+  }
+
+  /** Delivers stored publications of the channel after `cs.last` up to `upTo` (inclusive). */
+  private async fill(cs: ChannelSub, upTo: number): Promise<void> {
+    const ns = namespaceOf(cs.ch);
+    const stream = this.streams.streamOf(ns);
+    const subject = this.subjects.channel(cs.ch);
+    for (let i = 0; i < MAX_GAP_FILL && (cs.last as number) < upTo; i++) {
+      let m;
+      try {
+        m = await this.jsm.direct.getMessage(stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
+      } catch (err) {
+        if (isNotFound(err)) return;
+        throw err;
+      }
+      if (m.seq > upTo) return;
+      const prev = cs.last as number;
+      this.metrics.gapsFilled.inc();
+      this.deliver(cs, m.data, m.header, m.seq, prev);
+    }
+  }
+
+  private async lastSequence(ch: string): Promise<number> {
+    try {
+      const m = await this.jsm.direct.getMessage(this.streams.streamOf(namespaceOf(ch)), {
+        last_by_subj: this.subjects.channel(ch),
+      });
+      return m.seq;
+    } catch (err) {
+      if (isNotFound(err)) return 0;
+      throw err;
+    }
+  }
+
+  private catchUpAll(): void {
+    for (const cs of this.channels.values()) {
+      if (!cs.history) continue;
+      cs.queue.push(CATCH_UP);
+      void this.pump(cs);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.control?.unsubscribe();
+    for (const cs of this.channels.values()) cs.sub.unsubscribe();
+    this.channels.clear();
+    this.handler = undefined;
+  }
+}
+
+function namespaceOf(ch: string): string {
+  const i = ch.indexOf(".");
+  return i < 0 ? ch : ch.slice(0, i);
+}
+
+function decodeControl(data: Uint8Array): ControlMessage | undefined {
+  try {
+    const m = unpack(data) as Partial<ControlMessage> | null;
+    if (m?.kind === "disconnect" && typeof m.user === "string" && typeof m.code === "number" && typeof m.reason === "string") {
+      return { kind: "disconnect", user: m.user, code: m.code, reason: m.reason };
+    }
+  } catch {
+    /* counted below */
+  }
+  return undefined;
+}

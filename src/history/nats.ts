@@ -1,0 +1,87 @@
+import type { StoredMsg } from "nats";
+import type { HistoryOptions } from "../config/types.js";
+import { decodePublication } from "../nats/codec.js";
+import { isNotFound, type Jsm, type Streams } from "../nats/streams.js";
+import type { Subjects } from "../nats/subjects.js";
+import type { Metrics } from "../metrics.js";
+import type { Publication } from "../publication.js";
+import type { History, HistoryQuery, HistoryResult } from "./history.js";
+
+/**
+ * History read from a namespace's JetStream stream with direct gets (no consumers to create and
+ * clean up). Offsets are stream sequences: increasing per channel, not consecutive.
+ *
+ * Whether a `since` position is still fully covered is decided conservatively: the stream keeps
+ * no per-subject "previous" link in stored messages, so coverage is proven only when the message
+ * at `since` itself is still retained (a subject's messages are dropped oldest first), when
+ * nothing was published after it, or when the stream has never dropped anything. Otherwise the
+ * answer is `recovered:false`, and the client reloads instead of silently missing data.
+ */
+export class NatsHistory implements History {
+  constructor(
+    private readonly jsm: Jsm,
+    private readonly streams: Streams,
+    private readonly subjects: Subjects,
+    private readonly metrics: Metrics,
+  ) {}
+
+  async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
+    const ns = ch.slice(0, ch.indexOf("."));
+    const stream = this.streams.streamOf(ns);
+    const subject = this.subjects.channel(ch);
+    const epoch = await this.streams.epoch(ns);
+    const top = await this.get(stream, { last_by_subj: subject });
+    const position = { offset: top?.seq ?? 0, epoch };
+    const { since, limit } = query;
+
+    if (!since) {
+      if (limit === 0 || !top) return { pubs: [], position, complete: true };
+      const all = await this.range(stream, ch, 0, position.offset, opts.size);
+      return { pubs: limit === undefined ? all : all.slice(Math.max(0, all.length - limit)), position, complete: true };
+    }
+    if (since.epoch !== epoch || since.offset > position.offset) return { pubs: [], position, complete: false };
+    if (since.offset === position.offset) return { pubs: [], position, complete: true };
+    if (!(await this.covered(stream, subject, since.offset))) return { pubs: [], position, complete: false };
+    const pubs = await this.range(stream, ch, since.offset, position.offset, limit ?? opts.size);
+    return { pubs, position, complete: true };
+  }
+
+  private async covered(stream: string, subject: string, offset: number): Promise<boolean> {
+    if (offset === 0) {
+      const info = await this.jsm.streams.info(stream);
+      return info.state.first_seq <= 1;
+    }
+    const at = await this.get(stream, { seq: offset });
+    return at !== undefined && at.subject === subject;
+  }
+
+  /** Stored publications of `ch` with after < offset <= upTo, oldest first, at most `max`. */
+  private async range(stream: string, ch: string, after: number, upTo: number, max: number): Promise<Publication[]> {
+    const subject = this.subjects.channel(ch);
+    const pubs: Publication[] = [];
+    let cursor = after;
+    while (cursor < upTo && pubs.length < max) {
+      const m = await this.get(stream, { next_by_subj: subject, seq: cursor + 1 });
+      if (!m || m.seq > upTo) break;
+      const pub = decodePublication(ch, m.data, m.header, { offset: m.seq, prev: cursor, time: m.time.getTime() });
+      if (pub) pubs.push(pub);
+      else this.metrics.invalidPayloads.inc();
+      cursor = m.seq;
+    }
+    return pubs;
+  }
+
+  private async get(
+    stream: string,
+    query: { seq?: number; last_by_subj?: string; next_by_subj?: string },
+  ): Promise<StoredMsg | undefined> {
+    try {
+      return await this.jsm.direct.getMessage(stream, query);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,104 @@
+import { headers as natsHeaders, type MsgHdrs } from "nats";
+import { MAX_DATA_DEPTH, nestedDeeperThan, Payload } from "../protocol/payload.js";
+import { pack, unpack, unpackAll } from "../protocol/msgpack.js";
+import type { ClientInfo, Publication } from "../publication.js";
+
+/**
+ * How publications and presence events look on NATS. The body of a publication is the data itself
+ * (JSON, or MessagePack with `Content-Type: application/msgpack`) so backends can publish with any
+ * NATS client; gateway metadata rides in headers.
+ */
+export const H = {
+  contentType: "Content-Type",
+  event: "Natsedge-Event",
+  ts: "Natsedge-Ts",
+  client: "Natsedge-Client",
+  user: "Natsedge-User",
+  sequence: "Nats-Sequence",
+  lastSequence: "Nats-Last-Sequence",
+  timestamp: "Nats-Time-Stamp",
+} as const;
+
+export const MSGPACK = "application/msgpack";
+
+export function encodePublication(pub: Publication): { body: Buffer; headers: MsgHdrs } {
+  const h = natsHeaders();
+  h.set(H.ts, String(pub.ts));
+  if (pub.data.origin === "msgpack") h.set(H.contentType, MSGPACK);
+  if (pub.info) {
+    h.set(H.client, pub.info.client);
+    h.set(H.user, encodeURIComponent(pub.info.user));
+  }
+  return { body: pub.data.originBytes(), headers: h };
+}
+
+export function encodeEvent(kind: "join" | "leave", info: ClientInfo): { body: Buffer; headers: MsgHdrs } {
+  const h = natsHeaders();
+  h.set(H.event, kind);
+  return { body: pack(info), headers: h };
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** Validates and wraps a message body; undefined when it is not one valid JSON / MessagePack value. */
+export function decodePayload(data: Uint8Array, contentType: string | undefined): Payload | undefined {
+  // A copy: the message may be retained (recent buffer), and must not pin the read chunk.
+  const bytes = Buffer.from(data);
+  try {
+    if (contentType !== undefined && contentType.toLowerCase().startsWith(MSGPACK)) {
+      const values = unpackAll(bytes);
+      if (values.length !== 1 || nestedDeeperThan(values[0], MAX_DATA_DEPTH)) return undefined;
+      return Payload.fromMsgpack(bytes, values[0]);
+    }
+    const value: unknown = JSON.parse(utf8.decode(bytes));
+    // Deeper data would overflow the encoders in fan-out: refused like any invalid payload.
+    if (nestedDeeperThan(value, MAX_DATA_DEPTH)) return undefined;
+    return Payload.fromJson(bytes, value);
+  } catch {
+    return undefined;
+  }
+}
+
+/** A publication from a NATS message (live or stored); undefined when the payload is invalid. */
+export function decodePublication(
+  ch: string,
+  data: Uint8Array,
+  h: MsgHdrs | undefined,
+  position?: { offset: number; prev?: number; time?: number },
+): Publication | undefined {
+  const payload = decodePayload(data, h?.get(H.contentType) || undefined);
+  if (!payload) return undefined;
+  const tsHeader = Number(h?.get(H.ts));
+  const pub: Publication = {
+    ch,
+    data: payload,
+    ts: Number.isFinite(tsHeader) && tsHeader > 0 ? tsHeader : (position?.time ?? Date.now()),
+  };
+  const client = h?.get(H.client);
+  if (client) pub.info = { client, user: safeDecode(h?.get(H.user) ?? "") };
+  if (position) {
+    pub.offset = position.offset;
+    if (position.prev !== undefined) pub.prev = position.prev;
+  }
+  return pub;
+}
+
+export function decodeEvent(data: Uint8Array): ClientInfo | undefined {
+  try {
+    const v = unpack(data) as Partial<ClientInfo> | null;
+    if (!v || typeof v.client !== "string" || typeof v.user !== "string") return undefined;
+    const info: ClientInfo = { client: v.client, user: v.user };
+    if (v.info !== undefined) info.info = v.info;
+    return info;
+  } catch {
+    return undefined;
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}

@@ -1,0 +1,155 @@
+import { createHash } from "node:crypto";
+import {
+  DiscardPolicy,
+  nanos,
+  RetentionPolicy,
+  StorageType,
+  type JetStreamManager,
+  type StoredMsg,
+  type StreamConfig,
+} from "nats";
+import type { NamespaceOptions, NatsConfig } from "../config/types.js";
+import type { Logger } from "../log.js";
+import type { Subjects } from "./subjects.js";
+
+/**
+ * Direct get (nats-server 2.9+) reads stored messages without creating a consumer. nats.js has it
+ * on the manager implementation but not on the exported interface.
+ */
+export interface DirectGet {
+  getMessage(stream: string, query: { seq?: number; last_by_subj?: string; next_by_subj?: string }): Promise<StoredMsg>;
+}
+export type Jsm = JetStreamManager & { direct: DirectGet };
+
+/** JetStream's dedupe window cannot exceed a stream's max age. */
+function dedupeWindow(idempotencyMs: number, ttlMs: number): number {
+  return Math.min(idempotencyMs, ttlMs);
+}
+
+/**
+ * The JetStream streams natsedge owns: one per history namespace, plus presence, node heartbeats
+ * and publish dedupe. Created or updated at start-up so config changes take effect on deploy.
+ * A namespace stream's epoch is derived from its creation time, so a recreated stream is
+ * detected by clients as a new epoch.
+ */
+export class Streams {
+  private readonly epochs = new Map<string, string>();
+
+  constructor(
+    private readonly jsm: JetStreamManager,
+    private readonly subjects: Subjects,
+    private readonly namespaces: Record<string, NamespaceOptions>,
+    private readonly nats: NatsConfig,
+    private readonly idempotencyWindowMs: number,
+    private readonly log: Logger,
+  ) {}
+
+  async ensureAll(): Promise<void> {
+    for (const [ns, opts] of Object.entries(this.namespaces)) {
+      if (opts.history) await this.ensureNamespace(ns);
+    }
+    await this.ensure({
+      name: this.subjects.presenceStream(),
+      subjects: [this.subjects.allPresence()],
+      max_msgs_per_subject: 1,
+      allow_direct: true,
+    });
+    await this.ensure({
+      name: this.subjects.nodesStream(),
+      subjects: [this.subjects.allNodes()],
+      max_msgs_per_subject: 1,
+      max_age: nanos(NODE_TTL_MS),
+      allow_direct: true,
+    });
+    await this.ensure({
+      name: this.subjects.dedupeStream(),
+      subjects: [`${this.subjects.prefix}.dedupe.>`],
+      max_msgs_per_subject: 1,
+      max_age: nanos(this.idempotencyWindowMs),
+      duplicate_window: nanos(this.idempotencyWindowMs),
+    });
+  }
+
+  private async ensureNamespace(ns: string): Promise<void> {
+    const history = this.namespaces[ns]?.history;
+    if (!history) return;
+    const s = this.subjects.namespaceSubjects(ns);
+    const created = await this.ensure({
+      name: this.subjects.namespaceStream(ns),
+      subjects: [s.stored],
+      max_msgs_per_subject: history.size,
+      max_age: nanos(history.ttl),
+      duplicate_window: nanos(dedupeWindow(this.idempotencyWindowMs, history.ttl)),
+      republish: { src: s.stored, dest: s.republished },
+      allow_direct: true,
+    });
+    this.epochs.set(ns, epochOf(created));
+  }
+
+  /** Creates the stream or updates its limits; returns its creation time. */
+  private async ensure(partial: Partial<StreamConfig> & { name: string }): Promise<string> {
+    const config: Partial<StreamConfig> = {
+      retention: RetentionPolicy.Limits,
+      discard: DiscardPolicy.Old,
+      storage: this.nats.storage === "memory" ? StorageType.Memory : StorageType.File,
+      num_replicas: this.nats.streamReplicas,
+      ...partial,
+    };
+    try {
+      const info = await this.jsm.streams.info(partial.name);
+      if (info.config.storage !== config.storage) {
+        this.log.error(
+          { stream: partial.name, has: info.config.storage, wanted: config.storage },
+          "stream storage type differs from nats.storage and cannot be changed in place; delete the stream to change it",
+        );
+        config.storage = info.config.storage;
+      }
+      const updated = await this.jsm.streams.update(partial.name, config);
+      return updated.created;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      const info = await this.jsm.streams.add(config);
+      this.log.info({ stream: partial.name }, "stream created");
+      return info.created;
+    }
+  }
+
+  streamOf(ns: string): string {
+    return this.subjects.namespaceStream(ns);
+  }
+
+  /** The namespace stream's epoch; refreshed (and the stream recreated) when it has gone away. */
+  async epoch(ns: string, refresh = false): Promise<string> {
+    const cached = this.epochs.get(ns);
+    if (cached && !refresh) return cached;
+    try {
+      const info = await this.jsm.streams.info(this.subjects.namespaceStream(ns));
+      const e = epochOf(info.created);
+      if (cached && cached !== e) this.log.warn({ ns }, "history stream was recreated: new epoch");
+      this.epochs.set(ns, e);
+      return e;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+      this.log.warn({ ns }, "history stream missing: recreating it");
+      await this.ensureNamespace(ns);
+      return this.epochs.get(ns) as string;
+    }
+  }
+}
+
+/** Node heartbeats expire after this long; a killed gateway's clients leave presence by then. */
+export const NODE_TTL_MS = 15_000;
+
+function epochOf(created: string): string {
+  return createHash("sha256").update(created).digest("base64url").slice(0, 10);
+}
+
+export function isNotFound(err: unknown): boolean {
+  const e = err as { code?: string | number; api_error?: { code?: number }; message?: string };
+  return (
+    e?.api_error?.code === 404 ||
+    e?.code === "404" ||
+    e?.code === 404 ||
+    /not found/i.test(e?.message ?? "")
+  );
+}

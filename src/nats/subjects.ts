@@ -1,0 +1,107 @@
+/**
+ * Every subject and stream name natsedge uses, in one place (documented in docs/architecture.md).
+ * Channel names are already valid subject tokens; user and client ids are not, so they are
+ * base64url-encoded into a single token where they appear.
+ */
+export class Subjects {
+  constructor(readonly prefix: string) {}
+
+  /** Where backends (and gateways) publish channel data. */
+  channel(ch: string): string {
+    return `${this.prefix}.ch.${ch}`;
+  }
+
+  /** Where a history namespace's stream republishes stored publications, with sequence headers. */
+  republished(ch: string): string {
+    return `${this.prefix}.rp.${ch}`;
+  }
+
+  namespaceSubjects(ns: string): { stored: string; republished: string } {
+    return { stored: `${this.prefix}.ch.${ns}.>`, republished: `${this.prefix}.rp.${ns}.>` };
+  }
+
+  /** Gateway-to-gateway control messages (disconnect a user). */
+  control(): string {
+    return `${this.prefix}.ctl`;
+  }
+
+  probe(node: string): string {
+    return `${this.prefix}.probe.${node}`;
+  }
+
+  api(op: string): string {
+    return `${this.prefix}.api.${op}`;
+  }
+
+  dedupe(ch: string): string {
+    return `${this.prefix}.dedupe.${encodeToken(ch)}`;
+  }
+
+  presence(ch: string, identity: string, node: string, client: string): string {
+    return `${this.prefix}.presence.${encodeToken(ch)}.${encodeToken(identity)}.${node}.${encodeToken(client)}`;
+  }
+
+  presenceOfChannel(ch: string): string {
+    return `${this.prefix}.presence.${encodeToken(ch)}.>`;
+  }
+
+  presenceOfIdentity(ch: string, identity: string): string {
+    return `${this.prefix}.presence.${encodeToken(ch)}.${encodeToken(identity)}.*.*`;
+  }
+
+  allPresence(): string {
+    return `${this.prefix}.presence.>`;
+  }
+
+  /** Splits a presence subject back into its parts; undefined for anything else. */
+  parsePresence(subject: string): { ch: string; identity: string; node: string; client: string } | undefined {
+    const head = `${this.prefix}.presence.`;
+    if (!subject.startsWith(head)) return undefined;
+    const parts = subject.slice(head.length).split(".");
+    if (parts.length !== 4) return undefined;
+    const [ch, identity, node, client] = parts as [string, string, string, string];
+    return { ch: decodeToken(ch), identity: decodeToken(identity), node, client: decodeToken(client) };
+  }
+
+  node(node: string): string {
+    return `${this.prefix}.node.${node}`;
+  }
+
+  allNodes(): string {
+    return `${this.prefix}.node.*`;
+  }
+
+  // Stream names may not contain dots.
+  private streamBase(): string {
+    return this.prefix.replace(/\./g, "_");
+  }
+
+  namespaceStream(ns: string): string {
+    return `${this.streamBase()}_ns_${ns}`;
+  }
+
+  presenceStream(): string {
+    return `${this.streamBase()}_presence`;
+  }
+
+  nodesStream(): string {
+    return `${this.streamBase()}_nodes`;
+  }
+
+  dedupeStream(): string {
+    return `${this.streamBase()}_dedupe`;
+  }
+}
+
+export function encodeToken(s: string): string {
+  return Buffer.from(s, "utf8").toString("base64url") || "_";
+}
+
+export function decodeToken(t: string): string {
+  return t === "_" ? "" : Buffer.from(t, "base64url").toString("utf8");
+}
+
+/** A node id usable as one subject token. */
+export function nodeToken(node: string): string {
+  return node.replace(/[^A-Za-z0-9_-]/g, "-");
+}

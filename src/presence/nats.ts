@@ -1,0 +1,137 @@
+import type { JetStreamClient } from "nats";
+import type { Logger } from "../log.js";
+import { pack, unpack } from "../protocol/msgpack.js";
+import type { ClientInfo } from "../publication.js";
+import { isNotFound, NODE_TTL_MS, type Jsm } from "../nats/streams.js";
+import type { Subjects } from "../nats/subjects.js";
+import { presenceIdentity, type Presence, type PresenceStats } from "./presence.js";
+
+const HEARTBEAT_MS = NODE_TTL_MS / 3;
+const LIVE_NODES_CACHE_MS = 1_000;
+
+/**
+ * Presence in a JetStream stream, one subject per (channel, identity, node, client) holding the
+ * member's info. Counting and membership questions are answered from the stream's per-subject
+ * state (one request, no consumers). Entries of a gateway that died are ignored as soon as its
+ * heartbeat expires, and removed by the reaper.
+ */
+export class NatsPresence implements Presence {
+  /** Subjects of this gateway's own entries, to remove them without a lookup. */
+  private readonly own = new Map<string, string>();
+  private heartbeat: NodeJS.Timeout | undefined;
+  private liveNodes: { at: number; nodes: Promise<Set<string>> } | undefined;
+
+  constructor(
+    private readonly jsm: Jsm,
+    private readonly js: JetStreamClient,
+    private readonly subjects: Subjects,
+    readonly node: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.beat();
+    this.heartbeat = setInterval(() => {
+      this.beat().catch((err: unknown) => this.log.warn({ err }, "presence heartbeat failed"));
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  private async beat(): Promise<void> {
+    await this.js.publish(this.subjects.node(this.node), new Uint8Array(0));
+  }
+
+  /** Gateways whose heartbeat has not expired; cached briefly, it is asked on every join. */
+  live(): Promise<Set<string>> {
+    const now = Date.now();
+    if (!this.liveNodes || now - this.liveNodes.at > LIVE_NODES_CACHE_MS) {
+      const nodes = this.subjectCounts(this.subjects.nodesStream(), this.subjects.allNodes()).then(
+        (counts) => new Set(Object.keys(counts).map((s) => s.slice(s.lastIndexOf(".") + 1))),
+      );
+      nodes.catch(() => {
+        this.liveNodes = undefined;
+      });
+      this.liveNodes = { at: now, nodes };
+    }
+    return this.liveNodes.nodes;
+  }
+
+  async add(ch: string, info: ClientInfo): Promise<void> {
+    const subject = this.subjects.presence(ch, presenceIdentity(info), this.node, info.client);
+    const value = info.info === undefined ? { user: info.user } : { user: info.user, info: info.info };
+    await this.js.publish(subject, pack(value));
+    this.own.set(ch + "\u0000" + info.client, subject);
+  }
+
+  async remove(ch: string, client: string): Promise<void> {
+    const key = ch + "\u0000" + client;
+    const subject = this.own.get(key);
+    if (!subject) return;
+    this.own.delete(key);
+    await this.purge(subject);
+  }
+
+  /** Purging the subject leaves nothing behind, so per-subject counts stay exact. */
+  async purge(subject: string): Promise<void> {
+    await this.jsm.streams.purge(this.subjects.presenceStream(), { filter: subject });
+  }
+
+  async has(ch: string, identity: string): Promise<boolean> {
+    const [counts, live] = await Promise.all([
+      this.subjectCounts(this.subjects.presenceStream(), this.subjects.presenceOfIdentity(ch, identity)),
+      this.live(),
+    ]);
+    return Object.keys(counts).some((s) => live.has(this.subjects.parsePresence(s)?.node ?? ""));
+  }
+
+  private async members(ch: string): Promise<Array<{ subject: string; client: string; identity: string }>> {
+    const [counts, live] = await Promise.all([
+      this.subjectCounts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch)),
+      this.live(),
+    ]);
+    const out: Array<{ subject: string; client: string; identity: string }> = [];
+    for (const subject of Object.keys(counts)) {
+      const p = this.subjects.parsePresence(subject);
+      if (p && live.has(p.node)) out.push({ subject, client: p.client, identity: p.identity });
+    }
+    return out;
+  }
+
+  async get(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {
+    const members = await this.members(ch);
+    const stream = this.subjects.presenceStream();
+    const entries = await Promise.all(
+      members.map(async (m) => {
+        try {
+          const msg = await this.jsm.direct.getMessage(stream, { last_by_subj: m.subject });
+          return [m.client, unpack(msg.data) as { user: string; info?: unknown }] as const;
+        } catch (err) {
+          if (isNotFound(err)) return undefined; // left in the meantime
+          throw err;
+        }
+      }),
+    );
+    return Object.fromEntries(entries.filter((e) => e !== undefined));
+  }
+
+  async stats(ch: string): Promise<PresenceStats> {
+    const members = await this.members(ch);
+    const users = new Set<string>();
+    for (const m of members) if (m.identity.startsWith("user:")) users.add(m.identity);
+    return { clients: members.length, users: users.size };
+  }
+
+  async lastValue(subject: string): Promise<Uint8Array> {
+    return (await this.jsm.direct.getMessage(this.subjects.presenceStream(), { last_by_subj: subject })).data;
+  }
+
+  /** Subject -> message count for the stream's subjects matching `filter`. */
+  async subjectCounts(stream: string, filter: string): Promise<Record<string, number>> {
+    const info = await this.jsm.streams.info(stream, { subjects_filter: filter });
+    return info.state.subjects ?? {};
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.heartbeat);
+  }
+}

@@ -1,0 +1,361 @@
+/**
+ * The HTTP server API and origin checks, against real gateway processes and real clients.
+ */
+import { SignJWT } from "jose";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { api, TestClient, type ClientOptions, type Frame } from "./helpers/client.js";
+import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+
+const KEY = "api-test-key-0123";
+const SECRET = "api-e2e-secret-at-least-32-bytes-long!!";
+
+const NAMESPACES = `
+namespaces:
+  chat:
+    presence: true
+    joinLeave: true
+    clientPublish: true
+    anonymous: true
+    history: { size: 10, ttl: 5m }
+  news:
+    anonymous: true
+`;
+
+function sign(sub: string): Promise<string> {
+  return new SignJWT({ sub }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(SECRET));
+}
+
+let gw: GatewayProcess; // apiKey, allowedOrigins list, 1KiB frames, HS256
+let noKey: GatewayProcess; // no apiKey, no allowedOrigins (same-origin only)
+let embedded: GatewayProcess; // no config file: any origin
+
+const open: TestClient[] = [];
+async function connect(url: string, token?: string, opts?: ClientOptions): Promise<TestClient> {
+  const c = await TestClient.connect(url, token, opts);
+  open.push(c);
+  return c;
+}
+
+/** Resolves with the HTTP status the WS upgrade got: 101 on success. */
+async function upgradeStatus(url: string, origin: string): Promise<number> {
+  const c = new TestClient(url, { headers: { Origin: origin } });
+  try {
+    await c.opened;
+    c.close();
+    return 101;
+  } catch (err) {
+    const m = /upgrade refused: (\d+)/.exec((err as Error).message);
+    if (!m) throw err;
+    return Number(m[1]);
+  }
+}
+
+beforeAll(async () => {
+  [gw, noKey, embedded] = await Promise.all([
+    startGateway({
+      config: {
+        yaml:
+          `apiKey: ${KEY}\nmaxFrameSize: 1KiB\npresenceGrace: 200ms\n` +
+          `allowedOrigins: ["https://app.example.com", "https://*.example.org", "http://localhost:3000"]\n` +
+          `auth:\n  hmacSecret: "${SECRET}"\n${NAMESPACES}`,
+      },
+    }),
+    startGateway({ config: { yaml: NAMESPACES } }),
+    startGateway({ args: ["--api-key", KEY] }),
+  ]);
+});
+
+afterAll(async () => {
+  for (const c of open) c.terminate();
+  await Promise.all([gw, noKey, embedded].map((g) => g?.stop()));
+});
+
+describe("API key", () => {
+  it("answers 401 without a key, with a wrong key and with a malformed header", async () => {
+    const body = { channel: "chat.a", data: 1 };
+    for (const opts of [
+      { body },
+      { body, key: "wrong-key-0000" },
+      { body, key: "" },
+      { body, headers: { authorization: `Bearer ${KEY}` } },
+      { body, headers: { authorization: KEY } },
+    ]) {
+      const res = await api(gw.url, "POST", "/api/publish", opts);
+      expect(res.status, JSON.stringify(opts)).toBe(401);
+      expect(res.body).toMatchObject({ error: { code: 401 } });
+      expect(typeof (res.body.error as Frame).message).toBe("string");
+    }
+    for (const p of ["/api/presence?channel=chat.a", "/api/history?channel=chat.a"]) {
+      expect((await api(gw.url, "GET", p)).status).toBe(401);
+      expect((await api(gw.url, "GET", p, { key: "nope-nope-nope" })).status).toBe(401);
+    }
+    expect((await api(gw.url, "POST", "/api/disconnect", { body: { user: "x" } })).status).toBe(401);
+    // The scheme is case-insensitive.
+    const ok = await api(gw.url, "POST", "/api/publish", { body, headers: { authorization: `APIKEY ${KEY}` } });
+    expect(ok.status).toBe(200);
+  });
+
+  it("answers 401 to every request when no apiKey is configured", async () => {
+    for (const key of [undefined, KEY, "anything-at-all"]) {
+      const res = await api(noKey.url, "POST", "/api/publish", { key, body: { channel: "chat.a", data: 1 } });
+      expect(res.status).toBe(401);
+      expect(res.body).toMatchObject({ error: { code: 401, message: expect.stringMatching(/apiKey/) } });
+      expect((await api(noKey.url, "GET", "/api/history?channel=chat.a", { key })).status).toBe(401);
+    }
+  });
+});
+
+describe("endpoints", () => {
+  it("publish reaches JSON and msgpack subscribers", async () => {
+    const j = await connect(gw.wsUrl);
+    const m = await connect(gw.wsUrl, undefined, { format: "msgpack" });
+    for (const c of [j, m]) expect((await c.request("subscribe", { ch: "chat.pub" })).ok).toBeDefined();
+    const data = { text: "héllo", n: [1, 2.5, null, true], nested: { a: "b" } };
+    const res = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.pub", data } });
+    expect(res).toEqual({ status: 200, body: { offset: 1, epoch: expect.any(String) } });
+    for (const c of [j, m]) {
+      const push = await c.nextPush((p) => p.push === "pub" && p.ch === "chat.pub", `${c.format} pub`);
+      expect(push).toEqual({ push: "pub", ch: "chat.pub", offset: 1, data });
+    }
+    // A namespace without history: no offset.
+    const news = await connect(gw.wsUrl, undefined, { format: "msgpack" });
+    expect((await news.request("subscribe", { ch: "news.x" })).ok).toBeDefined();
+    const r2 = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "news.x", data: "s" } });
+    expect(r2).toEqual({ status: 200, body: {} });
+    expect(await news.nextPush((p) => p.push === "pub", "news pub")).toEqual({ push: "pub", ch: "news.x", data: "s" });
+  });
+
+  it("disconnect closes every connection of the user with 4003 and leaves others alone", async () => {
+    const alice1 = await connect(gw.wsUrl, await sign("alice"));
+    const alice2 = await connect(gw.wsUrl, await sign("alice"), { format: "msgpack" });
+    const bob = await connect(gw.wsUrl, await sign("bob"));
+    const res = await api(gw.url, "POST", "/api/disconnect", { key: KEY, body: { user: "alice" } });
+    expect(res).toEqual({ status: 200, body: {} });
+    for (const c of [alice1, alice2]) {
+      const push = await c.nextPush((p) => p.push === "disconnect", "4003 push");
+      expect(push).toMatchObject({ code: 4003, reconnect: false });
+      expect((await c.closed).code).toBe(4003);
+    }
+    expect((await bob.request("ping")).ok).toEqual({});
+    expect(bob.pushes.filter((p) => p.push === "disconnect")).toEqual([]);
+    // Unknown user: still fine.
+    expect((await api(gw.url, "POST", "/api/disconnect", { key: KEY, body: { user: "nobody" } })).status).toBe(200);
+    for (const body of [{}, { user: "" }, { user: 5 }, { user: "x".repeat(257) }]) {
+      const bad = await api(gw.url, "POST", "/api/disconnect", { key: KEY, body });
+      expect(bad.status, JSON.stringify(body)).toBe(400);
+    }
+  });
+
+  it("presence lists the subscribers of a channel", async () => {
+    const empty = await api(gw.url, "GET", "/api/presence?channel=chat.pres", { key: KEY });
+    expect(empty).toEqual({ status: 200, body: { clients: {} } });
+    const a = await connect(gw.wsUrl, await sign("pat"));
+    const b = await connect(gw.wsUrl);
+    const ids: string[] = [];
+    for (const c of [a, b]) {
+      // The connect reply (request id 1) names the client id presence is keyed by.
+      ids.push(((c.replies.get(1) as Frame).ok as Frame).client as string);
+      expect((await c.request("subscribe", { ch: "chat.pres" })).ok).toBeDefined();
+    }
+    const res = await api(gw.url, "GET", "/api/presence?channel=chat.pres", { key: KEY });
+    expect(res.status).toBe(200);
+    const clients = res.body.clients as Record<string, Frame>;
+    expect(Object.keys(clients).sort()).toEqual([...ids].sort());
+    expect(Object.values(clients)).toEqual(expect.arrayContaining([{ user: "pat" }, { user: "" }]));
+    a.close();
+    await a.closed;
+    // A departed client stays for the presence grace period (200ms here), then goes.
+    const deadline = Date.now() + 5_000;
+    let after: Record<string, Frame> = clients;
+    while (Object.keys(after).length !== 1 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+      after = (await api(gw.url, "GET", "/api/presence?channel=chat.pres", { key: KEY })).body.clients as Record<string, Frame>;
+    }
+    expect(Object.values(after)).toEqual([{ user: "" }]);
+    // No presence in that namespace.
+    expect((await api(gw.url, "GET", "/api/presence?channel=news.x", { key: KEY })).status).toBe(400);
+  });
+
+  it("history returns the newest publications up to limit, with offset and epoch", async () => {
+    for (let i = 1; i <= 5; i++) {
+      const res = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.hist", data: { i } } });
+      expect(res.body).toEqual({ offset: i, epoch: expect.any(String) });
+    }
+    const all = await api(gw.url, "GET", "/api/history?channel=chat.hist", { key: KEY });
+    expect(all.status).toBe(200);
+    expect(all.body.offset).toBe(5);
+    expect(typeof all.body.epoch).toBe("string");
+    expect((all.body.pubs as Frame[]).map((p) => p.data)).toEqual([1, 2, 3, 4, 5].map((i) => ({ i })));
+
+    const two = await api(gw.url, "GET", "/api/history?channel=chat.hist&limit=2", { key: KEY });
+    expect(two.body).toEqual({
+      offset: 5,
+      epoch: all.body.epoch,
+      pubs: [
+        { offset: 4, data: { i: 4 } },
+        { offset: 5, data: { i: 5 } },
+      ],
+    });
+    // A client's publication carries its publisher info; the same history over WS.
+    const c = await connect(gw.wsUrl);
+    expect((await c.request("publish", { ch: "chat.hist", data: "ws" })).ok).toEqual({ offset: 6, epoch: expect.any(String) });
+    const one = await api(gw.url, "GET", "/api/history?channel=chat.hist&limit=1", { key: KEY });
+    expect(one.body.pubs).toEqual([{ offset: 6, data: "ws", info: { client: expect.any(String), user: "" } }]);
+
+    for (const limit of ["0", "-1", "abc", "1.5", "11", "99999999999"]) {
+      const bad = await api(gw.url, "GET", `/api/history?channel=chat.hist&limit=${limit}`, { key: KEY });
+      expect(bad.status, limit).toBe(400);
+    }
+    const unused = await api(gw.url, "GET", "/api/history?channel=chat.never", { key: KEY });
+    expect(unused.body).toMatchObject({ offset: 0, pubs: [] });
+    expect((await api(gw.url, "GET", "/api/history?channel=news.x", { key: KEY })).status).toBe(400);
+  });
+
+  it("dedupes publishes by idempotencyKey", async () => {
+    const c = await connect(gw.wsUrl);
+    expect((await c.request("subscribe", { ch: "chat.idem" })).ok).toBeDefined();
+    const body = { channel: "chat.idem", data: "once", idempotencyKey: "k-1" };
+    const first = await api(gw.url, "POST", "/api/publish", { key: KEY, body });
+    const second = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { ...body, data: "twice" } });
+    expect(first.body).toEqual({ offset: 1, epoch: expect.any(String) });
+    expect(second.body).toEqual({ offset: 1, epoch: expect.any(String) });
+    // Same key on another channel is a different publication.
+    const other = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { ...body, channel: "chat.idem2" } });
+    expect(other.body).toEqual({ offset: 1, epoch: expect.any(String) });
+    const third = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.idem", data: "next" } });
+    expect(third.body).toEqual({ offset: 2, epoch: expect.any(String) });
+    await c.waitFor(() => c.pubs("chat.idem").find((p) => p.data === "next"), "the publication after the duplicate");
+    expect(c.pubs("chat.idem").map((p) => p.data)).toEqual(["once", "next"]);
+    for (const idempotencyKey of ["", 5, "k".repeat(129)]) {
+      const bad = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { ...body, idempotencyKey } });
+      expect(bad.status).toBe(400);
+    }
+  });
+});
+
+describe("errors", () => {
+  it("400 for bodies that are not a JSON object and for bad channels", async () => {
+    for (const body of ["not json{", "[1,2]", "42", "null", '"str"', "", "{\"channel\":"]) {
+      const res = await api(gw.url, "POST", "/api/publish", { key: KEY, body, headers: { "content-type": "application/json" } });
+      expect(res.status, body).toBe(400);
+      expect(res.body).toMatchObject({ error: { code: 400, message: expect.any(String) } });
+    }
+    for (const channel of [undefined, 5, "", "chat..x", "chat.*", "chat.>", "chat.a b", "x".repeat(300)]) {
+      const res = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel, data: 1 } });
+      expect(res.status, String(channel)).toBe(400);
+    }
+    const noData = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.a" } });
+    expect(noData.status).toBe(400);
+    // Data too deeply nested to re-encode safely.
+    const deep = `{"channel":"chat.a","data":${"[".repeat(300)}${"]".repeat(300)}}`;
+    const tooDeep = await api(gw.url, "POST", "/api/publish", { key: KEY, body: deep });
+    expect(tooDeep).toMatchObject({ status: 400, body: { error: { code: 400, message: expect.stringMatching(/nested/) } } });
+    expect((await api(gw.url, "GET", "/api/history", { key: KEY })).status).toBe(400);
+    expect((await api(gw.url, "GET", "/api/presence?channel=chat..a", { key: KEY })).status).toBe(400);
+  });
+
+  it("413 for a body over maxFrameSize", async () => {
+    for (const size of [2048, 256 * 1024]) {
+      const data = "x".repeat(size);
+      const res = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.big", data } });
+      expect(res.status, String(size)).toBe(413);
+      expect(res.body).toMatchObject({ error: { code: 413 } });
+    }
+    // Just under the limit is fine.
+    const fits = await api(gw.url, "POST", "/api/publish", {
+      key: KEY,
+      body: { channel: "chat.big", data: "y".repeat(900) },
+    });
+    expect(fits.status).toBe(200);
+    // And the server keeps serving.
+    expect((await api(gw.url, "GET", "/api/history?channel=chat.big&limit=1", { key: KEY })).status).toBe(200);
+  });
+
+  it("404 for unknown endpoints and namespaces", async () => {
+    for (const [method, p] of [
+      ["GET", "/api/nope"],
+      ["POST", "/api/nope"],
+      ["GET", "/api/publish"],
+      ["GET", "/api"],
+      ["GET", "/nothing-here"],
+    ] as const) {
+      const res = await api(gw.url, method, p, { key: KEY });
+      expect(res.status, `${method} ${p}`).toBe(404);
+      expect(res.body).toMatchObject({ error: { code: 404 } });
+    }
+    const ns = await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "nope.a", data: 1 } });
+    expect(ns).toMatchObject({ status: 404, body: { error: { code: 404 } } });
+    expect((await api(gw.url, "GET", "/api/history?channel=nope.a", { key: KEY })).status).toBe(404);
+    expect((await api(gw.url, "GET", "/api/presence?channel=__proto__.a", { key: KEY })).status).toBe(404);
+    expect((await api(gw.url, "GET", "/api/presence?channel=constructor.x", { key: KEY })).status).toBe(404);
+  });
+});
+
+describe("origins", () => {
+  const publish = (url: string, origin: string | undefined, key = KEY) =>
+    api(url, "POST", "/api/publish", {
+      key,
+      body: { channel: "chat.o", data: 1 },
+      headers: origin === undefined ? {} : { origin },
+    });
+
+  it("checks the allowedOrigins list (with wildcards) on /api and on the WebSocket upgrade", async () => {
+    const allowed = [
+      "https://app.example.com",
+      "https://a.example.org",
+      "https://a.b.example.org",
+      "http://localhost:3000",
+    ];
+    const refused = [
+      "https://evil.com",
+      "http://app.example.com",
+      "https://app.example.com:8443",
+      "https://example.org",
+      "https://a.example.org.evil.com",
+      "https://evilexample.org",
+      "http://localhost:3001",
+      `http://127.0.0.1:${gw.port}`,
+      "null",
+    ];
+    for (const o of allowed) {
+      expect((await publish(gw.url, o)).status, o).toBe(200);
+      expect(await upgradeStatus(gw.wsUrl, o), o).toBe(101);
+    }
+    for (const o of refused) {
+      const res = await publish(gw.url, o);
+      expect(res.status, o).toBe(403);
+      expect(res.body).toMatchObject({ error: { code: 403 } });
+      expect(await upgradeStatus(gw.wsUrl, o), o).toBe(403);
+    }
+    // Origin is checked before the key: a refused origin does not learn whether the key is right.
+    expect((await publish(gw.url, "https://evil.com", "wrong-key-000")).status).toBe(403);
+    // No Origin header (non-browser clients) passes.
+    expect((await publish(gw.url, undefined)).status).toBe(200);
+    const c = await connect(gw.wsUrl);
+    expect((await c.request("ping")).ok).toEqual({});
+  });
+
+  it("allows only same-origin (or no Origin) without a list", async () => {
+    const same = `http://127.0.0.1:${noKey.port}`;
+    // The API has no key here, so passing the origin check means reaching the 401.
+    expect((await publish(noKey.url, same)).status).toBe(401);
+    expect((await publish(noKey.url, undefined)).status).toBe(401);
+    expect((await publish(noKey.url, "https://evil.com")).status).toBe(403);
+    expect((await publish(noKey.url, `http://127.0.0.1:${noKey.port + 1}`)).status).toBe(403);
+    expect(await upgradeStatus(noKey.wsUrl, same)).toBe(101);
+    expect(await upgradeStatus(noKey.wsUrl, "https://evil.com")).toBe(403);
+    expect(await upgradeStatus(noKey.wsUrl, "not a url")).toBe(403);
+  });
+
+  it("allows any origin in the embedded default", async () => {
+    for (const o of ["https://evil.com", "http://localhost:1234", "null"]) {
+      const res = await api(embedded.url, "POST", "/api/publish", {
+        key: KEY,
+        body: { channel: "public.o", data: 1 },
+        headers: { origin: o },
+      });
+      expect(res.status, o).toBe(200);
+      expect(await upgradeStatus(embedded.wsUrl, o), o).toBe(101);
+    }
+  });
+});
