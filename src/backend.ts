@@ -53,7 +53,7 @@ export async function natsBackend(
   const subjects = new Subjects(nats.prefix);
   const jsm = (await link.nc.jetstreamManager()) as Jsm;
   const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
-  await streams.ensureAll();
+  await retry(() => streams.ensureAll(), "JetStream streams not ready", log);
   const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log);
   const history = new NatsHistory(jsm, streams, subjects, metrics);
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log);
@@ -80,4 +80,21 @@ export async function natsBackend(
       await link.drain();
     },
   };
+}
+
+/**
+ * A freshly started NATS cluster answers before JetStream has elected its leaders; start-up
+ * waits that out (bounded) instead of failing on the first timeout.
+ */
+async function retry(op: () => Promise<void>, what: string, log: Logger, limitMs = 120_000): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+    try {
+      return await op();
+    } catch (err) {
+      if (Date.now() + delay > deadline) throw err;
+      log.warn({ err: (err as Error).message, retryInMs: delay }, what);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }

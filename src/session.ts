@@ -294,7 +294,10 @@ export class Session implements HubSession {
         const recovery = await this.recover(r, historyOpts, since);
         pubs = recovery.pubs;
         ok = { offset: recovery.position.offset, epoch: recovery.position.epoch };
-        if (since) ok.recovered = recovery.recovered;
+        if (since) {
+          ok.recovered = recovery.recovered;
+          this.ctx.metrics.recoveries.inc({ result: recovery.recovered ? "recovered" : "not_recovered" });
+        }
       } else if (since) {
         ok = { recovered: false };
       }
