@@ -1,10 +1,10 @@
 /**
  * The HTTP server API and origin checks, against real gateway processes and real clients.
  */
-import { SignJWT } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type ClientOptions, type Frame } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { signToken } from "./helpers/tokens.js";
 
 const KEY = "api-test-key-0123";
 const SECRET = "api-e2e-secret-at-least-32-bytes-long!!";
@@ -21,9 +21,7 @@ namespaces:
     anonymous: true
 `;
 
-function sign(sub: string): Promise<string> {
-  return new SignJWT({ sub }).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(SECRET));
-}
+const sign = (sub: string): Promise<string> => signToken({ sub }, SECRET);
 
 let gw: GatewayProcess; // apiKey, allowedOrigins list, 1KiB frames, HS256
 let noKey: GatewayProcess; // no apiKey, no allowedOrigins (same-origin only)

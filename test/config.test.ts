@@ -280,31 +280,47 @@ describe("numbers, durations and sizes", () => {
     expect(load(["--command-rate", "0"]).commandRate).toBe(0);
   });
 
-  it("parses durations", () => {
-    expect(parseDuration("500ms")).toBe(500);
-    expect(parseDuration("30s")).toBe(30_000);
-    expect(parseDuration("5m")).toBe(300_000);
-    expect(parseDuration("1h")).toBe(3_600_000);
-    expect(parseDuration("2d")).toBe(172_800_000);
-    expect(parseDuration("30")).toBe(30_000);
-    expect(parseDuration("0")).toBe(0);
-    for (const bad of ["", "s", "1.5s", "-1s", "1 s", "1S", "1M", "1h30m", "1w", "1e3", "99999999999999999d"]) {
-      expect(parseDuration(bad), bad).toBeUndefined();
-    }
-  });
-
-  it("parses sizes", () => {
-    expect(parseSize("64KiB")).toBe(65_536);
-    expect(parseSize("1MiB")).toBe(1_048_576);
-    expect(parseSize("1GiB")).toBe(1_073_741_824);
-    expect(parseSize("512KB")).toBe(512_000);
-    expect(parseSize("1MB")).toBe(1_000_000);
-    expect(parseSize("1048576")).toBe(1_048_576);
-    expect(parseSize("100B")).toBe(100);
-    for (const bad of ["", "KiB", "1.5MiB", "1 MiB", "1kib", "1Mb", "1K", "1TiB", "-1"]) {
-      expect(parseSize(bad), bad).toBeUndefined();
-    }
-  });
+  const parsers: Array<{
+    what: string;
+    parse: (text: string) => number | undefined;
+    good: Array<[text: string, value: number]>;
+    bad: string[];
+  }> = [
+    {
+      what: "durations",
+      parse: parseDuration,
+      good: [
+        ["500ms", 500],
+        ["30s", 30_000],
+        ["5m", 300_000],
+        ["1h", 3_600_000],
+        ["2d", 172_800_000],
+        ["30", 30_000],
+        ["0", 0],
+      ],
+      bad: ["", "s", "1.5s", "-1s", "1 s", "1S", "1M", "1h30m", "1w", "1e3", "99999999999999999d"],
+    },
+    {
+      what: "sizes",
+      parse: parseSize,
+      good: [
+        ["64KiB", 65_536],
+        ["1MiB", 1_048_576],
+        ["1GiB", 1_073_741_824],
+        ["512KB", 512_000],
+        ["1MB", 1_000_000],
+        ["1048576", 1_048_576],
+        ["100B", 100],
+      ],
+      bad: ["", "KiB", "1.5MiB", "1 MiB", "1kib", "1Mb", "1K", "1TiB", "-1"],
+    },
+  ];
+  for (const { what, parse, good, bad } of parsers) {
+    it(`parses ${what}`, () => {
+      for (const [text, value] of good) expect(parse(text), text).toBe(value);
+      for (const text of bad) expect(parse(text), text).toBeUndefined();
+    });
+  }
 
   it("applies duration settings and their ranges", () => {
     expect(load(["--ping-interval", "2s", "--idempotency-window", "1h", "--drain-period", "0"])).toMatchObject({

@@ -5,13 +5,13 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { exportJWK, exportSPKI, generateKeyPair, SignJWT, type CryptoKey, type JWTPayload } from "jose";
+import { exportJWK, exportSPKI, generateKeyPair, type CryptoKey, type JWTPayload } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type ClientOptions, type Frame } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { signToken, type SigningKey } from "./helpers/tokens.js";
 
 const SECRET = "jwt-e2e-secret-at-least-32-bytes-long!!";
-const secretKey = new TextEncoder().encode(SECRET);
 const API_KEY = "jwt-test-api-key";
 const AUD = "natsedge";
 const ISS = "https://idp.test";
@@ -32,14 +32,9 @@ namespaces:
 
 const now = (): number => Math.floor(Date.now() / 1000);
 
-function sign(
-  payload: JWTPayload,
-  key: CryptoKey | Uint8Array = secretKey,
-  alg = "HS256",
-  kid?: string,
-): Promise<string> {
-  return new SignJWT(payload).setProtectedHeader({ alg, typ: "JWT", ...(kid !== undefined && { kid }) }).sign(key);
-}
+/** Signs with the gateway's HMAC secret unless given another key. */
+const sign = (payload: JWTPayload, key: SigningKey = SECRET, alg?: string, kid?: string): Promise<string> =>
+  signToken(payload, key, alg, kid);
 
 function b64url(value: unknown): string {
   return Buffer.from(JSON.stringify(value)).toString("base64url");

@@ -1,9 +1,9 @@
-import { SignJWT } from "jose";
-import { Packr, Unpackr } from "msgpackr";
+import { Packr } from "msgpackr";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { api, TestClient, type Format, type Frame } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { signToken } from "./helpers/tokens.js";
 
 /**
  * Protocol v1 against real gateway processes and real WebSocket clients: the shape of every ok
@@ -25,7 +25,6 @@ namespaces:
 
 const FORMATS: Format[] = ["json", "msgpack"];
 const packr = new Packr({ useRecords: false });
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
 let seq = 0;
 /** A channel name no other test uses. */
@@ -102,16 +101,6 @@ async function batch(c: TestClient, frames: Frame[]): Promise<Frame[]> {
   return Promise.all(
     sent.map((f) => c.waitFor(() => c.replies.get(f.id), `reply to ${String(f.op)} #${String(f.id)}`)),
   );
-}
-
-/** Records every frame a client receives, in arrival order (the helper keeps replies in a map). */
-function record(c: TestClient): Frame[] {
-  const seen: Frame[] = [];
-  c.ws.on("message", (data: Buffer, isBinary: boolean) => {
-    if (isBinary) seen.push(...(unpackr.unpackMultiple(data) as Frame[]));
-    else for (const line of data.toString().split("\n")) if (line !== "") seen.push(JSON.parse(line) as Frame);
-  });
-  return seen;
 }
 
 /** The reply to a frame without a usable id arrives without an id. */
@@ -216,7 +205,7 @@ describe.each(FORMATS)("protocol v1 over %s", (format) => {
   describe("frames", () => {
     it("answers several frames in one message, in order", async () => {
       const a = await connect(main, format);
-      const seen = record(a);
+      const seen = a.record();
       const ch = chan("chat");
       const replies = await batch(a, [
         { op: "ping" },
@@ -757,13 +746,9 @@ describe("subprotocol negotiation", () => {
 });
 
 describe.each(FORMATS)("with a token (HMAC gateway) over %s", (format) => {
-  const secret = new TextEncoder().encode(HMAC_SECRET);
+  /** Valid for an hour. */
   const token = (sub: string, claims: Record<string, unknown> = {}): Promise<string> =>
-    new SignJWT(claims)
-      .setProtectedHeader({ alg: "HS256", typ: "JWT" })
-      .setSubject(sub)
-      .setExpirationTime("1h")
-      .sign(secret);
+    signToken({ ...claims, sub, exp: Math.floor(Date.now() / 1000) + 3600 }, HMAC_SECRET);
 
   it("connect reports the user; refresh answers ok {}; personal channels are the owner's only", async () => {
     const a = track(new TestClient(authGw.wsUrl, { format }));

@@ -1,7 +1,6 @@
-import { Unpackr } from "msgpackr";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { api, TestClient, type Format, type Frame } from "./helpers/client.js";
-import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { ok, useGateway } from "./helpers/suite.js";
 
 /**
  * Subscribe with `since`: what a reconnecting client gets back, in and out of the retained
@@ -16,60 +15,27 @@ namespaces:
   tiny: {history: {size: 3, ttl: 5m}, clientPublish: true, anonymous: true}
 `;
 const FORMATS: Format[] = ["json", "msgpack"];
-const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
-let gw: GatewayProcess;
-beforeAll(async () => {
-  gw = await startGateway({ config: { yaml: CONFIG }, args: ["--api-key", API_KEY, "--command-rate", "0"] });
-});
-afterAll(async () => {
-  await gw?.stop();
-});
-
-const open: TestClient[] = [];
-afterEach(() => {
-  for (const c of open.splice(0)) c.terminate();
-});
+const shared = useGateway({ config: { yaml: CONFIG }, args: ["--api-key", API_KEY, "--command-rate", "0"] });
+const { connect } = shared;
 
 let seq = 0;
 const chan = (ns: string): string => `${ns}.r${++seq}`;
 
-async function connect(format: Format): Promise<TestClient> {
-  const c = await TestClient.connect(gw.wsUrl, undefined, { format });
-  open.push(c);
-  return c;
-}
-
 /** Connects by hand, to learn the client id the gateway assigned. */
 async function connectWithId(format: Format): Promise<{ c: TestClient; client: string }> {
-  const c = new TestClient(gw.wsUrl, { format });
-  open.push(c);
+  const c = shared.track(new TestClient(shared.gw.wsUrl, { format }));
   await c.opened;
   return { c, client: ok(await c.request("connect")).client as string };
-}
-
-function ok(reply: Frame): Frame {
-  expect(reply.error, JSON.stringify(reply)).toBeUndefined();
-  return reply.ok as Frame;
 }
 
 const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const offsets = (pubs: unknown): unknown[] => (pubs as Frame[]).map((p) => p.offset);
 
 async function apiPublish(ch: string, data: unknown): Promise<number> {
-  const res = await api(gw.url, "POST", "/api/publish", { key: API_KEY, body: { channel: ch, data } });
+  const res = await api(shared.gw.url, "POST", "/api/publish", { key: API_KEY, body: { channel: ch, data } });
   expect(res.status, JSON.stringify(res.body)).toBe(200);
   return res.body.offset as number;
-}
-
-/** Every frame a client receives, in arrival order. */
-function record(c: TestClient): Frame[] {
-  const seen: Frame[] = [];
-  c.ws.on("message", (data: Buffer, isBinary: boolean) => {
-    if (isBinary) seen.push(...(unpackr.unpackMultiple(data) as Frame[]));
-    else for (const line of data.toString().split("\n")) if (line !== "") seen.push(JSON.parse(line) as Frame);
-  });
-  return seen;
 }
 
 describe.each(FORMATS)("recovery over %s", (format) => {
@@ -96,7 +62,7 @@ describe.each(FORMATS)("recovery over %s", (format) => {
     expect(ok(await p.request("publish", { ch, data: "missed 7" }))).toMatchObject({ offset: 7 });
 
     const b = await connect(format);
-    const seen = record(b);
+    const seen = b.record();
     const reply = ok(await b.request("subscribe", { ch, since: { offset: last, epoch } }));
     expect(reply).toEqual({
       offset: 7,
@@ -209,7 +175,7 @@ describe.each(FORMATS)("recovery over %s", (format) => {
     const joiners = await Promise.all(
       points.map(async (at, i) => {
         const c = await connect(format);
-        return { at, c, seen: record(c), withSince: i % 3 !== 2, since: 0, id: 0 };
+        return { at, c, seen: c.record(), withSince: i % 3 !== 2, since: 0, id: 0 };
       }),
     );
 

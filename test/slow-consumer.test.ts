@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { TestClient, type Format, type Frame } from "./helpers/client.js";
-import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { describe, expect, it } from "vitest";
+import type { Format, Frame, TestClient } from "./helpers/client.js";
+import { ok, useGateway } from "./helpers/suite.js";
 
 /**
  * A client that stops reading is disconnected with 4008 once the gateway holds more than
@@ -20,29 +20,8 @@ const FORMATS: Format[] = ["json", "msgpack"];
 const PAD = "p".repeat(24_000);
 const MAX_PUBLICATIONS = 2000;
 
-let gw: GatewayProcess;
-beforeAll(async () => {
-  gw = await startGateway({ config: { yaml: CONFIG }, args: ["--backpressure-limit", LIMIT, "--command-rate", "0"] });
-});
-afterAll(async () => {
-  await gw?.stop();
-});
-
-const open: TestClient[] = [];
-afterEach(() => {
-  for (const c of open.splice(0)) c.terminate();
-});
-
-async function connect(format: Format): Promise<TestClient> {
-  const c = await TestClient.connect(gw.wsUrl, undefined, { format });
-  open.push(c);
-  return c;
-}
-
-function ok(reply: Frame): Frame {
-  expect(reply.error, JSON.stringify(reply)).toBeUndefined();
-  return reply.ok as Frame;
-}
+const shared = useGateway({ config: { yaml: CONFIG }, args: ["--backpressure-limit", LIMIT, "--command-rate", "0"] });
+const { connect } = shared;
 
 /** The underlying TCP socket of a `ws` client: pausing it stops reading, so the server's buffer grows. */
 function socketOf(c: TestClient): Socket {
@@ -51,7 +30,7 @@ function socketOf(c: TestClient): Socket {
 
 /** natsedge_disconnects_total by close code, from the admin port. */
 async function disconnects(): Promise<Map<string, number>> {
-  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  const text = await (await fetch(`${shared.gw.adminUrl}/metrics`)).text();
   const counts = new Map<string, number>();
   for (const m of text.matchAll(/^natsedge_disconnects_total\{code="(\d+)"\} (\d+)/gm)) {
     counts.set(m[1] as string, Number(m[2]));

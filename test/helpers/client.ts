@@ -7,6 +7,19 @@ export type Frame = Record<string, unknown>;
 const packr = new Packr({ useRecords: false });
 const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true });
 
+/**
+ * The frames in one WebSocket message: MessagePack values back to back in a binary message,
+ * newline-separated JSON in a text message (empty lines skipped).
+ */
+export function decodeMessage(data: Buffer, isBinary: boolean): Frame[] {
+  if (isBinary) return unpackr.unpackMultiple(data) as Frame[];
+  return data
+    .toString()
+    .split("\n")
+    .filter((l) => l !== "")
+    .map((l) => JSON.parse(l) as Frame);
+}
+
 export interface ClientOptions {
   format?: Format;
   /** Offer no subprotocol at all (JSON by default on the server). */
@@ -16,13 +29,16 @@ export interface ClientOptions {
 
 /**
  * A real WebSocket client speaking protocol v1, for tests: request/reply by id, a queue of
- * pushes to wait on, and the close code.
+ * pushes to wait on, every frame in arrival order, and the close code.
  */
 export class TestClient {
   readonly ws: WebSocket;
   readonly format: Format;
   readonly pushes: Frame[] = [];
   readonly replies = new Map<unknown, Frame>();
+  /** Every frame received since the socket opened, in arrival order (replies without an id too). */
+  readonly frames: Frame[] = [];
+  private recordings: Frame[][] = [];
   private nextId = 1;
   private waiters: Array<() => void> = [];
   readonly closed: Promise<{ code: number; reason: string }>;
@@ -45,19 +61,22 @@ export class TestClient {
     });
     this.ws.on("error", () => undefined);
     this.ws.on("message", (data: Buffer, isBinary) => {
-      const frames: Frame[] = isBinary
-        ? (unpackr.unpackMultiple(data) as Frame[])
-        : data
-            .toString()
-            .split("\n")
-            .filter((l) => l !== "")
-            .map((l) => JSON.parse(l) as Frame);
+      const frames = decodeMessage(data, isBinary);
+      this.frames.push(...frames);
+      for (const r of this.recordings) r.push(...frames);
       for (const f of frames) {
         if ("push" in f) this.pushes.push(f);
         else this.replies.set(f.id, f);
       }
       this.wake();
     });
+  }
+
+  /** A new array that receives every frame arriving from now on, in arrival order. */
+  record(): Frame[] {
+    const seen: Frame[] = [];
+    this.recordings.push(seen);
+    return seen;
   }
 
   static async connect(url: string, token?: string, opts: ClientOptions = {}): Promise<TestClient> {
