@@ -68,4 +68,7 @@ function warnAboutDefaults(config: Config, log: Logger): void {
     );
   }
   if (!config.apiKey) log.warn("apiKey not set: the HTTP server API answers 401 to every request");
+  if (config.nats && !config.sessionSecret) {
+    log.warn("sessionSecret not set: long-poll/SSE sessions only work on the replica that issued them");
+  }
 }

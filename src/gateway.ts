@@ -13,6 +13,9 @@ import { Hub } from "./hub.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { nodeToken } from "./nats/subjects.js";
+import { SessionSigner } from "./http/session-token.js";
+import { LongPollTransport } from "./transport/longpoll.js";
+import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp, type us_listen_socket } from "./uws.js";
 
@@ -57,7 +60,7 @@ export class Gateway {
     private readonly log: Logger,
     private readonly hub: Hub,
     private readonly backend: Backend,
-    private readonly ws: WebSocketTransport,
+    private readonly transports: { ws: WebSocketTransport; longPoll: LongPollTransport; sse: SseTransport },
     readonly node: string,
   ) {}
 
@@ -82,13 +85,21 @@ export class Gateway {
     const ops = new ServerOperations(config, hub);
 
     const app = uws.App();
-    const ws = new WebSocketTransport(app, { config, hub, verifier, metrics, log, node }, origins);
-    ws.attach();
-    hub.addSink(ws);
+    const ctx = { config, hub, verifier, metrics, log, node };
+    const signer = new SessionSigner(config.sessionSecret);
+    const transports = {
+      ws: new WebSocketTransport(app, ctx, origins),
+      longPoll: new LongPollTransport(app, ctx, origins, signer),
+      sse: new SseTransport(app, ctx, origins, signer),
+    };
+    for (const t of Object.values(transports)) {
+      t.attach();
+      hub.addSink(t);
+    }
     new ServerApi(config, ops, origins, log).attach(app);
     app.any("/*", (res) => new Reply(res).error(404, "not found"));
 
-    const gateway = new Gateway(config, log, hub, backend, ws, node);
+    const gateway = new Gateway(config, log, hub, backend, transports, node);
     const adminApp = uws.App();
     attachAdmin(adminApp, metrics, { ready: () => gateway.ready });
 
@@ -130,11 +141,13 @@ export class Gateway {
   async shutdown(): Promise<void> {
     if (this.draining) return;
     this.draining = true;
-    this.log.info({ clients: this.ws.size, drainPeriodMs: this.config.drainPeriod }, "draining");
+    const { ws, longPoll, sse } = this.transports;
+    this.log.info({ clients: ws.size + sse.size, drainPeriodMs: this.config.drainPeriod }, "draining");
     const uws = loadUws();
     const [adminSocket, clientSocket] = this.listenSockets;
     if (clientSocket) uws.us_listen_socket_close(clientSocket);
-    await this.ws.drain(this.config.drainPeriod);
+    longPoll.drain();
+    await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
     await this.hub.close();
     await this.backend.close();

@@ -96,6 +96,24 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly longPollRequests = new Counter({
+    name: "natsedge_longpoll_requests_total",
+    help: "Long-poll requests by outcome (data, timeout, position, rpc, error)",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly longPollHeld = new Gauge({
+    name: "natsedge_longpoll_held",
+    help: "Polls currently held open waiting for a publication",
+    registers: [this.registry],
+  });
+  readonly longPollDuration = new Histogram({
+    name: "natsedge_longpoll_duration_seconds",
+    help: "Time from a long-poll request's arrival to its answer",
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 25, 30, 60],
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

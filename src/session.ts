@@ -23,6 +23,25 @@ export interface Connection {
   /** Starts delivering the channel's fan-out to this connection. */
   join(ch: string): void;
   leave(ch: string): void;
+  /** Present for request/response transports, which keep no per-client state between requests. */
+  readonly stateless?: StatelessTransport;
+}
+
+/** Who a client is, as carried between requests of a stateless transport. */
+export interface Identity {
+  client: string;
+  user: string;
+  claims?: Claims;
+}
+
+/**
+ * What a stateless transport (long-poll) does instead of holding a connection: it hands the
+ * client a signed session carrying its identity, and manages channel membership per request.
+ */
+export interface StatelessTransport {
+  issueSession(identity: Identity): string;
+  /** The client asked to leave a channel it was polling (presence leave now, not at timeout). */
+  unsubscribe(r: ResolvedChannel, info: ClientInfo): void;
 }
 
 export interface SessionContext {
@@ -53,7 +72,7 @@ const MAX_TIMER = 2_147_483_647;
  * permissions, and the command ops of protocol v1. Commands of one client run strictly in order.
  */
 export class Session implements HubSession {
-  readonly client = randomUUID();
+  readonly client: string;
   user = "";
   private claims: Claims | undefined;
   private connected = false;
@@ -69,10 +88,22 @@ export class Session implements HubSession {
   constructor(
     private readonly conn: Connection,
     private readonly ctx: SessionContext,
-    /** A token the transport found outside the protocol (a cookie on the upgrade request). */
+    /** A token the transport found outside the protocol (a cookie, an Authorization header). */
     private readonly ambientToken?: string,
+    /** An identity already established (a stateless transport's verified session). */
+    identity?: Identity,
   ) {
     this.tokens = 2 * ctx.config.commandRate;
+    this.client = identity?.client ?? randomUUID();
+    if (identity) {
+      this.user = identity.user;
+      this.claims = identity.claims;
+      this.connected = true;
+    }
+  }
+
+  get identity(): Identity {
+    return this.claims ? { client: this.client, user: this.user, claims: this.claims } : { client: this.client, user: this.user };
   }
 
   get isConnected(): boolean {
@@ -180,24 +211,26 @@ export class Session implements HubSession {
       try {
         this.claims = await this.verify(token);
       } catch (err) {
-        if (!(err instanceof ProtocolError)) throw err;
+        if (!(err instanceof ProtocolError) || this.conn.stateless) throw err;
         // Answered, then closed: an unauthenticated connection has nothing else to do.
         this.sendError(idOf(cmd), err);
         this.disconnect(CloseCode.Unauthorized, err.message, false);
         return ALREADY_SENT;
       }
       this.user = this.claims.sub;
-      this.armExpiry();
+      if (!this.conn.stateless) this.armExpiry();
     }
     if (this.ended) return {};
     this.connected = true;
-    this.ctx.hub.register(this);
-    return {
+    const ok: Record<string, unknown> = {
       client: this.client,
       user: this.user,
       node: this.ctx.node,
       ping: Math.round(this.ctx.config.pingInterval / 1000),
     };
+    if (this.conn.stateless) ok.session = this.conn.stateless.issueSession(this.identity);
+    else this.ctx.hub.register(this);
+    return ok;
   }
 
   private async verify(token: string): Promise<Claims> {
@@ -219,6 +252,7 @@ export class Session implements HubSession {
     const claims = await this.verify(token);
     if (claims.sub !== this.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
     this.claims = claims;
+    if (this.conn.stateless) return { session: this.conn.stateless.issueSession(this.identity) };
     this.armExpiry();
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
     for (const [ch, sub] of this.subs) {
@@ -248,6 +282,18 @@ export class Session implements HubSession {
 
   // --- channels -----------------------------------------------------------------------------
 
+  /** Validates a channel and checks this client may subscribe to it (the HTTP transports' subscribe). */
+  authorize(ch: unknown): ResolvedChannel {
+    const r = resolveChannel(this.ctx.config.namespaces, ch);
+    this.checkAccess(r);
+    return r;
+  }
+
+  /** Resolves once every command received so far has been answered. */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
   private resolve(cmd: Frame): ResolvedChannel {
     return resolveChannel(this.ctx.config.namespaces, cmd.ch);
   }
@@ -270,6 +316,9 @@ export class Session implements HubSession {
   }
 
   private async subscribe(cmd: Frame): Promise<Reply> {
+    if (this.conn.stateless) {
+      throw new ProtocolError(ErrorCode.BadRequest, "over long-poll, channels are subscribed by polling them (/lp/poll)");
+    }
     const r = this.resolve(cmd);
     this.checkAccess(r);
     const since = optionalPosition(cmd, "since");
@@ -362,6 +411,12 @@ export class Session implements HubSession {
   }
 
   private unsubscribe(cmd: Frame): Reply {
+    if (this.conn.stateless) {
+      const r = this.resolve(cmd);
+      this.checkAccess(r);
+      this.conn.stateless.unsubscribe(r, this.info);
+      return {};
+    }
     const ch = requiredString(cmd, "ch", 1024);
     const sub = this.subs.get(ch);
     if (sub) this.dropSubscription(ch, sub);

@@ -135,11 +135,14 @@ export class NatsBroker implements Broker {
       },
     });
     this.channels.set(ch, cs);
-    if (!history) return undefined;
     try {
       // The subscription is live on the server before the baseline is read, so nothing falls
       // between them; queued messages at or before the baseline are dropped as already stored.
+      // Channels without history wait for the flush too: the client's subscribe reply must not
+      // go out while the SUB is still unsent, or a publication made right after it (through
+      // another gateway) is missed (test/cluster/workers.test.ts caught about 1 in 70).
       await this.nc.flush();
+      if (!history) return undefined;
       cs.last = await this.lastSequence(ch);
     } catch (err) {
       cs.sub.unsubscribe();

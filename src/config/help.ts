@@ -35,7 +35,7 @@ auth.jwksFile); auth.audience, auth.issuer and auth.cookie need one.
 NATS: without nats.servers, natsedge runs one process with an in-memory broker; the other
 nats.* settings then are errors, and so is workers above 1. nats.user and nats.password go
 together; nats.token and nats.credsFile each exclude all other NATS credentials. The values
-of apiKey, auth.hmacSecret, nats.password and nats.token are never printed.
+of apiKey, sessionSecret, auth.hmacSecret, nats.password and nats.token are never printed.
 
 Embedded default: with no config file, no auth key source and no namespaces, natsedge
 serves one anonymous namespace, "public" (presence, joinLeave, clientPublish, history of

@@ -344,6 +344,7 @@ interface Values {
   adminHost: string;
   adminPort: number;
   apiKey: string;
+  sessionSecret: string;
   allowedOrigins: string[];
   logLevel: LogLevel;
   "auth.hmacSecret": string;
@@ -414,6 +415,12 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   apiKey: {
     kind: characters(8),
     about: "Key for the server HTTP API (/api/*, header Authorization: apikey <key>); unset, that API answers 401",
+    secret: true,
+  },
+  sessionSecret: {
+    kind: characters(32),
+    about:
+      "Secret signing long-poll/SSE sessions; every replica needs the same one. Unset: random per process (fine for one process only)",
     secret: true,
   },
   allowedOrigins: {
@@ -937,6 +944,7 @@ export function loadConfig(
     workers,
   };
   setIfDefined(config, "apiKey", get("apiKey"));
+  setIfDefined(config, "sessionSecret", get("sessionSecret"));
   setIfDefined(config, "allowedOrigins", get("allowedOrigins"));
   setIfDefined(config, "auth", auth);
   setIfDefined(config, "nats", nats);

@@ -58,6 +58,8 @@ export interface Config {
   adminHost: string;
   adminPort: number;
   apiKey?: string;
+  /** Signs long-poll and SSE sessions; shared by all replicas. Random per process when unset. */
+  sessionSecret?: string;
   /** Origin patterns; `undefined` = same-origin only (plus clients without Origin). */
   allowedOrigins?: string[];
   /** True when the gateway runs the no-config embedded default (any origin, auth off). */

@@ -11,6 +11,14 @@ export function encodePubPush(format: Format, pub: Publication): Buffer {
   return format === "json" ? pubJson(pub, `{"push":"pub","ch":${JSON.stringify(pub.ch)}`) : pubMsgpack(pub, true);
 }
 
+/** A publication naming its channel, without `push` (long-poll and SSE answers). */
+export function encodeChannelPub(format: Format, pub: Publication): Buffer {
+  if (format === "json") return pubJson(pub, `{"ch":${JSON.stringify(pub.ch)}`);
+  const entry = pubMsgpack(pub, false);
+  // Prepend the channel to the entry's fixmap: bump the field count, insert the pair.
+  return Buffer.concat([Buffer.from([(entry[0] as number) + 1]), pack("ch"), pack(pub.ch), entry.subarray(1)]);
+}
+
 /** A publication inside a reply (history, recovery): no `push`/`ch`, same splicing. */
 export function encodePubEntry(format: Format, pub: Publication): Buffer {
   return format === "json" ? pubJson(pub, "{") : pubMsgpack(pub, false);

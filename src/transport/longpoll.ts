@@ -1,0 +1,430 @@
+import type { ResolvedChannel } from "../channels.js";
+import { corsHeaders, answerPreflight } from "../http/cors.js";
+import type { OriginPolicy } from "../http/origin.js";
+import { BodyTooLarge, readBody, Reply } from "../http/respond.js";
+import { SessionError, type SessionSigner } from "../http/session-token.js";
+import type { FanoutSink } from "../hub.js";
+import type { Format } from "../protocol/codec.js";
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
+import { pack, unpackAll } from "../protocol/msgpack.js";
+import { encodeChannelPub, encodeObjectWithPubs } from "../protocol/push.js";
+import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
+import { Session, type Connection, type Identity, type SessionContext, type StatelessTransport } from "../session.js";
+import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
+
+const DEFAULT_TIMEOUT_S = 25;
+const MAX_TIMEOUT_S = 60;
+/**
+ * A long-poll client stays present this long after its last poll ended on this gateway; with
+ * the presence grace period its leave is announced within 60 s of it stopping.
+ */
+const PRESENCE_TTL_MS = 45_000;
+const MSGPACK = "application/msgpack";
+
+type Cursor = StreamPosition | null;
+
+/** One held or answering poll. */
+interface Poll {
+  format: Format;
+  channels: Map<string, PollChannel>;
+  /** Publication entries for the answer, in delivery order. */
+  entries: Buffer[];
+  errors: Record<string, { code: number; message: string }>;
+  /** While reading history, live publications are kept here and merged afterwards. */
+  buffering: boolean;
+  buffered: Publication[];
+  answer: (() => void) | undefined;
+}
+
+interface PollChannel {
+  r: ResolvedChannel;
+  /** Position after everything in `entries`; undefined for channels without history. */
+  cursor: StreamPosition | undefined;
+  recovered?: false;
+}
+
+/** Collects a stateless session's replies for one request. */
+class Collector implements Connection {
+  readonly transport = "longpoll";
+  readonly frames: Buffer[] = [];
+  constructor(
+    readonly format: Format,
+    readonly stateless: StatelessTransport,
+  ) {}
+  send(frame: Buffer): void {
+    this.frames.push(frame);
+  }
+  close(): void {}
+  join(): void {}
+  leave(): void {}
+}
+
+/**
+ * HTTP long-poll without sticky sessions: `/lp/rpc` runs protocol commands under a signed session
+ * (no server-side state), `/lp/poll` answers from history past the client's cursors or holds
+ * until a publication arrives. Any replica can answer any request.
+ */
+export class LongPollTransport implements FanoutSink, StatelessTransport {
+  private readonly polls = new Map<string, Set<Poll>>();
+  private readonly present = new Map<string, { timer: NodeJS.Timeout; r: ResolvedChannel; info: ClientInfo }>();
+  private accepting = true;
+
+  constructor(
+    private readonly app: TemplatedApp,
+    private readonly ctx: SessionContext,
+    private readonly origins: OriginPolicy,
+    private readonly signer: SessionSigner,
+  ) {}
+
+  attach(): void {
+    this.app.options("/lp/*", (res, req) => {
+      answerPreflight(res, req.getHeader("origin"), req.getHeader("host"), this.origins, "POST, OPTIONS");
+    });
+    this.app.post("/lp/rpc", (res, req) => this.request(res, req, (ctx) => this.rpc(ctx)));
+    this.app.post("/lp/poll", (res, req) => this.request(res, req, (ctx) => this.poll(ctx)));
+    this.app.any("/lp/*", (res) => new Reply(res).error(404, "no such long-poll endpoint (POST /lp/rpc, /lp/poll)"));
+  }
+
+  // --- StatelessTransport ---------------------------------------------------------------------
+
+  issueSession(identity: Identity): string {
+    return this.signer.issue(identity);
+  }
+
+  unsubscribe(r: ResolvedChannel, info: ClientInfo): void {
+    const key = r.ch + "\u0000" + info.client;
+    const p = this.present.get(key);
+    if (!p) return;
+    clearTimeout(p.timer);
+    this.present.delete(key);
+    this.ctx.hub.leave(r.ch, info, r.options.joinLeave);
+  }
+
+  // --- requests -------------------------------------------------------------------------------
+
+  private request(
+    res: HttpResponse,
+    req: HttpRequest,
+    handle: (c: RequestContext) => Promise<void>,
+  ): void {
+    const reply = new Reply(res);
+    // Headers can only be read synchronously inside this callback.
+    const origin = req.getHeader("origin");
+    const cors = corsHeaders(origin, req.getHeader("host"), this.origins);
+    const contentType = req.getHeader("content-type").toLowerCase();
+    const authorization = req.getHeader("authorization");
+    if (!cors) return reply.error(403, "origin not allowed");
+    if (!this.accepting) return reply.error(503, "shutting down");
+    const format: Format = contentType.startsWith(MSGPACK) ? "msgpack" : "json";
+    const bearer = /^bearer\s+(\S+)$/iu.exec(authorization.trim())?.[1];
+    const c: RequestContext = { reply, cors, format, bearer, body: {} };
+    const started = performance.now();
+    void (async () => {
+      try {
+        c.body = decodeBody(await readBody(reply, this.ctx.config.maxFrameSize), format);
+        await handle(c);
+      } catch (err) {
+        this.ctx.metrics.longPollRequests.inc({ outcome: "error" });
+        if (err instanceof BodyTooLarge) return this.fail(c, 413, err.message);
+        if (err instanceof SessionError) return this.fail(c, 401, err.message);
+        if (err instanceof ProtocolError) return this.fail(c, err.code, err.message);
+        this.ctx.log.error({ err }, "long-poll request failed");
+        this.fail(c, 500, "internal error");
+      } finally {
+        this.ctx.metrics.longPollDuration.observe((performance.now() - started) / 1000);
+      }
+    })();
+  }
+
+  private fail(c: RequestContext, code: number, message: string): void {
+    c.reply.send(code, encode(c.format, { error: { code, message } }), contentTypeOf(c.format), c.cors);
+  }
+
+  private async rpc(c: RequestContext): Promise<void> {
+    const cmds = c.body.cmds;
+    if (!Array.isArray(cmds) || cmds.length === 0 || cmds.length > 100) {
+      throw new ProtocolError(ErrorCode.BadRequest, "cmds must be an array of 1 to 100 command frames");
+    }
+    const identity = c.body.session === undefined ? undefined : this.signer.verify(c.body.session);
+    const conn = new Collector(c.format, this);
+    const session = new Session(conn, this.ctx, c.bearer, identity);
+    session.receive(cmds);
+    await session.settled();
+    session.closed();
+    this.ctx.metrics.longPollRequests.inc({ outcome: "rpc" });
+    c.reply.send(200, encodeList(c.format, "replies", conn.frames), contentTypeOf(c.format), c.cors);
+  }
+
+  private async poll(c: RequestContext): Promise<void> {
+    const identity = this.signer.verify(c.body.session);
+    const subs = c.body.subs;
+    if (typeof subs !== "object" || subs === null || Array.isArray(subs)) {
+      throw new ProtocolError(ErrorCode.BadRequest, "subs must be an object of channel -> cursor");
+    }
+    const requested = Object.entries(subs as Record<string, unknown>);
+    const max = this.ctx.config.maxSubscriptions;
+    if (requested.length === 0 || requested.length > max) {
+      throw new ProtocolError(ErrorCode.BadRequest, `subs must name 1 to ${max} channels`);
+    }
+    const timeoutS = timeoutOf(c.body.timeout);
+    const session = new Session(new Collector(c.format, this), this.ctx, undefined, identity);
+    const poll: Poll = {
+      format: c.format,
+      channels: new Map(),
+      entries: [],
+      errors: {},
+      buffering: true,
+      buffered: [],
+      answer: undefined,
+    };
+    const cursors = new Map<string, Cursor>();
+    for (const [ch, raw] of requested) {
+      try {
+        const r = session.authorize(ch);
+        cursors.set(ch, cursorOf(raw));
+        poll.channels.set(ch, { r, cursor: undefined });
+      } catch (err) {
+        if (!(err instanceof ProtocolError)) throw err;
+        poll.errors[ch] = { code: err.code, message: err.message };
+      }
+    }
+
+    // Join delivery first, then read history: whatever arrives meanwhile is buffered, so the
+    // cursor handed back never skips a publication.
+    const joined: string[] = [];
+    let aborted = false;
+    const cleanup = (): void => {
+      for (const ch of joined) {
+        this.polls.get(ch)?.delete(poll);
+        if (this.polls.get(ch)?.size === 0) this.polls.delete(ch);
+        this.ctx.hub.unsubscribe(ch);
+      }
+      joined.length = 0;
+    };
+    c.reply.res.onAborted(() => {
+      c.reply.aborted = true;
+      aborted = true;
+      poll.answer?.();
+    });
+    await Promise.all(
+      [...poll.channels].map(async ([ch, pc]) => {
+        try {
+          await this.ctx.hub.subscribe(ch, pc.r.options);
+        } catch (err) {
+          poll.channels.delete(ch);
+          poll.errors[ch] = toError(err);
+          return;
+        }
+        joined.push(ch);
+        let set = this.polls.get(ch);
+        if (!set) this.polls.set(ch, (set = new Set()));
+        set.add(poll);
+      }),
+    );
+    if (aborted) return cleanup();
+
+    let answerNow = Object.keys(poll.errors).length > 0;
+    for (const [ch, pc] of poll.channels) {
+      this.touchPresence(pc.r, session.info);
+      const opts = pc.r.options.history;
+      if (!opts) continue;
+      const cursor = cursors.get(ch) ?? null;
+      try {
+        const result = await this.ctx.hub.readHistory(ch, opts, cursor ? { since: cursor } : { limit: 0 });
+        pc.cursor = result.position;
+        if (cursor === null) {
+          answerNow = true;
+        } else if (!result.complete) {
+          pc.recovered = false;
+          answerNow = true;
+        } else {
+          for (const p of result.pubs) poll.entries.push(encodeChannelPub(poll.format, p));
+        }
+      } catch (err) {
+        poll.channels.delete(ch);
+        poll.errors[ch] = toError(err);
+        answerNow = true;
+      }
+    }
+    poll.buffering = false;
+    for (const p of poll.buffered) this.accept(poll, p);
+    poll.buffered = [];
+    if (aborted) return cleanup();
+
+    if (!answerNow && poll.entries.length === 0 && this.accepting) {
+      this.ctx.metrics.longPollHeld.inc();
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => poll.answer?.(), timeoutS * 1000);
+        poll.answer = () => {
+          poll.answer = undefined;
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.ctx.metrics.longPollHeld.dec();
+    }
+    cleanup();
+    if (aborted) return;
+    // A poll just ended: the client is still around for the next PRESENCE_TTL.
+    for (const pc of poll.channels.values()) this.touchPresence(pc.r, session.info);
+    this.ctx.metrics.longPollRequests.inc({ outcome: poll.entries.length > 0 ? "data" : answerNow ? "position" : "timeout" });
+    const subsOut: Record<string, Record<string, unknown>> = {};
+    for (const [ch, pc] of poll.channels) {
+      subsOut[ch] = pc.cursor ? { offset: pc.cursor.offset, epoch: pc.cursor.epoch } : {};
+      if (pc.recovered === false) subsOut[ch].recovered = false;
+    }
+    const fields: Record<string, unknown> = { subs: subsOut };
+    if (Object.keys(poll.errors).length > 0) fields.errors = poll.errors;
+    c.reply.send(200, encodeObjectWithPubs(poll.format, fields, poll.entries), contentTypeOf(poll.format), c.cors);
+  }
+
+  /** Adds a live publication to a poll if it is past the poll's cursor; answers a held poll soon. */
+  private accept(poll: Poll, pub: Publication): void {
+    const pc = poll.channels.get(pub.ch);
+    if (!pc) return;
+    if (pub.offset !== undefined && pc.cursor) {
+      if (pub.offset <= pc.cursor.offset) return;
+      pc.cursor = { offset: pub.offset, epoch: pc.cursor.epoch };
+    }
+    poll.entries.push(this.entryFor(pub, poll.format));
+    // Answer after the current burst: publications delivered in the same tick share one answer.
+    if (poll.answer) queueMicrotask(() => poll.answer?.());
+  }
+
+  private readonly encoded = new WeakMap<Publication, Partial<Record<Format, Buffer>>>();
+
+  /** One encoding per publication per format, however many polls take it. */
+  private entryFor(pub: Publication, format: Format): Buffer {
+    let cache = this.encoded.get(pub);
+    if (!cache) this.encoded.set(pub, (cache = {}));
+    return (cache[format] ??= encodeChannelPub(format, pub));
+  }
+
+  private touchPresence(r: ResolvedChannel, info: ClientInfo): void {
+    if (!r.options.presence) return;
+    const key = r.ch + "\u0000" + info.client;
+    const existing = this.present.get(key);
+    if (existing) {
+      existing.timer.refresh();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.present.delete(key);
+      this.ctx.hub.leave(r.ch, info, r.options.joinLeave);
+    }, PRESENCE_TTL_MS);
+    timer.unref();
+    this.present.set(key, { timer, r, info });
+    this.ctx.hub
+      .join(r.ch, info, r.options.joinLeave)
+      .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "long-poll presence join failed"));
+  }
+
+  // --- FanoutSink -----------------------------------------------------------------------------
+
+  publication(pub: Publication): number {
+    const set = this.polls.get(pub.ch);
+    if (!set) return 0;
+    let n = 0;
+    for (const poll of set) {
+      if (poll.buffering) poll.buffered.push(pub);
+      else this.accept(poll, pub);
+      n++;
+    }
+    return n;
+  }
+
+  // Join/leave reach long-poll clients only through `presence`: a poll answers publications.
+  join(): void {}
+  leave(): void {}
+
+  /** Answers every held poll now and refuses new requests; presence entries leave with the hub. */
+  drain(): void {
+    this.accepting = false;
+    for (const set of this.polls.values()) for (const poll of set) poll.answer?.();
+    for (const [key, p] of this.present) {
+      clearTimeout(p.timer);
+      this.present.delete(key);
+      this.ctx.hub.leave(p.r.ch, p.info, p.r.options.joinLeave);
+    }
+  }
+}
+
+interface RequestContext {
+  reply: Reply;
+  cors: Record<string, string>;
+  format: Format;
+  bearer: string | undefined;
+  body: Record<string, unknown>;
+}
+
+function decodeBody(bytes: Buffer, format: Format): Record<string, unknown> {
+  let value: unknown;
+  try {
+    if (format === "msgpack") {
+      const values = unpackAll(bytes);
+      if (values.length !== 1) throw new Error("not one value");
+      value = values[0];
+    } else {
+      value = JSON.parse(bytes.toString("utf8"));
+    }
+  } catch {
+    throw new ProtocolError(ErrorCode.BadRequest, `body must be one ${format === "json" ? "JSON" : "MessagePack"} object`);
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new ProtocolError(ErrorCode.BadRequest, "body must be an object");
+  }
+  return value as Record<string, unknown>;
+}
+
+function cursorOf(raw: unknown): Cursor {
+  if (raw === null || raw === undefined) return null;
+  const p = raw as Partial<StreamPosition>;
+  if (
+    typeof p === "object" &&
+    typeof p.offset === "number" &&
+    Number.isSafeInteger(p.offset) &&
+    p.offset >= 0 &&
+    typeof p.epoch === "string" &&
+    p.epoch.length <= 64
+  ) {
+    return { offset: p.offset, epoch: p.epoch };
+  }
+  throw new ProtocolError(ErrorCode.BadRequest, "a cursor must be null or {offset: non-negative integer, epoch: string}");
+}
+
+function timeoutOf(raw: unknown): number {
+  if (raw === undefined) return DEFAULT_TIMEOUT_S;
+  if (typeof raw !== "number" || !Number.isFinite(raw) || raw < 0) {
+    throw new ProtocolError(ErrorCode.BadRequest, "timeout must be a number of seconds >= 0");
+  }
+  return Math.min(raw, MAX_TIMEOUT_S);
+}
+
+function toError(err: unknown): { code: number; message: string } {
+  if (err instanceof ProtocolError) return { code: err.code, message: err.message };
+  return { code: 500, message: "internal error" };
+}
+
+function encode(format: Format, value: unknown): Buffer {
+  return format === "json" ? Buffer.from(JSON.stringify(value), "utf8") : pack(value);
+}
+
+/** `{<key>: [frame, ...]}` with already-encoded frames spliced in. */
+function encodeList(format: Format, key: string, frames: Buffer[]): Buffer {
+  if (format === "json") {
+    const parts: Buffer[] = [Buffer.from(`{${JSON.stringify(key)}:[`)];
+    frames.forEach((f, i) => {
+      if (i > 0) parts.push(Buffer.from(","));
+      parts.push(f);
+    });
+    parts.push(Buffer.from("]}"));
+    return Buffer.concat(parts);
+  }
+  const n = frames.length;
+  const header = n < 16 ? Buffer.from([0x90 | n]) : Buffer.from([0xdc, n >> 8, n & 0xff]);
+  return Buffer.concat([Buffer.from([0x81]), pack(key), header, ...frames]);
+}
+
+function contentTypeOf(format: Format): string {
+  return format === "json" ? "application/json" : MSGPACK;
+}

@@ -1,0 +1,328 @@
+import { randomUUID } from "node:crypto";
+import { readCookie } from "../auth/cookie.js";
+import type { ResolvedChannel } from "../channels.js";
+import { corsHeaders } from "../http/cors.js";
+import type { OriginPolicy } from "../http/origin.js";
+import { Reply } from "../http/respond.js";
+import { SessionError, type SessionSigner } from "../http/session-token.js";
+import type { FanoutSink, HubSession } from "../hub.js";
+import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
+import { encodeChannelPub } from "../protocol/push.js";
+import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
+import { Session, type Connection, type Identity, type SessionContext } from "../session.js";
+import type { HttpResponse, TemplatedApp } from "../uws.js";
+
+const HEARTBEAT_MS = 15_000;
+/** Browsers reconnect after this long (the `retry:` field), plus our jitter hint. */
+const RETRY_MS = 2_000;
+const MAX_EVENT_ID = 4096;
+
+/** Placeholder connection: the SSE stream only needs a Session for identity and permissions. */
+const NO_CONNECTION: Connection = {
+  format: "json",
+  transport: "sse",
+  send: () => undefined,
+  close: () => undefined,
+  join: () => undefined,
+  leave: () => undefined,
+};
+
+class SseStream implements HubSession {
+  closed = false;
+  /** Bytes uWS could not write yet; past the limit the stream is a slow consumer. */
+  backlog = 0;
+  readonly cursors = new Map<string, StreamPosition | undefined>();
+  buffering = true;
+  buffered: Publication[] = [];
+  expiry: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly res: HttpResponse,
+    readonly identity: Identity,
+    readonly info: ClientInfo,
+    readonly channels: ResolvedChannel[],
+    private readonly limit: number,
+  ) {}
+
+  get user(): string {
+    return this.identity.user;
+  }
+
+  write(text: string | Buffer): void {
+    if (this.closed) return;
+    this.res.cork(() => {
+      if (!this.res.write(text)) this.backlog += typeof text === "string" ? Buffer.byteLength(text) : text.byteLength;
+    });
+    if (this.backlog > this.limit) this.disconnect(CloseCode.SlowConsumer, "slow consumer", true);
+  }
+
+  /** The id names every channel's position, so a reconnect to any replica resumes exactly here. */
+  eventId(): string {
+    const ids: Record<string, [number, string]> = {};
+    for (const [ch, c] of this.cursors) if (c) ids[ch] = [c.offset, c.epoch];
+    return Buffer.from(JSON.stringify(ids), "utf8").toString("base64url");
+  }
+
+  disconnect(code: number, reason: string, reconnect: boolean): void {
+    if (this.closed) return;
+    this.write(`event: disconnect\ndata: ${JSON.stringify({ code, reason, reconnect })}\n\n`);
+    this.closed = true;
+    this.res.cork(() => this.res.end());
+  }
+}
+
+/**
+ * Server-Sent Events for clients that only listen (a plain browser EventSource, no SDK):
+ * `GET /sse?ch=a&ch=b`. Event ids carry every channel's cursor, so the browser's automatic
+ * reconnect (Last-Event-ID) resumes from the right place on whichever replica it lands.
+ */
+export class SseTransport implements FanoutSink {
+  private readonly streams = new Map<string, Set<SseStream>>();
+  private readonly all = new Set<SseStream>();
+  private readonly heartbeat: NodeJS.Timeout;
+  private accepting = true;
+
+  constructor(
+    private readonly app: TemplatedApp,
+    private readonly ctx: SessionContext,
+    private readonly origins: OriginPolicy,
+    private readonly signer: SessionSigner,
+  ) {
+    this.heartbeat = setInterval(() => {
+      for (const s of this.all) s.write(": hb\n\n");
+    }, HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  get size(): number {
+    return this.all.size;
+  }
+
+  attach(): void {
+    this.app.get("/sse", (res, req) => {
+      const reply = new Reply(res);
+      const origin = req.getHeader("origin");
+      const cors = corsHeaders(origin, req.getHeader("host"), this.origins);
+      const query = new URLSearchParams(req.getQuery() ?? "");
+      const lastEventId = req.getHeader("last-event-id") || query.get("lastEventId") || "";
+      const bearer = /^bearer\s+(\S+)$/iu.exec(req.getHeader("authorization").trim())?.[1];
+      const cookieName = this.ctx.config.auth?.cookie;
+      const cookie = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
+      if (!cors) return reply.error(403, "origin not allowed");
+      if (!this.accepting) return reply.error(503, "shutting down");
+      void this.open(reply, cors, query, lastEventId, query.get("token") ?? bearer ?? cookie).catch((err: unknown) => {
+        if (err instanceof SessionError) return reply.send(401, errorJson(401, err.message), "application/json", cors);
+        if (err instanceof ProtocolError) return reply.send(err.code, errorJson(err.code, err.message), "application/json", cors);
+        this.ctx.log.error({ err }, "SSE request failed");
+        reply.send(500, errorJson(500, "internal error"), "application/json", cors);
+      });
+    });
+  }
+
+  private async open(
+    reply: Reply,
+    cors: Record<string, string>,
+    query: URLSearchParams,
+    lastEventId: string,
+    token: string | undefined,
+  ): Promise<void> {
+    const identity = await this.identify(query.get("session"), token);
+    const session = new Session(NO_CONNECTION, this.ctx, undefined, identity);
+    const names = query.getAll("ch");
+    const max = this.ctx.config.maxSubscriptions;
+    if (names.length === 0 || names.length > max || new Set(names).size !== names.length) {
+      throw new ProtocolError(ErrorCode.BadRequest, `give 1 to ${max} distinct ch parameters`);
+    }
+    const channels = names.map((ch) => session.authorize(ch));
+    const resume = parseEventId(lastEventId);
+    if (reply.aborted) return;
+
+    const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit);
+    reply.done = true; // the stream owns the response from here on
+    reply.res.onAborted(() => this.close(stream));
+    reply.res.cork(() => {
+      reply.res.writeStatus("200 OK");
+      reply.res.writeHeader("Content-Type", "text/event-stream; charset=utf-8");
+      reply.res.writeHeader("Cache-Control", "no-cache, no-store");
+      reply.res.writeHeader("X-Accel-Buffering", "no");
+      for (const [k, v] of Object.entries(cors)) reply.res.writeHeader(k, v);
+      reply.res.write(`retry: ${RETRY_MS}\n\n`);
+    });
+    reply.res.onWritable(() => {
+      stream.backlog = 0;
+      return true;
+    });
+    this.all.add(stream);
+    this.ctx.metrics.connections.inc({ transport: "sse" });
+    this.ctx.hub.register(stream);
+    this.armExpiry(stream);
+
+    // Join live delivery first and buffer, then read history: nothing falls between the two.
+    for (const r of channels) {
+      try {
+        await this.ctx.hub.subscribe(r.ch, r.options);
+      } catch (err) {
+        stream.disconnect(CloseCode.Shutdown, (err as Error).message, true);
+      }
+      if (stream.closed) return this.close(stream);
+      let set = this.streams.get(r.ch);
+      if (!set) this.streams.set(r.ch, (set = new Set()));
+      set.add(stream);
+      stream.cursors.set(r.ch, undefined);
+      if (r.options.presence) {
+        this.ctx.hub.join(r.ch, stream.info, r.options.joinLeave).catch((err: unknown) =>
+          this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"),
+        );
+      }
+    }
+    const subs: Record<string, Record<string, unknown>> = {};
+    for (const r of channels) {
+      const opts = r.options.history;
+      if (!opts) {
+        subs[r.ch] = {};
+        continue;
+      }
+      const since = resume.get(r.ch);
+      const result = await this.ctx.hub.readHistory(r.ch, opts, since ? { since } : { limit: 0 });
+      if (stream.closed) return;
+      if (since && !result.complete) {
+        stream.cursors.set(r.ch, result.position);
+        stream.write(
+          `id: ${stream.eventId()}\nevent: reset\ndata: ${JSON.stringify({ ch: r.ch, ...result.position, recovered: false })}\n\n`,
+        );
+      } else {
+        stream.cursors.set(r.ch, since ?? result.position);
+        for (const p of result.pubs) this.deliver(stream, p);
+        const reached = stream.cursors.get(r.ch) as StreamPosition;
+        if (reached.offset < result.position.offset) stream.cursors.set(r.ch, result.position);
+      }
+      subs[r.ch] = { ...(stream.cursors.get(r.ch) as StreamPosition) };
+    }
+    stream.buffering = false;
+    for (const p of stream.buffered) this.deliver(stream, p);
+    stream.buffered = [];
+    // The browser only remembers ids of events: this one gives even a quiet stream a resume point.
+    stream.write(`id: ${stream.eventId()}\nevent: subscribed\ndata: ${JSON.stringify({ subs })}\n\n`);
+  }
+
+  private async identify(session: string | null, token: string | undefined): Promise<Identity> {
+    if (session !== null) return this.signer.verify(session);
+    if (token === undefined) return { client: randomUUID(), user: "" };
+    const verifier = this.ctx.verifier;
+    if (!verifier) throw new ProtocolError(ErrorCode.Unauthenticated, "this gateway has no token keys configured");
+    try {
+      const claims = await verifier.verify(token);
+      return { client: randomUUID(), user: claims.sub, claims };
+    } catch (err) {
+      throw new ProtocolError(ErrorCode.Unauthenticated, (err as Error).message);
+    }
+  }
+
+  private armExpiry(stream: SseStream): void {
+    const exp = stream.identity.claims?.exp;
+    if (exp === undefined) return;
+    const delay = Math.min(exp * 1000 - Date.now(), 2_147_483_647);
+    stream.expiry = setTimeout(() => stream.disconnect(CloseCode.TokenExpired, "token expired", true), Math.max(0, delay));
+  }
+
+  /** Writes a publication if it is past the stream's cursor for its channel. */
+  private deliver(stream: SseStream, pub: Publication): void {
+    const cursor = stream.cursors.get(pub.ch);
+    if (pub.offset !== undefined && cursor) {
+      if (pub.offset <= cursor.offset) return;
+      stream.cursors.set(pub.ch, { offset: pub.offset, epoch: cursor.epoch });
+    }
+    stream.write(`id: ${stream.eventId()}\nevent: pub\ndata: `);
+    stream.write(this.dataFor(pub));
+    stream.write("\n\n");
+  }
+
+  private readonly encoded = new WeakMap<Publication, Buffer>();
+
+  /** One encoding per publication; JSON that spans lines would break SSE framing, so it is re-encoded. */
+  private dataFor(pub: Publication): Buffer {
+    let data = this.encoded.get(pub);
+    if (!data) {
+      data = encodeChannelPub("json", pub);
+      if (data.includes(10) || data.includes(13)) {
+        data = Buffer.from(JSON.stringify(JSON.parse(data.toString("utf8"))), "utf8");
+      }
+      this.encoded.set(pub, data);
+    }
+    return data;
+  }
+
+  private close(stream: SseStream): void {
+    if (!this.all.delete(stream)) return;
+    stream.closed = true;
+    clearTimeout(stream.expiry);
+    this.ctx.hub.unregister(stream);
+    this.ctx.metrics.connections.dec({ transport: "sse" });
+    for (const r of stream.channels) {
+      const set = this.streams.get(r.ch);
+      if (!set?.delete(stream)) continue;
+      if (set.size === 0) this.streams.delete(r.ch);
+      this.ctx.hub.unsubscribe(r.ch);
+      if (r.options.presence) this.ctx.hub.leave(r.ch, stream.info, r.options.joinLeave);
+    }
+  }
+
+  publication(pub: Publication): number {
+    const set = this.streams.get(pub.ch);
+    if (!set) return 0;
+    for (const s of set) {
+      if (s.buffering) s.buffered.push(pub);
+      else this.deliver(s, pub);
+    }
+    return set.size;
+  }
+
+  join(ch: string, info: ClientInfo): void {
+    this.presenceEvent("join", ch, info);
+  }
+
+  leave(ch: string, info: ClientInfo): void {
+    this.presenceEvent("leave", ch, info);
+  }
+
+  private presenceEvent(kind: "join" | "leave", ch: string, info: ClientInfo): void {
+    const set = this.streams.get(ch);
+    if (!set) return;
+    const text = `event: ${kind}\ndata: ${JSON.stringify({ ch, info })}\n\n`;
+    for (const s of set) if (!s.buffering) s.write(text);
+  }
+
+  /** Asks every stream to reconnect elsewhere, spread over the drain period. */
+  async drain(periodMs: number): Promise<void> {
+    this.accepting = false;
+    clearInterval(this.heartbeat);
+    for (const s of [...this.all]) {
+      setTimeout(() => {
+        s.disconnect(CloseCode.Shutdown, "server shutting down", true);
+        this.close(s);
+      }, Math.random() * periodMs);
+    }
+    const deadline = Date.now() + periodMs + 1_000;
+    while (this.all.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function parseEventId(id: string): Map<string, StreamPosition> {
+  const out = new Map<string, StreamPosition>();
+  if (id === "" || id.length > MAX_EVENT_ID) return out;
+  try {
+    const v = JSON.parse(Buffer.from(id, "base64url").toString("utf8")) as Record<string, unknown>;
+    for (const [ch, pos] of Object.entries(v)) {
+      if (Array.isArray(pos) && Number.isSafeInteger(pos[0]) && (pos[0] as number) >= 0 && typeof pos[1] === "string") {
+        out.set(ch, { offset: pos[0] as number, epoch: pos[1] });
+      }
+    }
+  } catch {
+    /* an unreadable id resumes nothing: the stream starts from now */
+  }
+  return out;
+}
+
+function errorJson(code: number, message: string): string {
+  return JSON.stringify({ error: { code, message } });
+}
