@@ -60,7 +60,7 @@ export class Metrics {
 
   readonly natsConnected = new Gauge({
     name: "natsedge_nats_connected",
-    help: "1 while the NATS connection is up (absent in memory mode)",
+    help: "1 while the NATS connection is up (always 0 in memory mode)",
     registers: [this.registry],
   });
   readonly natsReconnects = new Counter({

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { JetStreamClient, Msg, NatsConnection, Subscription } from "nats";
 import { resolveChannel } from "../channels.js";
 import type { NamespaceOptions } from "../config/types.js";
@@ -54,6 +55,15 @@ export class NatsBroker implements Broker {
     link.onStatus((event) => {
       if (event === "reconnect") this.catchUpAll();
     });
+    // A recreated stream starts its sequence again: positions from the old one mean nothing.
+    streams.watchEpochs((ns) => {
+      for (const cs of this.channels.values()) {
+        if (!cs.history || namespaceOf(cs.ch) !== ns) continue;
+        cs.last = 0;
+        cs.queue.push(CATCH_UP);
+        void this.pump(cs);
+      }
+    });
   }
 
   async start(handler: BrokerHandler): Promise<void> {
@@ -80,13 +90,15 @@ export class NatsBroker implements Broker {
       const ns = namespaceOf(pub.ch);
       const ack = await this.js.publish(subject, body, {
         headers,
-        ...(opts.idempotencyKey === undefined ? {} : { msgID: opts.idempotencyKey }),
+        ...(opts.idempotencyKey === undefined ? {} : { msgID: messageId(pub.ch, opts.idempotencyKey) }),
       });
       return { offset: ack.seq, epoch: await this.streams.epoch(ns) };
     }
     if (opts.idempotencyKey !== undefined) {
       // Without a stream, the dedupe stream remembers keys cluster-wide for the window.
-      const ack = await this.js.publish(this.subjects.dedupe(pub.ch), new Uint8Array(0), { msgID: opts.idempotencyKey });
+      const ack = await this.js.publish(this.subjects.dedupe(pub.ch), new Uint8Array(0), {
+        msgID: messageId(pub.ch, opts.idempotencyKey),
+      });
       if (ack.duplicate) return {};
     }
     this.nc.publish(subject, body, { headers });
@@ -285,11 +297,21 @@ export class NatsBroker implements Broker {
   }
 
   async close(): Promise<void> {
+    this.streams.stop();
     this.control?.unsubscribe();
     for (const cs of this.channels.values()) cs.sub.unsubscribe();
     this.channels.clear();
     this.handler = undefined;
   }
+}
+
+/**
+ * JetStream dedupes by message id per stream, and a stream holds a whole namespace: the id must
+ * name the channel too, or one channel's key would swallow another's publication. Hashed so any
+ * key is a safe header value.
+ */
+function messageId(ch: string, key: string): string {
+  return createHash("sha256").update(ch).update("\u0000").update(key).digest("base64url");
 }
 
 function namespaceOf(ch: string): string {

@@ -41,15 +41,18 @@ export class NatsHistory implements History {
     }
     if (since.epoch !== epoch || since.offset > position.offset) return { pubs: [], position, complete: false };
     if (since.offset === position.offset) return { pubs: [], position, complete: true };
-    if (!(await this.covered(stream, subject, since.offset))) return { pubs: [], position, complete: false };
+    if (!(await this.covered(stream, subject, since.offset, opts.size))) return { pubs: [], position, complete: false };
     const pubs = await this.range(stream, ch, since.offset, position.offset, limit ?? opts.size);
     return { pubs, position, complete: true };
   }
 
-  private async covered(stream: string, subject: string, offset: number): Promise<boolean> {
+  private async covered(stream: string, subject: string, offset: number, size: number): Promise<boolean> {
     if (offset === 0) {
-      const info = await this.jsm.streams.info(stream);
-      return info.state.first_seq <= 1;
+      // From the very beginning: nothing may have aged out (the stream still holds its first
+      // message, and age trims stream-wide oldest first) and the channel never hit its size
+      // limit (which trims per channel).
+      const info = await this.jsm.streams.info(stream, { subjects_filter: subject });
+      return info.state.first_seq <= 1 && (info.state.subjects?.[subject] ?? 0) < size;
     }
     const at = await this.get(stream, { seq: offset });
     return at !== undefined && at.subject === subject;

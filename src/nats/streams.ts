@@ -34,6 +34,8 @@ function dedupeWindow(idempotencyMs: number, ttlMs: number): number {
  */
 export class Streams {
   private readonly epochs = new Map<string, string>();
+  private readonly epochListeners: Array<(ns: string) => void> = [];
+  private watcher: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly jsm: JetStreamManager,
@@ -114,6 +116,31 @@ export class Streams {
     }
   }
 
+  /**
+   * Re-reads every namespace stream's identity now and then: a stream deleted and recreated
+   * behind the gateway's back (or lost with a cluster) is a new epoch, and is recreated if gone.
+   */
+  watchEpochs(onChange: (ns: string) => void, intervalMs = 30_000): void {
+    this.epochListeners.push(onChange);
+    if (this.watcher) return;
+    this.watcher = setInterval(() => {
+      for (const [ns, opts] of Object.entries(this.namespaces)) {
+        if (!opts.history) continue;
+        this.epoch(ns, true).catch((err: unknown) => this.log.warn({ err, ns }, "stream check failed"));
+      }
+    }, intervalMs);
+    this.watcher.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.watcher);
+  }
+
+  private epochChanged(ns: string): void {
+    this.log.warn({ ns }, "history stream was recreated: new epoch");
+    for (const l of this.epochListeners) l(ns);
+  }
+
   streamOf(ns: string): string {
     return this.subjects.namespaceStream(ns);
   }
@@ -125,13 +152,14 @@ export class Streams {
     try {
       const info = await this.jsm.streams.info(this.subjects.namespaceStream(ns));
       const e = epochOf(info.created);
-      if (cached && cached !== e) this.log.warn({ ns }, "history stream was recreated: new epoch");
       this.epochs.set(ns, e);
+      if (cached && cached !== e) this.epochChanged(ns);
       return e;
     } catch (err) {
       if (!isNotFound(err)) throw err;
       this.log.warn({ ns }, "history stream missing: recreating it");
       await this.ensureNamespace(ns);
+      if (cached && cached !== this.epochs.get(ns)) this.epochChanged(ns);
       return this.epochs.get(ns) as string;
     }
   }
