@@ -1,4 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { DEMO_PAGE } from "./demo/page.js";
 import { hostname } from "node:os";
 import { NatsServerApi } from "./api/nats.js";
 import { ServerOperations } from "./api/operations.js";
@@ -38,6 +41,15 @@ function listenWithOptions(
   cb: (socket: us_listen_socket | false) => void,
 ): void {
   (app.listen as unknown as ListenWithOptions).call(app, host, port, options, cb);
+}
+
+/** The browser SDK (always) and the chat demo (when enabled), read once at start-up. */
+function attachStatic(app: TemplatedApp, demo: boolean): void {
+  const sdk = readFileSync(fileURLToPath(new URL("./client/index.js", import.meta.url)));
+  app.get("/natsedge-client.js", (res) =>
+    new Reply(res).send(200, sdk, "text/javascript; charset=utf-8", { "Cache-Control": "public, max-age=300" }),
+  );
+  if (demo) app.get("/demo", (res) => new Reply(res).send(200, DEMO_PAGE, "text/html; charset=utf-8"));
 }
 
 export interface ListeningPorts {
@@ -97,6 +109,7 @@ export class Gateway {
       hub.addSink(t);
     }
     new ServerApi(config, ops, origins, log).attach(app);
+    attachStatic(app, config.demo);
     app.any("/*", (res) => new Reply(res).error(404, "not found"));
 
     const gateway = new Gateway(config, log, hub, backend, transports, node);

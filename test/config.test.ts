@@ -77,6 +77,7 @@ describe("defaults and the embedded default", () => {
       idempotencyWindow: 300_000,
       drainPeriod: 5_000,
       presenceGrace: 5_000,
+      demo: false,
       workers: 1,
     });
   });

@@ -363,6 +363,7 @@ interface Values {
   idempotencyWindow: number;
   drainPeriod: number;
   presenceGrace: number;
+  demo: boolean;
   workers: number;
   "nats.servers": string[];
   "nats.prefix": string;
@@ -493,6 +494,11 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: duration("a duration from 0 to 60s", 0, 60 * SECOND),
     about: "How long a departed client stays in presence, so that a quick reconnect causes no leave and join",
     default: "5s",
+  },
+  demo: {
+    kind: boolean(),
+    about: "Serve the chat demo page at /demo (built on the client SDK at /natsedge-client.js)",
+    default: "false",
   },
   workers: {
     kind: integer(1, 64),
@@ -941,6 +947,7 @@ export function loadConfig(
     idempotencyWindow: withDefault("idempotencyWindow"),
     drainPeriod: withDefault("drainPeriod"),
     presenceGrace: withDefault("presenceGrace"),
+    demo: withDefault("demo"),
     workers,
   };
   setIfDefined(config, "apiKey", get("apiKey"));

@@ -86,6 +86,8 @@ export interface Config {
   presenceGrace: number;
   /** Present when NATS servers are configured; the in-memory broker is used otherwise. */
   nats?: NatsConfig;
+  /** Serve the chat demo page at /demo. */
+  demo: boolean;
   /** Gateway processes sharing the port (SO_REUSEPORT); more than 1 requires NATS. */
   workers: number;
 }

@@ -34,7 +34,7 @@ export class Reply {
     this.res.cork(() => {
       this.res.writeStatus(STATUS[status] ?? `${status} Status`);
       this.res.writeHeader("Content-Type", contentType);
-      this.res.writeHeader("Cache-Control", "no-store");
+      if (!("Cache-Control" in headers)) this.res.writeHeader("Cache-Control", "no-store");
       for (const [k, v] of Object.entries(headers)) this.res.writeHeader(k, v);
       // A refused upload may still be streaming in; closing is cheaper than reading it.
       this.res.end(body, status === 413);
