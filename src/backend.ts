@@ -55,8 +55,8 @@ export async function natsBackend(
   const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
   await retry(() => streams.ensureAll(), "JetStream streams not ready", log);
   const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log);
-  const history = new NatsHistory(jsm, streams, subjects, metrics);
-  const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log);
+  const history = new NatsHistory(jsm, streams, subjects, metrics, link);
+  const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link);
   const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {

@@ -26,6 +26,7 @@ interface ChannelSub {
 
 const PUBLISH_TIMEOUT_MS = 5_000;
 const CATCH_UP = Symbol("catch-up");
+const FILL_RETRIES = 3;
 /** Upper bound on publications fetched to fill one gap; past it the channel skips ahead (and says so). */
 const MAX_GAP_FILL = 10_000;
 
@@ -261,13 +262,18 @@ export class NatsBroker implements Broker {
     const ns = namespaceOf(cs.ch);
     const stream = this.streams.streamOf(ns);
     const subject = this.subjects.channel(cs.ch);
+    let misses = 0;
     for (let i = 0; i < MAX_GAP_FILL && (cs.last as number) < upTo; i++) {
       let m;
       try {
         m = await this.jsm.direct.getMessage(stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
       } catch (err) {
-        if (isNotFound(err)) return;
-        throw err;
+        if (!isNotFound(err)) throw err;
+        // Direct gets may be answered by a stream replica that lags the leader; the message is
+        // known to exist (a later one arrived), so give the replica a moment before giving up.
+        if (++misses > FILL_RETRIES) return;
+        await new Promise((r) => setTimeout(r, 100 * misses));
+        continue;
       }
       if (m.seq > upTo) return;
       const prev = cs.last as number;

@@ -4,6 +4,7 @@ import { decodePublication } from "../nats/codec.js";
 import { isNotFound, type Jsm, type Streams } from "../nats/streams.js";
 import type { Subjects } from "../nats/subjects.js";
 import type { Metrics } from "../metrics.js";
+import type { NatsLink } from "../nats/connection.js";
 import type { Publication } from "../publication.js";
 import type { History, HistoryQuery, HistoryResult } from "./history.js";
 
@@ -23,9 +24,11 @@ export class NatsHistory implements History {
     private readonly streams: Streams,
     private readonly subjects: Subjects,
     private readonly metrics: Metrics,
+    private readonly link: NatsLink,
   ) {}
 
   async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
+    this.link.require();
     const ns = ch.slice(0, ch.indexOf("."));
     const stream = this.streams.streamOf(ns);
     const subject = this.subjects.channel(ch);

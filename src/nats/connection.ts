@@ -3,6 +3,7 @@ import { connect, credsAuthenticator, Events, type ConnectionOptions, type NatsC
 import type { NatsConfig } from "../config/types.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 
 /**
  * The gateway's one NATS connection: reconnects forever with jittered backoff, and keeps the
@@ -49,6 +50,11 @@ export class NatsLink {
     const nc = await connect(opts);
     log.info({ server: nc.getServer() }, "connected to NATS");
     return new NatsLink(nc, log, metrics);
+  }
+
+  /** Fails fast while disconnected, instead of letting a request wait out its timeout. */
+  require(): void {
+    if (!this.connected) throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable (NATS disconnected)");
   }
 
   onStatus(listener: (event: "disconnect" | "reconnect") => void): void {

@@ -1,5 +1,6 @@
 import type { JetStreamClient } from "nats";
 import type { Logger } from "../log.js";
+import type { NatsLink } from "../nats/connection.js";
 import { pack, unpack } from "../protocol/msgpack.js";
 import type { ClientInfo } from "../publication.js";
 import { isNotFound, NODE_TTL_MS, type Jsm } from "../nats/streams.js";
@@ -27,6 +28,7 @@ export class NatsPresence implements Presence {
     private readonly subjects: Subjects,
     readonly node: string,
     private readonly log: Logger,
+    private readonly link: NatsLink,
   ) {}
 
   async start(): Promise<void> {
@@ -57,6 +59,7 @@ export class NatsPresence implements Presence {
   }
 
   async add(ch: string, info: ClientInfo): Promise<void> {
+    this.link.require();
     const subject = this.subjects.presence(ch, presenceIdentity(info), this.node, info.client);
     const value = info.info === undefined ? { user: info.user } : { user: info.user, info: info.info };
     await this.js.publish(subject, pack(value));
@@ -77,6 +80,7 @@ export class NatsPresence implements Presence {
   }
 
   async has(ch: string, identity: string): Promise<boolean> {
+    this.link.require();
     const [counts, live] = await Promise.all([
       this.subjectCounts(this.subjects.presenceStream(), this.subjects.presenceOfIdentity(ch, identity)),
       this.live(),
@@ -85,6 +89,7 @@ export class NatsPresence implements Presence {
   }
 
   private async members(ch: string): Promise<Array<{ subject: string; client: string; identity: string }>> {
+    this.link.require();
     const [counts, live] = await Promise.all([
       this.subjectCounts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch)),
       this.live(),
