@@ -66,7 +66,11 @@ class Collector implements Connection {
  */
 export class LongPollTransport implements FanoutSink, StatelessTransport {
   private readonly polls = new Map<string, Set<Poll>>();
-  private readonly present = new Map<string, { timer: NodeJS.Timeout; r: ResolvedChannel; info: ClientInfo }>();
+  /** Long-poll clients present on this gateway; `held` polls pin the entry (a poll may outlast the TTL). */
+  private readonly present = new Map<
+    string,
+    { timer: NodeJS.Timeout; r: ResolvedChannel; info: ClientInfo; held: number }
+  >();
   private accepting = true;
 
   constructor(
@@ -177,11 +181,15 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       buffered: [],
       answer: undefined,
     };
+    // A malformed cursor makes the whole request malformed (400), like a bad `subs` or `timeout`:
+    // only permission and namespace problems are per-channel errors in a 200 answer. (Validated
+    // inside the per-channel try, it came back as 200 + errors, answered at once, so a buggy
+    // client would re-poll in a tight loop instead of seeing its bug.)
     const cursors = new Map<string, Cursor>();
-    for (const [ch, raw] of requested) {
+    for (const [ch, raw] of requested) cursors.set(ch, cursorOf(raw));
+    for (const [ch] of requested) {
       try {
         const r = session.authorize(ch);
-        cursors.set(ch, cursorOf(raw));
         poll.channels.set(ch, { r, cursor: undefined });
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
@@ -192,6 +200,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     // Join delivery first, then read history: whatever arrives meanwhile is buffered, so the
     // cursor handed back never skips a publication.
     const joined: string[] = [];
+    const pinned: ResolvedChannel[] = [];
     let aborted = false;
     const cleanup = (): void => {
       for (const ch of joined) {
@@ -200,6 +209,9 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
         this.ctx.hub.unsubscribe(ch);
       }
       joined.length = 0;
+      // The poll is over (answered or abandoned): the client stays present PRESENCE_TTL from now.
+      for (const r of pinned) this.release(r, session.info);
+      pinned.length = 0;
     };
     c.reply.res.onAborted(() => {
       c.reply.aborted = true;
@@ -225,7 +237,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
 
     let answerNow = Object.keys(poll.errors).length > 0;
     for (const [ch, pc] of poll.channels) {
-      this.touchPresence(pc.r, session.info);
+      if (this.touchPresence(pc.r, session.info)) pinned.push(pc.r);
       const opts = pc.r.options.history;
       if (!opts) continue;
       const cursor = cursors.get(ch) ?? null;
@@ -263,10 +275,11 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       });
       this.ctx.metrics.longPollHeld.dec();
     }
+    // Only entries that still exist are released: an `unsubscribe` that arrived while this poll
+    // was held has already announced the leave, and re-adding the entry here would announce a new
+    // join and keep the client listed for another PRESENCE_TTL ("unsubscribe while held").
     cleanup();
     if (aborted) return;
-    // A poll just ended: the client is still around for the next PRESENCE_TTL.
-    for (const pc of poll.channels.values()) this.touchPresence(pc.r, session.info);
     this.ctx.metrics.longPollRequests.inc({ outcome: poll.entries.length > 0 ? "data" : answerNow ? "position" : "timeout" });
     const subsOut: Record<string, Record<string, unknown>> = {};
     for (const [ch, pc] of poll.channels) {
@@ -300,23 +313,36 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     return (cache[format] ??= encodeChannelPub(format, pub));
   }
 
-  private touchPresence(r: ResolvedChannel, info: ClientInfo): void {
-    if (!r.options.presence) return;
+  /** Pins the client's presence in the channel for the duration of a poll; false if it has none. */
+  private touchPresence(r: ResolvedChannel, info: ClientInfo): boolean {
+    if (!r.options.presence) return false;
     const key = r.ch + "\u0000" + info.client;
     const existing = this.present.get(key);
     if (existing) {
+      existing.held++;
       existing.timer.refresh();
-      return;
+      return true;
     }
-    const timer = setTimeout(() => {
+    const entry = { timer: undefined as unknown as NodeJS.Timeout, r, info, held: 1 };
+    entry.timer = setTimeout(() => {
+      if (entry.held > 0) return void entry.timer.refresh();
       this.present.delete(key);
       this.ctx.hub.leave(r.ch, info, r.options.joinLeave);
     }, PRESENCE_TTL_MS);
-    timer.unref();
-    this.present.set(key, { timer, r, info });
+    entry.timer.unref();
+    this.present.set(key, entry);
     this.ctx.hub
       .join(r.ch, info, r.options.joinLeave)
       .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "long-poll presence join failed"));
+    return true;
+  }
+
+  /** A poll ended: its entry is no longer pinned and lives PRESENCE_TTL from now. */
+  private release(r: ResolvedChannel, info: ClientInfo): void {
+    const entry = this.present.get(r.ch + "\u0000" + info.client);
+    if (!entry) return;
+    entry.held = Math.max(0, entry.held - 1);
+    entry.timer.refresh();
   }
 
   // --- FanoutSink -----------------------------------------------------------------------------

@@ -35,6 +35,12 @@ class SseStream implements HubSession {
   buffering = true;
   buffered: Publication[] = [];
   expiry: NodeJS.Timeout | undefined;
+  /**
+   * Called once the stream has ended itself (server disconnect, token expiry, slow consumer).
+   * uWS reports only client aborts (onAborted), not a response we end, so without this those
+   * streams kept their channel subscriptions, presence and connection gauge forever.
+   */
+  onEnd: (() => void) | undefined;
 
   constructor(
     readonly res: HttpResponse,
@@ -65,9 +71,13 @@ class SseStream implements HubSession {
 
   disconnect(code: number, reason: string, reconnect: boolean): void {
     if (this.closed) return;
-    this.write(`event: disconnect\ndata: ${JSON.stringify({ code, reason, reconnect })}\n\n`);
+    // Closed before the farewell is written, and written without write(): write() calls
+    // disconnect() for a slow consumer, and the farewell going through write() again recursed
+    // until the stack overflowed and the process died (test/sse.test.ts, "SSE slow consumer").
     this.closed = true;
-    this.res.cork(() => this.res.end());
+    const bye = `event: disconnect\ndata: ${JSON.stringify({ code, reason, reconnect })}\n\n`;
+    this.res.cork(() => this.res.end(bye));
+    this.onEnd?.();
   }
 }
 
@@ -138,6 +148,7 @@ export class SseTransport implements FanoutSink {
     if (reply.aborted) return;
 
     const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit);
+    stream.onEnd = () => this.close(stream);
     reply.done = true; // the stream owns the response from here on
     reply.res.onAborted(() => this.close(stream));
     reply.res.cork(() => {
@@ -159,12 +170,19 @@ export class SseTransport implements FanoutSink {
 
     // Join live delivery first and buffer, then read history: nothing falls between the two.
     for (const r of channels) {
+      let subscribed = false;
       try {
         await this.ctx.hub.subscribe(r.ch, r.options);
+        subscribed = true;
       } catch (err) {
         stream.disconnect(CloseCode.Shutdown, (err as Error).message, true);
       }
-      if (stream.closed) return this.close(stream);
+      if (stream.closed) {
+        // Closed while subscribing (the client went away): this channel is not in `streams` yet,
+        // so close() cannot release it; without this its hub subscription leaked.
+        if (subscribed) this.ctx.hub.unsubscribe(r.ch);
+        return this.close(stream);
+      }
       let set = this.streams.get(r.ch);
       if (!set) this.streams.set(r.ch, (set = new Set()));
       set.add(stream);
