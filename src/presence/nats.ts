@@ -94,12 +94,14 @@ export class NatsPresence implements Presence {
       this.subjectCounts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch)),
       this.live(),
     ]);
-    const out: Array<{ subject: string; client: string; identity: string }> = [];
+    // One client may hold entries on several gateways (a long-poll client served round-robin):
+    // it is one member.
+    const out = new Map<string, { subject: string; client: string; identity: string }>();
     for (const subject of Object.keys(counts)) {
       const p = this.subjects.parsePresence(subject);
-      if (p && live.has(p.node)) out.push({ subject, client: p.client, identity: p.identity });
+      if (p && live.has(p.node)) out.set(p.client, { subject, client: p.client, identity: p.identity });
     }
-    return out;
+    return [...out.values()];
   }
 
   async get(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {

@@ -186,7 +186,9 @@ export class SseTransport implements FanoutSink {
       let set = this.streams.get(r.ch);
       if (!set) this.streams.set(r.ch, (set = new Set()));
       set.add(stream);
-      stream.cursors.set(r.ch, undefined);
+      // Every resumed channel keeps its cursor in the event ids from the start, so a stream that
+      // breaks mid-replay resumes the channels not yet replayed from where they were.
+      stream.cursors.set(r.ch, resume.get(r.ch));
       if (r.options.presence) {
         this.ctx.hub.join(r.ch, stream.info, r.options.joinLeave).catch((err: unknown) =>
           this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"),
@@ -201,7 +203,16 @@ export class SseTransport implements FanoutSink {
         continue;
       }
       const since = resume.get(r.ch);
-      const result = await this.ctx.hub.readHistory(r.ch, opts, since ? { since } : { limit: 0 });
+      let result;
+      try {
+        result = await this.ctx.hub.readHistory(r.ch, opts, since ? { since } : { limit: 0 });
+      } catch (err) {
+        // The 200 is already sent: tell the client to come back (and resume) rather than leave a
+        // stream open that buffers without end and never says `subscribed`.
+        this.ctx.log.warn({ err, ch: r.ch }, "SSE history read failed");
+        stream.disconnect(CloseCode.Shutdown, "history unavailable, reconnect", true);
+        return this.close(stream);
+      }
       if (stream.closed) return;
       if (since && !result.complete) {
         stream.cursors.set(r.ch, result.position);
