@@ -6,7 +6,7 @@ import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { decodeEvent, decodePublication, encodeEvent, encodePublication, H } from "../nats/codec.js";
 import type { NatsLink } from "../nats/connection.js";
-import { isNotFound, type Jsm, type Streams } from "../nats/streams.js";
+import { isNotFound, leaderGet, type Jsm, type Streams } from "../nats/streams.js";
 import type { Subjects } from "../nats/subjects.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { pack, unpack } from "../protocol/msgpack.js";
@@ -266,11 +266,11 @@ export class NatsBroker implements Broker {
     for (let i = 0; i < MAX_GAP_FILL && (cs.last as number) < upTo; i++) {
       let m;
       try {
-        m = await this.jsm.direct.getMessage(stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
+        m = await leaderGet(this.jsm, stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
       } catch (err) {
         if (!isNotFound(err)) throw err;
-        // Direct gets may be answered by a stream replica that lags the leader; the message is
-        // known to exist (a later one arrived), so give the replica a moment before giving up.
+        // The message is known to exist (a later one arrived); during a leader change the
+        // stream may briefly not answer for it, so give it a moment before giving up.
         if (++misses > FILL_RETRIES) return;
         await new Promise((r) => setTimeout(r, 100 * misses));
         continue;
@@ -284,7 +284,8 @@ export class NatsBroker implements Broker {
 
   private async lastSequence(ch: string): Promise<number> {
     try {
-      const m = await this.jsm.direct.getMessage(this.streams.streamOf(namespaceOf(ch)), {
+      // From the stream leader: a lagging replica's baseline would be behind what clients were told.
+      const m = await leaderGet(this.jsm, this.streams.streamOf(namespaceOf(ch)), {
         last_by_subj: this.subjects.channel(ch),
       });
       return m.seq;

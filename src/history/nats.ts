@@ -1,7 +1,7 @@
 import type { StoredMsg } from "nats";
 import type { HistoryOptions } from "../config/types.js";
 import { decodePublication } from "../nats/codec.js";
-import { isNotFound, type Jsm, type Streams } from "../nats/streams.js";
+import { isNotFound, leaderGet, type Jsm, type Streams } from "../nats/streams.js";
 import type { Subjects } from "../nats/subjects.js";
 import type { Metrics } from "../metrics.js";
 import type { NatsLink } from "../nats/connection.js";
@@ -9,8 +9,8 @@ import type { Publication } from "../publication.js";
 import type { History, HistoryQuery, HistoryResult } from "./history.js";
 
 /**
- * History read from a namespace's JetStream stream with direct gets (no consumers to create and
- * clean up). Offsets are stream sequences: increasing per channel, not consecutive.
+ * History read from a namespace's JetStream stream with message gets answered by the stream
+ * leader (consistent; no consumers to create and clean up). Offsets are stream sequences: increasing per channel, not consecutive.
  *
  * Whether a `since` position is still fully covered is decided conservatively: the stream keeps
  * no per-subject "previous" link in stored messages, so coverage is proven only when the message
@@ -82,7 +82,9 @@ export class NatsHistory implements History {
     query: { seq?: number; last_by_subj?: string; next_by_subj?: string },
   ): Promise<StoredMsg | undefined> {
     try {
-      return await this.jsm.direct.getMessage(stream, query);
+      // The stream leader, not direct get: a lagging replica answering a position would hand
+      // clients stale cursors (seen as duplicates and a skipped message across replicas).
+      return await leaderGet(this.jsm, stream, query);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;

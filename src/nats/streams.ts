@@ -21,6 +21,18 @@ export interface DirectGet {
 }
 export type Jsm = JetStreamManager & { direct: DirectGet };
 
+/**
+ * A message get answered by the stream leader (consistent, unlike direct get). The server takes
+ * `next_by_subj` here too since 2.9; nats.js's types only declare seq and last_by_subj.
+ */
+export function leaderGet(
+  jsm: Jsm,
+  stream: string,
+  query: { seq?: number; last_by_subj?: string; next_by_subj?: string },
+): Promise<StoredMsg> {
+  return (jsm.streams as unknown as DirectGet).getMessage(stream, query);
+}
+
 /** JetStream's dedupe window cannot exceed a stream's max age. */
 function dedupeWindow(idempotencyMs: number, ttlMs: number): number {
   return Math.min(idempotencyMs, ttlMs);
