@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -37,8 +37,9 @@ export interface StartOptions {
 /** Starts a real gateway process on free loopback ports and waits for its "listening" line. */
 export async function startGateway(opts: StartOptions = {}): Promise<GatewayProcess> {
   const args = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0", "--log-level", "info", ...(opts.args ?? [])];
+  let dir: string | undefined;
   if (opts.config) {
-    const dir = mkdtempSync(path.join(tmpdir(), "natsedge-test-"));
+    dir = mkdtempSync(path.join(tmpdir(), "natsedge-test-"));
     const file = path.join(dir, opts.config.yaml !== undefined ? "config.yaml" : "config.json");
     writeFileSync(file, opts.config.yaml ?? JSON.stringify(opts.config.json));
     args.push("--config", file);
@@ -52,6 +53,7 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayProc
   const exited = new Promise<number | string>((resolve) => {
     proc.on("exit", (code, signal) => {
       running.delete(proc);
+      if (dir) rmSync(dir, { recursive: true, force: true });
       resolve(code ?? signal ?? -1);
     });
   });
