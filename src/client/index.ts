@@ -10,10 +10,16 @@
  * same recovery, trying WebSocket again periodically. After any reconnect every subscription is
  * resumed from its last offset, delivering missed publications in order, without duplicates,
  * before new ones; `recovered:false` is surfaced so the app can reload its state.
+ * Reference: docs/client.md.
  */
 
 export type State = "disconnected" | "connecting" | "connected";
 export type TransportName = "websocket" | "longpoll";
+
+export interface Position {
+  offset: number;
+  epoch: string;
+}
 
 export interface Publication<T = unknown> {
   ch: string;
@@ -32,21 +38,29 @@ export interface SubscriptionHandlers<T = unknown> {
   onPublication?: (p: Publication<T>) => void;
   onJoin?: (info: ClientInfo) => void;
   onLeave?: (info: ClientInfo) => void;
-  /** The gateway could not replay everything missed (history too short, or a new epoch). */
-  onUnrecovered?: (position: { offset: number; epoch: string }) => void;
+  /**
+   * The subscription is active: after the first subscribe and again after every reconnect or
+   * transport switch, once the publications missed meanwhile have been delivered.
+   */
+  onSubscribed?: () => void;
+  /**
+   * The gateway could not replay everything missed (history too short, or a new epoch): reload
+   * the channel's state. Delivery continues with the publications after `position`.
+   */
+  onUnrecovered?: (position: Position) => void;
+  /** The subscription failed or was ended by the server; it is no longer registered. */
   onError?: (err: NatsedgeError) => void;
 }
 
 /** Minimal WebSocket surface, satisfied by browsers' WebSocket and by the `ws` package. */
 export interface WebSocketLike {
   binaryType: string;
-  readyState: number;
   send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
-  onopen: ((ev: unknown) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-  onmessage: ((ev: { data: unknown }) => void) | null;
+  onopen: ((ev: never) => void) | null;
+  onclose: ((ev: never) => void) | null;
+  onerror: ((ev: never) => void) | null;
+  onmessage: ((ev: never) => void) | null;
 }
 export type WebSocketCtor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
@@ -62,7 +76,7 @@ export interface ClientOptions {
   /** Reconnect backoff: full jitter over an exponentially growing, capped window (ms). */
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
-  /** How long a command waits for its reply (ms). */
+  /** How long a command waits for its reply, and for a connection when sent while disconnected (ms). */
   timeout?: number;
   /** While on long-poll, how often to try WebSocket again (ms). */
   websocketRetryInterval?: number;
@@ -85,6 +99,14 @@ interface Pending {
   resolve: (v: Frame) => void;
   reject: (e: Error) => void;
   timer: ReturnType<typeof setTimeout>;
+  conn: Transport;
+  /**
+   * Runs synchronously when the reply arrives, before any later frame is looked at. A subscribe
+   * reply must be applied before the live pushes that follow it: `ws` in Node emits every message
+   * of a TCP chunk in one go, so a promise continuation would run after those pushes, which would
+   * then move the position past the recovered publications and make them look like duplicates.
+   */
+  apply?: (ok: Frame) => void;
 }
 
 /** The reconnect delay for an attempt: uniform in [0, min(max, min * 2^attempt)]. */
@@ -94,9 +116,9 @@ export function backoff(attempt: number, min = 500, max = 20_000, random: () => 
 }
 
 /** Seconds since the epoch at which a JWT expires, if it says. */
-function tokenExpiry(token: string): number | undefined {
+function tokenExpiry(token: string | undefined): number | undefined {
   try {
-    const part = (token.split(".")[1] ?? "").replace(/-/g, "+").replace(/_/g, "/");
+    const part = (token?.split(".")[1] ?? "").replace(/-/g, "+").replace(/_/g, "/");
     const exp = (JSON.parse(atob(part)) as { exp?: unknown }).exp;
     return typeof exp === "number" ? exp : undefined;
   } catch {
@@ -130,7 +152,7 @@ async function msgpackCodec(): Promise<Codec> {
     Unpackr: new (o: object) => { unpackMultiple(b: Uint8Array): unknown[]; unpack(b: Uint8Array): unknown };
   };
   const packr = new m.Packr({ useRecords: false });
-  const unpackr = new m.Unpackr({ useRecords: false });
+  const unpackr = new m.Unpackr({ useRecords: false, mapsAsObjects: true });
   const bytes = (d: unknown): Uint8Array =>
     d instanceof Uint8Array ? d : new Uint8Array(d instanceof ArrayBuffer ? d : (d as { buffer: ArrayBuffer }).buffer);
   return {
@@ -154,8 +176,11 @@ async function msgpackCodec(): Promise<Codec> {
 /** A subscription handle; it outlives reconnects and transport switches. */
 export class Subscription<T = unknown> {
   /** Position after the last publication delivered (history channels). */
-  position: { offset: number; epoch: string } | undefined;
+  position: Position | undefined;
+  /** Subscribed on the current connection (false while reconnecting). */
   active = false;
+  /** @internal: a retry after a transient subscribe error. */
+  retry: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly client: Client,
@@ -180,7 +205,8 @@ export class Subscription<T = unknown> {
     return (await this.client.command({ op: "presence_stats", ch: this.channel })) as { clients: number; users: number };
   }
 
-  async history(opts: { limit?: number } = {}): Promise<{ pubs: Publication<T>[]; offset: number; epoch: string }> {
+  /** Retained publications, oldest first: the newest `limit`, or (with `since`) those after it. */
+  async history(opts: { limit?: number; since?: Position } = {}): Promise<{ pubs: Publication<T>[] } & Position> {
     const r = await this.client.command({ op: "history", ch: this.channel, ...opts });
     const pubs = (r.pubs as Frame[]).map((p) => ({ ...p, ch: this.channel }) as Publication<T>);
     return { pubs, offset: r.offset as number, epoch: r.epoch as string };
@@ -190,13 +216,17 @@ export class Subscription<T = unknown> {
     this.client.unsubscribe(this as unknown as AnySub);
   }
 
-  /** Delivers a publication once, in order: anything at or before the position was already seen. */
-  deliver(p: Publication<T>): void {
-    if (p.offset !== undefined && this.position) {
-      if (p.offset <= this.position.offset) return;
-      this.position = { offset: p.offset, epoch: this.position.epoch };
+  /** @internal: delivers a publication once, in order: anything at or before the position was already seen. */
+  deliver(f: Frame): void {
+    const offset = f.offset as number | undefined;
+    if (offset !== undefined && this.position) {
+      if (offset <= this.position.offset) return;
+      this.position = { offset, epoch: this.position.epoch };
     }
-    this.handlers.onPublication?.(p);
+    const p = { ch: this.channel, data: f.data } as Publication<T>;
+    if (offset !== undefined) p.offset = offset;
+    if (f.info) p.info = f.info as Publication["info"];
+    this.client.call(this.handlers.onPublication, p);
   }
 }
 
@@ -207,7 +237,18 @@ interface Transport {
   readonly name: TransportName;
   send(frames: Frame[]): void;
   close(): void;
+  /** The `disconnect` push that announced the close, if any. */
+  hint?: { code: number; reason: string; reconnect: boolean };
 }
+
+interface Queued {
+  cmd: Frame;
+  resolve: (v: Frame) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const POLL_S = 25;
 
 export class Client {
   state: State = "disconnected";
@@ -219,6 +260,7 @@ export class Client {
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly subs = new Map<string, AnySub>();
   private readonly pending = new Map<number, Pending>();
+  private readonly queued = new Set<Queued>();
   private nextId = 1;
   private attempt = 0;
   private conn: Transport | undefined;
@@ -227,8 +269,11 @@ export class Client {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private wsRetryTimer: ReturnType<typeof setTimeout> | undefined;
+  private pingTimer: ReturnType<typeof setInterval> | undefined;
+  private lastSeen = 0;
   private wanted = false;
-  private websocketFailed = false;
+  /** WebSocket failed where long-poll then worked: go straight to long-poll until a retry succeeds. */
+  private websocketBlocked = false;
 
   constructor(url: string | string[], opts: ClientOptions = {}) {
     this.urls = (Array.isArray(url) ? url : [url]).map((u) => u.replace(/\/+$/, ""));
@@ -264,61 +309,98 @@ export class Client {
   }
 
   private emit(event: string, arg?: unknown): void {
-    for (const fn of this.listeners.get(event) ?? []) (fn as (a: unknown) => void)(arg);
+    for (const fn of this.listeners.get(event) ?? []) this.call(fn as (a: unknown) => void, arg, event === "error");
+  }
+
+  /**
+   * @internal: runs an application callback. One that throws must not break the client: it ran
+   * inside a socket handler (an uncaught exception in Node) or halfway through a batch of frames.
+   */
+  call<A>(fn: ((a: A) => void) | undefined, arg: A, quiet?: boolean): void {
+    try {
+      fn?.(arg);
+    } catch (err) {
+      if (!quiet) this.emit("error", err);
+    }
   }
 
   async connect(): Promise<void> {
     this.wanted = true;
     if (this.state !== "disconnected") return;
-    this.setState("connecting");
+    clearTimeout(this.reconnectTimer);
+    this.state = "connecting";
     this.emit("connecting");
     try {
       if (this.opts.format === "msgpack" && this.codec === jsonCodec) this.codec = await msgpackCodec();
       if (this.opts.getToken && (this.token === undefined || this.expiresSoon())) this.token = await this.opts.getToken();
       await this.open();
     } catch (err) {
+      // Only if this attempt still owns the state: disconnect() may have been called meanwhile,
+      // and a second lost() would arm a second reconnect timer and grow the backoff twice.
+      if (this.state !== "connecting") return;
+      const auth = err instanceof NatsedgeError && (err.code === 401 || err.code === 403);
       this.emit("error", err as Error);
-      this.lost(0, (err as Error).message, true);
+      // A rejected token: with getToken, fetch another and retry; a fixed token will not improve.
+      if (auth && this.opts.getToken) this.token = undefined;
+      this.lost(auth ? 4001 : 0, (err as Error).message, !auth || !!this.opts.getToken);
     }
   }
 
   disconnect(): void {
     this.wanted = false;
-    clearTimeout(this.reconnectTimer);
-    clearTimeout(this.wsRetryTimer);
-    this.conn?.close();
+    const conn = this.conn;
     this.lost(1000, "client disconnect", false);
+    conn?.close();
   }
 
   subscribe<T = unknown>(channel: string, handlers: SubscriptionHandlers<T> = {}): Subscription<T> {
     if (this.subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
-    const sub = new Subscription<T>(this, channel, handlers);
-    this.subs.set(channel, sub as unknown as AnySub);
-    if (this.state === "connected") void this.resubscribe(sub as unknown as AnySub);
-    return sub;
+    const sub = new Subscription<T>(this, channel, handlers) as unknown as AnySub;
+    this.subs.set(channel, sub);
+    this.resubscribe(sub);
+    return sub as unknown as Subscription<T>;
   }
 
   /** @internal */
   unsubscribe(sub: AnySub): void {
     if (this.subs.get(sub.channel) !== sub) return;
     this.subs.delete(sub.channel);
+    clearTimeout(sub.retry);
+    sub.active = false;
+    if (this.conn instanceof LongPoll) this.conn.remove(sub.channel);
     if (this.state === "connected") this.command({ op: "unsubscribe", ch: sub.channel }).catch(() => undefined);
   }
 
-  /** Sends a command and resolves with its `ok` body (rejects with NatsedgeError / timeout). */
+  /**
+   * Sends a command and resolves with its `ok` body (rejects with NatsedgeError). While the
+   * client is (re)connecting the command waits up to `timeout` for the connection instead of
+   * failing at once, so a publish made during a reconnect or a transport switch is not lost.
+   */
   command(cmd: Frame): Promise<Frame> {
-    if (this.state !== "connected" || !this.conn) return Promise.reject(new NatsedgeError(503, "not connected"));
-    return this.request(this.conn, cmd);
+    if (this.state === "connected" && this.conn) return this.request(this.conn, cmd);
+    if (!this.wanted) return Promise.reject(new NatsedgeError(503, "not connected"));
+    return new Promise((resolve, reject) => {
+      const q: Queued = {
+        cmd,
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.queued.delete(q);
+          reject(new NatsedgeError(503, "not connected"));
+        }, this.opts.timeout),
+      };
+      this.queued.add(q);
+    });
   }
 
-  private request(conn: Transport, cmd: Frame): Promise<Frame> {
+  private request(conn: Transport, cmd: Frame, apply?: (ok: Frame) => void): Promise<Frame> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new NatsedgeError(408, `${String(cmd.op)} timed out`));
       }, this.opts.timeout);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, conn, apply });
       conn.send([{ id, ...cmd }]);
     });
   }
@@ -327,19 +409,24 @@ export class Client {
 
   private async open(): Promise<void> {
     const url = this.urls[this.urlIndex % this.urls.length] as string;
-    const order = this.opts.transports.filter((t) => t !== "websocket" || !this.websocketFailed);
-    let lastError: unknown;
-    for (const name of order.length > 0 ? order : this.opts.transports) {
+    let lastError: unknown = new Error("no transport");
+    let websocketFailed = false;
+    for (const name of this.opts.transports) {
+      if (name === "websocket" && this.websocketBlocked) continue;
       try {
-        const conn = name === "websocket" ? await this.openWebSocket(url) : new LongPoll(this, url, this.codec);
-        await this.handshake(conn);
+        await this.handshake(name === "websocket" ? await this.openWebSocket(url) : new LongPoll(this, url, this.codec));
+        // Only now is WebSocket known to be blocked rather than the gateway being down: marking
+        // it on every failure sent a client whose gateway merely restarted to long-poll for a
+        // whole websocketRetryInterval.
+        if (websocketFailed) this.websocketBlocked = true;
         return;
       } catch (err) {
         lastError = err;
         if (err instanceof NatsedgeError && (err.code === 401 || err.code === 403)) break;
-        if (name === "websocket") this.websocketFailed = true;
+        if (name === "websocket") websocketFailed = true;
       }
     }
+    this.websocketBlocked = false; // nothing worked: the gateway is unreachable, not WebSocket
     throw lastError;
   }
 
@@ -357,158 +444,237 @@ export class Client {
         send: (frames) => ws.send(this.codec.encode(frames)),
         close: () => ws.close(1000),
       };
+      // An upgrade that never completes (a proxy holding it) must not stall the fallback.
+      const timer = setTimeout(() => {
+        reject(new Error("websocket open timed out"));
+        ws.close();
+      }, this.opts.timeout);
       ws.onopen = () => {
         opened = true;
+        clearTimeout(timer);
         resolve(conn);
       };
-      ws.onerror = () => {
-        if (!opened) reject(new Error("websocket failed to open"));
-      };
-      ws.onmessage = (ev) => {
-        if (this.conn === conn || !opened || this.state === "connecting") this.receive(conn, this.codec.decode(ev.data));
-      };
-      ws.onclose = (ev) => {
+      ws.onerror = () => reject(new Error("websocket failed to open"));
+      // Every message is read, also from a socket that is not current yet: the connect reply of
+      // the WebSocket retried while on long-poll arrives while long-poll is still current (it
+      // used to be dropped, so the client never returned to WebSocket).
+      ws.onmessage = (ev: { data: unknown }) => this.receive(conn, this.codec.decode(ev.data));
+      ws.onclose = (ev: { code: number; reason: string }) => {
+        clearTimeout(timer);
         if (!opened) reject(new Error(`websocket closed before open (${ev.code})`));
-        else if (this.conn === conn) this.lost(ev.code, ev.reason, this.lastDisconnect?.reconnect ?? ev.code !== 4001);
+        else this.closed(conn, ev.code, ev.reason);
       };
     });
   }
 
-  private lastDisconnect: { code: number; reason: string; reconnect: boolean } | undefined;
-
-  private async handshake(conn: Transport): Promise<void> {
-    this.lastDisconnect = undefined;
-    const ok = await this.request(conn, this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token });
+  /**
+   * Authenticates a new transport and makes it current. `replacing` is the transport it takes
+   * over from (long-poll, when WebSocket comes back), undefined for a fresh connect.
+   */
+  private async handshake(conn: Transport, replacing?: Transport): Promise<void> {
+    let ok: Frame;
+    try {
+      ok = await this.request(conn, this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token });
+      // disconnect() during the handshake, or the connection was lost and replaced meanwhile.
+      if (!this.wanted || this.conn !== replacing) throw new NatsedgeError(503, "disconnected");
+    } catch (err) {
+      conn.close();
+      throw err;
+    }
     this.conn = conn;
+    // Stop the old transport before resubscribing here: this one resumes every channel from
+    // the last delivered position, and an old long-poll still answering would deliver too.
+    replacing?.close();
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.wsRetryTimer);
     this.clientId = ok.client as string;
     this.transport = conn.name;
     this.attempt = 0;
-    this.setState("connected");
+    this.state = "connected";
     this.scheduleRefresh();
-    if (conn.name === "longpoll") this.scheduleWebSocketRetry();
-    this.emit("connected", { client: this.clientId, transport: conn.name });
-    await Promise.all([...this.subs.values()].map((s) => this.resubscribe(s)));
-  }
-
-  /** (Re)subscribes, resuming from the last position so missed publications arrive first. */
-  private async resubscribe(sub: AnySub): Promise<void> {
-    const conn = this.conn;
-    if (!conn) return;
-    try {
-      if (conn instanceof LongPoll) {
-        conn.add(sub);
-        return;
+    if (conn instanceof LongPoll) {
+      this.scheduleWebSocketRetry(conn);
+      conn.add([...this.subs.keys()]);
+    } else {
+      for (const s of this.subs.values()) {
+        s.active = false;
+        this.resubscribe(s);
       }
-      const cmd: Frame = { op: "subscribe", ch: sub.channel };
-      if (sub.position) cmd.since = sub.position;
-      const ok = await this.request(conn, cmd);
-      this.applySubscribed(sub, ok);
-    } catch (err) {
-      sub.handlers.onError?.(err instanceof NatsedgeError ? err : new NatsedgeError(500, String(err)));
+      this.keepalive(conn, typeof ok.ping === "number" && ok.ping > 0 ? ok.ping : POLL_S);
     }
+    this.emit("connected", { client: this.clientId, transport: conn.name });
+    for (const q of this.queued) {
+      clearTimeout(q.timer);
+      this.request(conn, q.cmd).then(q.resolve, q.reject);
+    }
+    this.queued.clear();
   }
 
-  /** @internal: a subscribe reply or a long-poll channel state. */
+  /** (Re)subscribes on the current connection, resuming from the last position. */
+  private resubscribe(sub: AnySub): void {
+    const conn = this.conn;
+    clearTimeout(sub.retry);
+    if (this.state !== "connected" || !conn) return;
+    if (conn instanceof LongPoll) return conn.add([sub.channel]);
+    const cmd: Frame = { op: "subscribe", ch: sub.channel };
+    if (sub.position) cmd.since = sub.position;
+    this.request(conn, cmd, (ok) => this.applySubscribed(sub, ok)).catch((err: NatsedgeError) => {
+      // Unanswered: the gateway may still have subscribed (a retry would get 409), so start over
+      // on a new connection, which resubscribes everything from the positions.
+      if (err.code === 408) this.drop(conn, "subscribe timed out");
+      else if (conn === this.conn) this.subscribeFailed(sub, err);
+    });
+  }
+
+  /**
+   * @internal: a subscribe failed. Transient errors (503 broker unavailable or moving too fast,
+   * 429) are retried with backoff; anything else ends the subscription, which used to stay
+   * registered and fail again on every reconnect.
+   */
+  subscribeFailed(sub: AnySub, err: NatsedgeError): void {
+    if (this.subs.get(sub.channel) !== sub) return;
+    sub.active = false;
+    if (err.code === 429 || err.code === 503) {
+      const { minReconnectDelay: min, maxReconnectDelay: max } = this.opts;
+      sub.retry = setTimeout(() => this.resubscribe(sub), min + backoff(2, min, max));
+    } else {
+      this.subs.delete(sub.channel);
+    }
+    this.call(sub.handlers.onError, err);
+  }
+
+  /**
+   * @internal: a subscribe reply (WebSocket) or a poll answer for one channel (long-poll).
+   * Both carry the channel position after `pubs`; a poll answer may also hold live publications.
+   */
   applySubscribed(sub: AnySub, ok: Frame): void {
-    sub.active = true;
+    if (this.subs.get(sub.channel) !== sub) return; // unsubscribed while the reply was on its way
+    const pubs = (ok.pubs as Frame[] | undefined) ?? [];
     const epoch = ok.epoch as string | undefined;
     const offset = ok.offset as number | undefined;
-    if (ok.recovered === false && sub.position && epoch !== undefined && offset !== undefined) {
-      sub.position = { offset, epoch };
-      sub.handlers.onUnrecovered?.({ offset, epoch });
-      return;
+    const had = sub.position;
+    const fresh = !had || ok.recovered === false || (epoch !== undefined && epoch !== had.epoch);
+    if (fresh && epoch !== undefined && offset !== undefined) {
+      // Start just before the first publication in hand (a poll answer can already hold live
+      // ones), else at the channel position. The old position must not be kept: in a new epoch
+      // offsets restart, and lower ones would be dropped as duplicates.
+      const first = pubs[0]?.offset as number | undefined;
+      sub.position = { offset: first === undefined ? offset : first - 1, epoch };
+      if (had) this.call(sub.handlers.onUnrecovered, sub.position);
     }
-    if (!sub.position && epoch !== undefined && offset !== undefined) sub.position = { offset, epoch };
-    for (const p of (ok.pubs as Frame[] | undefined) ?? []) sub.deliver({ ...p, ch: sub.channel } as Publication<unknown>);
+    for (const p of pubs) sub.deliver(p);
     if (epoch !== undefined && offset !== undefined && sub.position && offset > sub.position.offset) {
       sub.position = { offset, epoch };
     }
+    if (!sub.active) {
+      sub.active = true;
+      this.call(sub.handlers.onSubscribed, undefined);
+    }
   }
 
-  /** @internal: frames from the current transport. */
+  /** @internal: frames from a transport (replies from any open one, pushes from the current one). */
   receive(conn: Transport, frames: Frame[]): void {
+    this.lastSeen = Date.now();
     for (const f of frames) {
-      if (typeof f.id === "number") {
-        const p = this.pending.get(f.id);
-        if (!p) continue;
-        this.pending.delete(f.id);
+      const p = typeof f.id === "number" ? this.pending.get(f.id) : undefined;
+      if (p) {
+        this.pending.delete(f.id as number);
         clearTimeout(p.timer);
         const err = f.error as { code: number; message: string } | undefined;
         if (err) p.reject(new NatsedgeError(err.code, err.message));
-        else p.resolve((f.ok ?? {}) as Frame);
-        continue;
-      }
-      this.push(conn, f);
-    }
-  }
-
-  /** @internal */
-  push(conn: Transport, f: Frame): void {
-    const sub = typeof f.ch === "string" ? this.subs.get(f.ch) : undefined;
-    switch (f.push) {
-      case "pub":
-        sub?.deliver(f as unknown as Publication<unknown>);
-        break;
-      case "join":
-        sub?.handlers.onJoin?.(f.info as ClientInfo);
-        break;
-      case "leave":
-        sub?.handlers.onLeave?.(f.info as ClientInfo);
-        break;
-      case "unsub":
-        if (sub) {
-          sub.active = false;
-          sub.handlers.onError?.(new NatsedgeError(f.code as number, String(f.reason)));
+        else {
+          const ok = (f.ok ?? {}) as Frame;
+          p.apply?.(ok);
+          p.resolve(ok);
         }
-        break;
-      case "disconnect":
-        this.lastDisconnect = { code: f.code as number, reason: String(f.reason), reconnect: f.reconnect !== false };
-        if (conn === this.conn && conn.name === "longpoll") this.lost(f.code as number, String(f.reason), f.reconnect !== false);
-        break;
+      } else if (f.push === "disconnect") {
+        conn.hint = { code: f.code as number, reason: String(f.reason), reconnect: f.reconnect !== false };
+        // A long-poll session has no socket to close: the push is the end of it.
+        if (conn instanceof LongPoll) conn.fail(new NatsedgeError(f.code as number, String(f.reason)));
+      } else if (conn === this.conn) {
+        this.push(f);
+      }
     }
   }
 
-  /** @internal: the transport is gone; reconnect with backoff unless told not to. */
-  lost(code: number, reason: string, reconnect: boolean): void {
+  private push(f: Frame): void {
+    const sub = typeof f.ch === "string" ? this.subs.get(f.ch) : undefined;
+    if (!sub) return;
+    if (f.push === "pub") sub.deliver(f);
+    else if (f.push === "join") this.call(sub.handlers.onJoin, f.info as ClientInfo);
+    else if (f.push === "leave") this.call(sub.handlers.onLeave, f.info as ClientInfo);
+    else if (f.push === "unsub") this.subscribeFailed(sub, new NatsedgeError(f.code as number, String(f.reason)));
+  }
+
+  /** @internal: a transport ended. Its outstanding commands fail; if it was current, reconnect. */
+  closed(conn: Transport, code: number, reason: string): void {
+    const hint = conn.hint;
+    if (conn === this.conn) {
+      this.lost(hint?.code ?? code, hint?.reason ?? reason, hint ? hint.reconnect : ![4001, 4003, 4004].includes(code));
+    }
+    for (const [id, p] of this.pending) {
+      if (p.conn !== conn) continue;
+      this.pending.delete(id);
+      clearTimeout(p.timer);
+      p.reject(new NatsedgeError(503, "disconnected"));
+    }
+  }
+
+  /** The connection is gone; reconnect with backoff unless told not to. */
+  private lost(code: number, reason: string, reconnect: boolean): void {
     const wasConnected = this.state !== "disconnected";
     this.conn = undefined;
     this.transport = undefined;
     clearTimeout(this.refreshTimer);
+    clearTimeout(this.wsRetryTimer);
+    clearInterval(this.pingTimer);
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       p.reject(new NatsedgeError(503, "disconnected"));
       this.pending.delete(id);
     }
-    for (const s of this.subs.values()) s.active = false;
-    this.setState("disconnected");
-    if (wasConnected) this.emit("disconnected", { code, reason, reconnect });
-    if (code === 4002 && this.opts.getToken) this.token = undefined; // fetch a fresh one
-    if (!reconnect || !this.wanted) {
-      this.wanted = this.wanted && reconnect;
-      return;
+    for (const s of this.subs.values()) {
+      s.active = false;
+      clearTimeout(s.retry);
     }
-    this.urlIndex++;
+    this.state = "disconnected";
+    // A 4002 (token expired) or a 4001 with getToken: fetch a fresh token for the next attempt.
+    if ((code === 4002 || code === 4001) && this.opts.getToken) {
+      this.token = undefined;
+      reconnect = true;
+    }
+    if (!reconnect) this.wanted = false;
+    if (!this.wanted) {
+      for (const q of this.queued) {
+        clearTimeout(q.timer);
+        q.reject(new NatsedgeError(503, "not connected"));
+      }
+      this.queued.clear();
+    }
+    if (wasConnected) this.emit("disconnected", { code, reason, reconnect: this.wanted });
     clearTimeout(this.reconnectTimer);
+    if (!this.wanted) return;
+    this.urlIndex++;
     const delay = backoff(this.attempt++, this.opts.minReconnectDelay, this.opts.maxReconnectDelay);
     this.reconnectTimer = setTimeout(() => void this.connect(), delay);
   }
 
-  private setState(s: State): void {
-    this.state = s;
-  }
-
   private expiresSoon(): boolean {
-    const exp = this.token === undefined ? undefined : tokenExpiry(this.token);
+    const exp = tokenExpiry(this.token);
     return exp !== undefined && exp * 1000 - Date.now() < 10_000;
   }
 
   /** Refreshes the token on the live connection a little before it expires. */
   private scheduleRefresh(): void {
     clearTimeout(this.refreshTimer);
-    const exp = this.token === undefined ? undefined : tokenExpiry(this.token);
+    const exp = tokenExpiry(this.token);
     if (exp === undefined || !this.opts.getToken) return;
     const lifetime = exp * 1000 - Date.now();
-    const delay = Math.max(0, Math.min(lifetime - 5_000, lifetime * 0.8));
+    // At 80% of the lifetime, or 5 s before exp when that is sooner (lifetimes under 25 s), but
+    // never before half-way and 1 s: the old max(0, min(lifetime - 5 s, 0.8 lifetime)) was 0 for
+    // tokens of 5 s or less, and every new short token was refreshed again at once, in a loop.
+    const delay = Math.max(1000, lifetime / 2, Math.min(lifetime - 5_000, lifetime * 0.8));
+    if (delay >= lifetime) return; // too late: the gateway ends it (4002) and we reconnect with a new one
     this.refreshTimer = setTimeout(() => void this.refresh(), Math.min(delay, 2_147_483_647));
   }
 
@@ -520,33 +686,45 @@ export class Client {
       if (this.conn instanceof LongPoll && typeof ok.session === "string") this.conn.session = ok.session;
       this.scheduleRefresh();
     } catch (err) {
+      // The gateway keeps the old token until its exp, then closes with 4002: we reconnect then.
       this.emit("error", err as Error);
     }
   }
 
+  /**
+   * Browsers cannot see WebSocket pings, so a dead path (Wi-Fi switch, sleep) would go unnoticed:
+   * send `ping` when nothing arrived for `ping` seconds and drop the socket if it goes unanswered.
+   */
+  private keepalive(conn: Transport, seconds: number): void {
+    clearInterval(this.pingTimer);
+    this.lastSeen = Date.now();
+    this.pingTimer = setInterval(() => {
+      if (Date.now() - this.lastSeen < seconds * 1000) return;
+      this.lastSeen = Date.now(); // one ping at a time
+      this.request(conn, { op: "ping" }).catch((err: NatsedgeError) => err.code === 408 && this.drop(conn, "ping timed out"));
+    }, seconds * 500);
+  }
+
+  /** Gives up on a connection that stopped answering (a dead socket can look open for minutes). */
+  private drop(conn: Transport, reason: string): void {
+    if (conn !== this.conn) return;
+    conn.close();
+    this.closed(conn, 1006, reason);
+  }
+
   /** On long-poll, try WebSocket again now and then; switch over when it works. */
-  private scheduleWebSocketRetry(): void {
+  private scheduleWebSocketRetry(lp: Transport): void {
     clearTimeout(this.wsRetryTimer);
     if (!this.opts.transports.includes("websocket")) return;
     this.wsRetryTimer = setTimeout(() => {
-      if (this.transport !== "longpoll") return;
+      if (this.conn !== lp) return;
       const url = this.urls[this.urlIndex % this.urls.length] as string;
-      this.openWebSocket(url).then(
-        async (ws) => {
-          const old = this.conn;
-          try {
-            await this.handshake(ws);
-            this.websocketFailed = false;
-            old?.close();
-          } catch {
-            ws.close();
-            this.conn = old;
-            this.transport = "longpoll";
-            this.scheduleWebSocketRetry();
-          }
-        },
-        () => this.scheduleWebSocketRetry(),
-      );
+      this.openWebSocket(url)
+        .then((ws) => this.handshake(ws, lp))
+        .then(
+          () => (this.websocketBlocked = false),
+          () => this.conn === lp && this.scheduleWebSocketRetry(lp),
+        );
     }, this.opts.websocketRetryInterval);
   }
 
@@ -558,7 +736,6 @@ export class Client {
     };
     const now = (): void => {
       if (this.wanted && this.state === "disconnected") {
-        clearTimeout(this.reconnectTimer);
         this.attempt = 0;
         void this.connect();
       }
@@ -570,18 +747,8 @@ export class Client {
   }
 
   /** @internal */
-  get options(): ClientOptions & { timeout: number } {
-    return this.opts;
-  }
-
-  /** @internal */
-  get subscriptions(): Iterable<AnySub> {
-    return this.subs.values();
-  }
-
-  /** @internal */
-  currentToken(): string | undefined {
-    return this.token;
+  get subscriptions(): Map<string, AnySub> {
+    return this.subs;
   }
 }
 
@@ -592,8 +759,11 @@ export class Client {
 class LongPoll implements Transport {
   readonly name = "longpoll";
   session: string | undefined;
+  hint: Transport["hint"];
   private closed = false;
   private polling = false;
+  private sending = false;
+  private readonly outbox: Frame[] = [];
   private abort: AbortController | undefined;
   private readonly channels = new Set<string>();
 
@@ -603,8 +773,20 @@ class LongPoll implements Transport {
     private readonly codec: Codec,
   ) {}
 
+  /**
+   * Commands go out one request at a time, batched while one is in flight. Each used to get its
+   * own request, and parallel HTTP requests can run in any order: two quick publishes could
+   * land swapped, which cannot happen on WebSocket.
+   */
   send(frames: Frame[]): void {
-    void this.rpc(frames);
+    this.outbox.push(...frames);
+    if (!this.sending) void this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    this.sending = true;
+    while (this.outbox.length > 0) await this.rpc(this.outbox.splice(0, 100));
+    this.sending = false;
   }
 
   private async post(path: string, body: Frame, signal?: AbortSignal): Promise<Frame> {
@@ -614,7 +796,12 @@ class LongPoll implements Transport {
       body: this.codec.body(body),
       ...(signal ? { signal } : {}),
     });
-    const out = this.codec.parse(await res.arrayBuffer());
+    let out: Frame = {};
+    try {
+      out = this.codec.parse(await res.arrayBuffer());
+    } catch {
+      if (res.ok) throw new NatsedgeError(502, "unreadable long-poll answer");
+    }
     if (!res.ok) {
       const e = out.error as { code: number; message: string } | undefined;
       throw new NatsedgeError(e?.code ?? res.status, e?.message ?? `HTTP ${res.status}`);
@@ -626,67 +813,102 @@ class LongPoll implements Transport {
     try {
       const body: Frame = { cmds: frames };
       if (this.session !== undefined) body.session = this.session;
-      const out = await this.post("/lp/rpc", body);
-      const replies = out.replies as Frame[];
+      const replies = (await this.post("/lp/rpc", body)).replies as Frame[];
       for (const r of replies) {
         const ok = r.ok as Frame | undefined;
         if (ok && typeof ok.session === "string") this.session = ok.session;
       }
       this.client.receive(this, replies);
     } catch (err) {
+      this.outbox.length = 0; // their commands fail with the transport
       this.fail(err);
     }
   }
 
-  add(sub: AnySub): void {
-    this.channels.add(sub.channel);
-    this.abort?.abort(); // re-poll at once with the new channel
-    if (!this.polling) void this.loop();
+  add(channels: string[]): void {
+    for (const ch of channels) this.channels.add(ch);
+    this.repoll();
+  }
+
+  remove(ch: string): void {
+    if (this.channels.delete(ch)) this.repoll();
+  }
+
+  /** Ends the held poll so the next one names the current channel set. */
+  private repoll(): void {
+    this.abort?.abort();
+    if (!this.polling && !this.closed) void this.loop();
   }
 
   private async loop(): Promise<void> {
     this.polling = true;
+    // Bounded by the transport's life: it ends when closed, failed or left without channels.
     while (!this.closed) {
       const subs: Record<string, unknown> = {};
-      const byChannel = new Map<string, AnySub>();
-      for (const s of this.client.subscriptions) {
-        if (!this.channels.has(s.channel)) continue;
-        subs[s.channel] = s.position ?? null;
-        byChannel.set(s.channel, s);
+      const polled = new Map<string, AnySub>();
+      for (const [ch, s] of this.client.subscriptions) {
+        if (!this.channels.has(ch)) continue;
+        subs[ch] = s.position ?? null;
+        polled.set(ch, s);
       }
-      if (byChannel.size === 0) break;
-      this.abort = new AbortController();
+      if (polled.size === 0) break;
+      const abort = (this.abort = new AbortController());
+      // A poll the network silently lost would otherwise hang forever.
+      const timer = setTimeout(() => abort.abort(), (POLL_S + 15) * 1000);
       let out: Frame;
       try {
-        out = await this.post("/lp/poll", { session: this.session, subs, timeout: 25 }, this.abort.signal);
+        out = await this.post("/lp/poll", { session: this.session, subs, timeout: POLL_S }, abort.signal);
       } catch (err) {
-        if ((err as Error).name === "AbortError" && !this.closed) continue;
+        if (!this.closed && abort.signal.aborted) continue;
         this.fail(err);
         break;
+      } finally {
+        clearTimeout(timer);
       }
-      const states = (out.subs ?? {}) as Record<string, Frame>;
-      for (const p of (out.pubs as Frame[] | undefined) ?? []) byChannel.get(p.ch as string)?.deliver(p as unknown as Publication<unknown>);
-      for (const [ch, st] of Object.entries(states)) {
-        const s = byChannel.get(ch);
-        if (s) this.client.applySubscribed(s, st);
+      // Closed meanwhile (switched to WebSocket): what this answer holds, the new transport
+      // recovers from the positions, so delivering it here could only duplicate.
+      if (this.closed) break;
+      const pubs = new Map<string, Frame[]>();
+      for (const p of (out.pubs as Frame[] | undefined) ?? []) {
+        const ch = p.ch as string;
+        pubs.set(ch, [...(pubs.get(ch) ?? []), p]);
+      }
+      for (const [ch, st] of Object.entries((out.subs ?? {}) as Record<string, Frame>)) {
+        const s = polled.get(ch);
+        if (s) this.client.applySubscribed(s, { ...st, pubs: pubs.get(ch) });
       }
       for (const [ch, e] of Object.entries((out.errors ?? {}) as Record<string, { code: number; message: string }>)) {
-        byChannel.get(ch)?.handlers.onError?.(new NatsedgeError(e.code, e.message));
         this.channels.delete(ch);
+        const s = polled.get(ch);
+        if (s) this.client.subscribeFailed(s, new NatsedgeError(e.code, e.message));
       }
     }
     this.polling = false;
   }
 
-  private fail(err: unknown): void {
+  /** @internal */
+  fail(err: unknown): void {
     if (this.closed) return;
-    this.closed = true;
-    this.abort?.abort();
-    const code = err instanceof NatsedgeError ? err.code : 0;
-    this.client.lost(code === 401 ? 4001 : code, (err as Error).message, code !== 401 || this.client.options.getToken !== undefined);
+    this.stop();
+    // An HTTP 401 here is the signed session (expired, or from a replica with another
+    // sessionSecret), not the token: a new connect makes a new session. It used to stop
+    // anonymous clients for good.
+    this.client.closed(this, err instanceof NatsedgeError ? err.code : 0, (err as Error).message);
   }
 
+  /**
+   * Leaves for good (switch to WebSocket, disconnect()): the gateway keeps a long-poll client in
+   * presence for a while after its last poll, so say goodbye to every channel instead of
+   * lingering there next to the new connection.
+   */
   close(): void {
+    if (!this.closed && this.session !== undefined && this.channels.size > 0) {
+      this.send([...this.channels].map((ch) => ({ op: "unsubscribe", ch })));
+    }
+    this.stop();
+  }
+
+  private stop(): void {
     this.closed = true;
     this.abort?.abort();
   }

@@ -2,7 +2,8 @@
  * The chat demo served at /demo when `demo` is on: rooms, messages, who is online, connection
  * state and transport, built only on the client SDK (/natsedge-client.js). Query parameters:
  * `ns` (namespace, default public), `room`, `name`, `token` (a JWT, for non-anonymous namespaces),
- * `transports` (e.g. `longpoll` to force the fallback).
+ * `transports` (e.g. `longpoll` to force the fallback), `urls` (comma-separated gateway URLs to
+ * use instead of this page's origin; they must allow this origin, see `allowedOrigins`).
  */
 export const DEMO_PAGE = `<!doctype html>
 <html lang="en">
@@ -47,7 +48,8 @@ const ns = q.get("ns") || "public";
 const name = q.get("name") || "guest-" + Math.random().toString(36).slice(2, 6);
 const rooms = ["lobby", "random", "help"];
 const transports = q.get("transports") ? q.get("transports").split(",") : undefined;
-const client = new Client(location.origin, { token: q.get("token") || undefined, ...(transports ? { transports } : {}) });
+const urls = q.get("urls") ? q.get("urls").split(",") : location.origin;
+const client = new Client(urls, { token: q.get("token") || undefined, ...(transports ? { transports } : {}) });
 const $ = (id) => document.getElementById(id);
 let sub;
 let room;
@@ -87,14 +89,24 @@ function join(r) {
   $("messages").innerHTML = "";
   for (const b of $("rooms").children) b.classList.toggle("active", b.textContent === r);
   sub = client.subscribe(ns + "." + r, {
-    onPublication: (p) => line('<span class="who">' + esc(p.data.name) + "</span>" + esc(p.data.text)),
+    onPublication: (p) => {
+      // Chat messages are {name, text}; anything else (a backend's data) is shown as JSON.
+      const chat = p.data && typeof p.data === "object" && typeof p.data.text === "string";
+      const who = chat ? p.data.name || "anonymous" : "backend";
+      line('<span class="who">' + esc(who) + '</span><span class="text">' + esc(chat ? p.data.text : JSON.stringify(p.data)) + "</span>");
+    },
     onJoin: () => refreshOnline(),
     onLeave: () => refreshOnline(),
+    // After every (re)subscribe: long-poll clients get no join/leave pushes, so look now.
+    onSubscribed: () => refreshOnline(),
     onUnrecovered: () => line("some messages could not be recovered", "sys"),
+    onError: (err) => line("room unavailable: " + esc(err.message), "sys"),
   });
-  client.on("connected", refreshOnline);
-  if (client.state === "connected") setTimeout(refreshOnline, 100);
 }
+// Long-poll gets no join/leave pushes: refresh the online list now and then instead.
+setInterval(() => {
+  if (sub && client.transport === "longpoll") refreshOnline();
+}, 5000);
 
 for (const r of rooms) {
   const b = document.createElement("button");
