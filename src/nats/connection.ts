@@ -32,8 +32,6 @@ export class NatsLink {
       reconnectJitterTLS: 1000,
       pingInterval: 10_000,
       maxPingOut: 3,
-      // Start-up waits for NATS rather than failing: in a cluster deploy, order is not guaranteed.
-      waitOnFirstConnect: true,
       timeout: 5_000,
     };
     if (config.user !== undefined) {
@@ -47,9 +45,22 @@ export class NatsLink {
     }
     if (config.tls) opts.tls = { ...config.tls };
     log.info({ servers: config.servers }, "connecting to NATS");
-    const nc = await connect(opts);
-    log.info({ server: nc.getServer() }, "connected to NATS");
-    return new NatsLink(nc, log, metrics);
+    // Start-up waits for NATS rather than failing (in a cluster deploy, start order is not
+    // guaranteed), saying why each attempt failed; wrong credentials are fatal at once.
+    for (let delay = 500; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        const nc = await connect(opts);
+        log.info({ server: nc.getServer() }, "connected to NATS");
+        return new NatsLink(nc, log, metrics);
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        if (e.code === "AUTHORIZATION_VIOLATION" || e.code === "AUTHENTICATION_EXPIRED" || /authoriz/i.test(e.message ?? "")) {
+          throw new Error(`NATS refused the credentials: ${e.message ?? String(err)}`);
+        }
+        log.warn({ err: e.message ?? String(err), retryInMs: delay }, "cannot connect to NATS yet");
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
   }
 
   /** Fails fast while disconnected, instead of letting a request wait out its timeout. */
