@@ -3,7 +3,8 @@ import { ErrorCode, ProtocolError } from "./protocol/codes.js";
 
 const MAX_CHANNEL_BYTES = 255;
 // Tokens become NATS subject tokens, so wildcards and whitespace would change their meaning.
-const BAD_TOKEN = /[\s*>]/u;
+// Lone surrogates encode to U+FFFD in subjects, so two different names would share one.
+const BAD_TOKEN = /[\s*>\p{Cs}]/u;
 
 export interface ResolvedChannel {
   ch: string;

@@ -33,6 +33,8 @@ interface ChannelState {
   refs: number;
   recent: Publication[];
   lastOffset: number | undefined;
+  /** The broker subscription; every local subscriber waits on it and sees its failure. */
+  ready: Promise<void>;
 }
 
 /**
@@ -49,6 +51,8 @@ export class Hub implements BrokerHandler {
   /** Leaves waiting out the grace period, by channel + client. */
   private readonly pendingLeaves = new Map<string, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
   private readonly eventBudget = new Map<string, { second: number; used: number }>();
+  /** Presence joins in flight, by channel + client. */
+  private readonly joining = new Map<string, Promise<void>>();
 
   constructor(
     private readonly broker: Broker,
@@ -87,22 +91,30 @@ export class Hub implements BrokerHandler {
   /** Resolves once the broker delivers the channel to this gateway. */
   async subscribe(ch: string, ns: NamespaceOptions): Promise<void> {
     let state = this.channels.get(ch);
-    if (state) {
-      state.refs++;
-      await this.brokerOps.get(ch);
-      return;
-    }
-    state = { refs: 1, recent: [], lastOffset: undefined };
-    this.channels.set(ch, state);
-    this.metrics.channels.set(this.channels.size);
-    try {
-      await this.brokerOp(ch, async () => {
+    if (!state) {
+      const s: ChannelState = { refs: 0, recent: [], lastOffset: undefined, ready: Promise.resolve() };
+      s.ready = this.brokerOp(ch, async () => {
         const baseline = await this.broker.subscribe(ch, ns);
-        if (state.lastOffset === undefined && baseline !== undefined) state.lastOffset = baseline;
+        if (s.lastOffset === undefined && baseline !== undefined) s.lastOffset = baseline;
       });
+      // A failed subscription is forgotten at once, so the next subscriber tries again instead
+      // of joining a channel the broker never delivers.
+      s.ready.catch((err: unknown) => {
+        this.log.error({ err, ch }, "broker subscribe failed");
+        if (this.channels.get(ch) !== s) return;
+        this.channels.delete(ch);
+        this.metrics.channels.set(this.channels.size);
+      });
+      this.channels.set(ch, s);
+      this.metrics.channels.set(this.channels.size);
+      state = s;
+    }
+    state.refs++;
+    try {
+      await state.ready;
     } catch (err) {
-      this.log.error({ err, ch }, "broker subscribe failed");
-      this.release(ch);
+      state.refs--;
+      if (err instanceof ProtocolError) throw err;
       throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable");
     }
   }
@@ -172,13 +184,23 @@ export class Hub implements BrokerHandler {
   }
 
   /** Adds the client to presence; announces a join only when its user was not already there. */
-  async join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
+  join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
     const key = ch + "\u0000" + info.client;
     const pending = this.pendingLeaves.get(key);
     if (pending) {
       clearTimeout(pending.timer);
       this.pendingLeaves.delete(key);
     }
+    // A leave for this client waits for its join: removing before the add lands would leave a
+    // ghost entry behind.
+    const done = this.addToPresence(ch, info, announce).finally(() => {
+      if (this.joining.get(key) === done) this.joining.delete(key);
+    });
+    this.joining.set(key, done);
+    return done;
+  }
+
+  private async addToPresence(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
     const present = announce
       ? await this.guard(() => this.presence.has(ch, presenceIdentity(info)), "presence read failed")
       : true;
@@ -196,6 +218,7 @@ export class Hub implements BrokerHandler {
     const key = ch + "\u0000" + info.client;
     const run = async (): Promise<void> => {
       this.pendingLeaves.delete(key);
+      await this.joining.get(key)?.catch(() => undefined);
       try {
         await this.presence.remove(ch, info.client);
         if (!announce || (await this.presence.has(ch, presenceIdentity(info)))) return;

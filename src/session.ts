@@ -365,7 +365,10 @@ export class Session implements HubSession {
         ? encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, pubs.map((p) => encodePubEntry(this.conn.format, p)))
         : ok;
     if (Buffer.isBuffer(reply)) this.conn.send(reply);
-    else this.conn.send(encodeFrame(this.conn.format, { id: idOf(cmd), ok: reply }));
+    else {
+      const id = idOf(cmd);
+      this.conn.send(encodeFrame(this.conn.format, id === undefined ? { ok: reply } : { id, ok: reply }));
+    }
     this.conn.join(r.ch);
     sub.active = true;
     this.ctx.metrics.subscriptions.inc();

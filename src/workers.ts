@@ -30,15 +30,15 @@ export function superviseWorkers(argv: string[], config: Config, log: Logger): v
     child.on("exit", (code, signal) => {
       children.delete(i);
       if (stopping) {
-        if (children.size === 0) process.exit(0);
+        if (children.size === 0) process.exit(process.exitCode ?? 0);
         return;
       }
       const now = Date.now();
       while (restarts.length > 0 && (restarts[0] as number) < now - 60_000) restarts.shift();
       if (restarts.length >= MAX_RESTARTS_PER_MINUTE) {
         log.fatal({ worker: i, code, signal }, "workers keep dying; giving up");
-        stopAll("SIGTERM");
         process.exitCode = 1;
+        stopAll("SIGTERM");
         return;
       }
       restarts.push(now);

@@ -30,7 +30,7 @@ export class NatsServerApi {
     this.sub = this.nc.subscribe(this.subjects.api("*"), {
       queue: API_QUEUE,
       callback: (err, msg) => {
-        if (!err) void this.handle(msg);
+        if (!err) this.handle(msg).catch((e: unknown) => this.log.error({ err: e }, "NATS API reply failed"));
       },
     });
   }
@@ -52,8 +52,12 @@ export class NatsServerApi {
       const e = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.Internal, "internal error");
       result = { error: { code: e.code, message: e.message } };
     }
-    const bytes =
-      result instanceof Encoded ? result.bytes : format === "msgpack" ? pack(result) : Buffer.from(JSON.stringify(result));
+    let bytes = this.encode(result, format);
+    // A reply over the server's max_payload would make nats.js throw: answer 413 instead.
+    const max = this.nc.info?.max_payload ?? 1024 * 1024;
+    if (bytes.byteLength > max - 1024) {
+      bytes = this.encode({ error: { code: ErrorCode.TooLarge, message: `reply larger than the NATS max_payload (${max} bytes); use the HTTP API or a smaller limit` } }, format);
+    }
     if (format === "msgpack") {
       const h = natsHeaders();
       h.set(H.contentType, MSGPACK);
@@ -61,6 +65,11 @@ export class NatsServerApi {
     } else {
       msg.respond(bytes);
     }
+  }
+
+  private encode(result: unknown, format: Format): Buffer {
+    if (result instanceof Encoded) return result.bytes;
+    return format === "msgpack" ? pack(result) : Buffer.from(JSON.stringify(result));
   }
 
   stop(): void {

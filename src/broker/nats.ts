@@ -27,6 +27,8 @@ interface ChannelSub {
 const PUBLISH_TIMEOUT_MS = 5_000;
 const CATCH_UP = Symbol("catch-up");
 const FILL_RETRIES = 3;
+/** Live messages queued per channel while a gap is filled; beyond it the queue becomes one catch-up. */
+const MAX_QUEUE = 1_000;
 /** Upper bound on publications fetched to fill one gap; past it the channel skips ahead (and says so). */
 const MAX_GAP_FILL = 10_000;
 
@@ -62,7 +64,7 @@ export class NatsBroker implements Broker {
         if (!cs.history || namespaceOf(cs.ch) !== ns) continue;
         cs.last = 0;
         cs.queue.push(CATCH_UP);
-        void this.pump(cs);
+        this.startPump(cs);
       }
     });
   }
@@ -72,11 +74,26 @@ export class NatsBroker implements Broker {
     this.control = this.nc.subscribe(this.subjects.control(), {
       callback: (err, msg) => {
         if (err) return;
-        const m = decodeControl(msg.data);
-        if (m) this.handler?.onControl(m);
+        this.guarded(() => {
+          const m = decodeControl(msg.data);
+          if (m) this.handler?.onControl(m);
+        });
       },
     });
     await this.nc.flush();
+  }
+
+  /**
+   * nats.js calls subscription callbacks from its parser: a throw there ends its read loop and the
+   * gateway hears nothing until the ping timeout. Whatever a message does, it must not escape.
+   */
+  private guarded(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.metrics.invalidPayloads.inc();
+      this.log.error({ err }, "NATS message handling failed");
+    }
   }
 
   private requireConnection(): void {
@@ -144,7 +161,7 @@ export class NatsBroker implements Broker {
     const cs: ChannelSub = { ch, history, sub: undefined as unknown as Subscription, last: undefined, queue: [], busy: history };
     cs.sub = this.nc.subscribe(this.deliverySubject(ch, history), {
       callback: (err, msg) => {
-        if (!err) this.onMessage(cs, msg);
+        if (!err) this.guarded(() => this.onMessage(cs, msg));
       },
     });
     this.channels.set(ch, cs);
@@ -163,7 +180,7 @@ export class NatsBroker implements Broker {
       throw err;
     }
     cs.busy = false;
-    void this.pump(cs);
+    this.startPump(cs);
     return cs.last;
   }
 
@@ -189,8 +206,17 @@ export class NatsBroker implements Broker {
       this.handler?.onPublication(pub);
       return;
     }
-    cs.queue.push(msg);
-    void this.pump(cs);
+    if (cs.queue.length >= MAX_QUEUE) {
+      // Stored in the stream anyway: past the bound, one catch-up replaces the queued messages.
+      cs.queue = [CATCH_UP];
+    } else {
+      cs.queue.push(msg);
+    }
+    this.startPump(cs);
+  }
+
+  private startPump(cs: ChannelSub): void {
+    this.pump(cs).catch((err: unknown) => this.log.error({ err, ch: cs.ch }, "channel delivery failed"));
   }
 
   /** Works through the channel's queue one item at a time; only one pump runs per channel. */
@@ -238,6 +264,9 @@ export class NatsBroker implements Broker {
   }
 
   private deliver(cs: ChannelSub, data: Uint8Array, headers: Msg["headers"], seq: number, prev: number): void {
+    // A fill still running for a subscription that was released (and perhaps made anew) must not
+    // push old offsets to the new subscribers.
+    if (this.channels.get(cs.ch) !== cs) return;
     cs.last = seq;
     const pub = decodePublication(cs.ch, data, headers, { offset: seq, prev });
     if (!pub) return this.metrics.invalidPayloads.inc();
@@ -263,7 +292,7 @@ export class NatsBroker implements Broker {
     const stream = this.streams.streamOf(ns);
     const subject = this.subjects.channel(cs.ch);
     let misses = 0;
-    for (let i = 0; i < MAX_GAP_FILL && (cs.last as number) < upTo; i++) {
+    for (let i = 0; i < MAX_GAP_FILL && (cs.last as number) < upTo && this.channels.get(cs.ch) === cs; i++) {
       let m;
       try {
         m = await leaderGet(this.jsm, stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
@@ -299,7 +328,7 @@ export class NatsBroker implements Broker {
     for (const cs of this.channels.values()) {
       if (!cs.history) continue;
       cs.queue.push(CATCH_UP);
-      void this.pump(cs);
+      this.startPump(cs);
     }
   }
 
@@ -329,8 +358,16 @@ function namespaceOf(ch: string): string {
 function decodeControl(data: Uint8Array): ControlMessage | undefined {
   try {
     const m = unpack(data) as Partial<ControlMessage> | null;
-    if (m?.kind === "disconnect" && typeof m.user === "string" && typeof m.code === "number" && typeof m.reason === "string") {
-      return { kind: "disconnect", user: m.user, code: m.code, reason: m.reason };
+    if (
+      m?.kind === "disconnect" &&
+      typeof m.user === "string" &&
+      typeof m.code === "number" &&
+      Number.isInteger(m.code) &&
+      m.code >= 4000 &&
+      m.code <= 4999 &&
+      typeof m.reason === "string"
+    ) {
+      return { kind: "disconnect", user: m.user, code: m.code, reason: m.reason.slice(0, 100) };
     }
   } catch {
     /* counted below */

@@ -1,4 +1,5 @@
 import { headers as natsHeaders, type MsgHdrs } from "nats";
+import { MAX_INFO_DEPTH } from "../auth/jwt.js";
 import { MAX_DATA_DEPTH, nestedDeeperThan, Payload } from "../protocol/payload.js";
 import { pack, unpack, unpackAll } from "../protocol/msgpack.js";
 import type { ClientInfo, Publication } from "../publication.js";
@@ -20,6 +21,8 @@ export const H = {
 } as const;
 
 export const MSGPACK = "application/msgpack";
+/** A join/leave event is a client id, a user id and at most a token's info claim. */
+const MAX_EVENT_BYTES = 8192;
 
 export function encodePublication(pub: Publication): { body: Buffer; headers: MsgHdrs } {
   const h = natsHeaders();
@@ -85,8 +88,11 @@ export function decodePublication(
 
 export function decodeEvent(data: Uint8Array): ClientInfo | undefined {
   try {
+    if (data.byteLength > MAX_EVENT_BYTES) return undefined;
     const v = unpack(data) as Partial<ClientInfo> | null;
     if (!v || typeof v.client !== "string" || typeof v.user !== "string") return undefined;
+    // Anyone who may publish to a channel subject can send an event: bound it like a token's info.
+    if (nestedDeeperThan(v.info, MAX_INFO_DEPTH)) return undefined;
     const info: ClientInfo = { client: v.client, user: v.user };
     if (v.info !== undefined) info.info = v.info;
     return info;

@@ -62,8 +62,10 @@ export class NatsPresence implements Presence {
     this.link.require();
     const subject = this.subjects.presence(ch, presenceIdentity(info), this.node, info.client);
     const value = info.info === undefined ? { user: info.user } : { user: info.user, info: info.info };
-    await this.js.publish(subject, pack(value));
+    // Remembered before the publish: one that timed out may still have been stored, and must be
+    // removable.
     this.own.set(ch + "\u0000" + info.client, subject);
+    await this.js.publish(subject, pack(value));
   }
 
   async remove(ch: string, client: string): Promise<void> {

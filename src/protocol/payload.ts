@@ -88,7 +88,8 @@ export class Payload {
   }
 
   msgpack(): Buffer {
-    this.msgpackBytes ??= pack(this.value());
+    // A copy: msgpackr returns a view into its shared (possibly large) buffer, and this may be kept.
+    this.msgpackBytes ??= Buffer.from(pack(this.value()));
     return this.msgpackBytes;
   }
 }

@@ -16,6 +16,10 @@ const HEARTBEAT_MS = 15_000;
 /** Browsers reconnect after this long (the `retry:` field), plus our jitter hint. */
 const RETRY_MS = 2_000;
 const MAX_EVENT_ID = 4096;
+// setTimeout fires at once for delays past 2^31-1 ms.
+const MAX_TIMER = 2_147_483_647;
+const EVENT_PUB = Buffer.from("event: pub\ndata: ");
+const EVENT_END = Buffer.from("\n\n");
 
 /** Placeholder connection: the SSE stream only needs a Session for identity and permissions. */
 const NO_CONNECTION: Connection = {
@@ -35,6 +39,8 @@ class SseStream implements HubSession {
   buffering = true;
   buffered: Publication[] = [];
   expiry: NodeJS.Timeout | undefined;
+  /** A session's own expiry (seconds), when the stream was opened with one. */
+  expires: number | undefined;
   /**
    * Called once the stream has ended itself (server disconnect, token expiry, slow consumer).
    * uWS reports only client aborts (onAborted), not a response we end, so without this those
@@ -54,19 +60,33 @@ class SseStream implements HubSession {
     return this.identity.user;
   }
 
-  write(text: string | Buffer): void {
+  /** Writes one whole event (or several pieces) in one corked send. */
+  write(...parts: Array<string | Buffer>): void {
     if (this.closed) return;
     this.res.cork(() => {
-      if (!this.res.write(text)) this.backlog += typeof text === "string" ? Buffer.byteLength(text) : text.byteLength;
+      for (const text of parts) {
+        if (!this.res.write(text)) this.backlog += typeof text === "string" ? Buffer.byteLength(text) : text.byteLength;
+      }
     });
     if (this.backlog > this.limit) this.disconnect(CloseCode.SlowConsumer, "slow consumer", true);
   }
 
+  private id: string | undefined;
+
+  /** Positions changed: the next event id is computed afresh. */
+  setCursor(ch: string, position: StreamPosition | undefined): void {
+    this.cursors.set(ch, position);
+    this.id = undefined;
+  }
+
   /** The id names every channel's position, so a reconnect to any replica resumes exactly here. */
   eventId(): string {
-    const ids: Record<string, [number, string]> = {};
-    for (const [ch, c] of this.cursors) if (c) ids[ch] = [c.offset, c.epoch];
-    return Buffer.from(JSON.stringify(ids), "utf8").toString("base64url");
+    if (this.id === undefined) {
+      const ids: Record<string, [number, string]> = {};
+      for (const [ch, c] of this.cursors) if (c) ids[ch] = [c.offset, c.epoch];
+      this.id = Buffer.from(JSON.stringify(ids), "utf8").toString("base64url");
+    }
+    return this.id;
   }
 
   disconnect(code: number, reason: string, reconnect: boolean): void {
@@ -148,6 +168,7 @@ export class SseTransport implements FanoutSink {
     if (reply.aborted) return;
 
     const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit);
+    if ("expires" in identity && typeof identity.expires === "number") stream.expires = identity.expires;
     stream.onEnd = () => this.close(stream);
     reply.done = true; // the stream owns the response from here on
     reply.res.onAborted(() => this.close(stream));
@@ -159,8 +180,11 @@ export class SseTransport implements FanoutSink {
       for (const [k, v] of Object.entries(cors)) reply.res.writeHeader(k, v);
       reply.res.write(`retry: ${RETRY_MS}\n\n`);
     });
+    // With an onWritable handler uWS leaves draining its buffer to us: a write (an SSE comment)
+    // flushes it. Backlog only counts down when a write went through completely.
     reply.res.onWritable(() => {
-      stream.backlog = 0;
+      if (stream.closed) return true;
+      if (reply.res.write(":\n")) stream.backlog = 0;
       return true;
     });
     this.all.add(stream);
@@ -188,7 +212,7 @@ export class SseTransport implements FanoutSink {
       set.add(stream);
       // Every resumed channel keeps its cursor in the event ids from the start, so a stream that
       // breaks mid-replay resumes the channels not yet replayed from where they were.
-      stream.cursors.set(r.ch, resume.get(r.ch));
+      stream.setCursor(r.ch, resume.get(r.ch));
       if (r.options.presence) {
         this.ctx.hub.join(r.ch, stream.info, r.options.joinLeave).catch((err: unknown) =>
           this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"),
@@ -215,15 +239,15 @@ export class SseTransport implements FanoutSink {
       }
       if (stream.closed) return;
       if (since && !result.complete) {
-        stream.cursors.set(r.ch, result.position);
+        stream.setCursor(r.ch, result.position);
         stream.write(
           `id: ${stream.eventId()}\nevent: reset\ndata: ${JSON.stringify({ ch: r.ch, ...result.position, recovered: false })}\n\n`,
         );
       } else {
-        stream.cursors.set(r.ch, since ?? result.position);
+        stream.setCursor(r.ch, since ?? result.position);
         for (const p of result.pubs) this.deliver(stream, p);
         const reached = stream.cursors.get(r.ch) as StreamPosition;
-        if (reached.offset < result.position.offset) stream.cursors.set(r.ch, result.position);
+        if (reached.offset < result.position.offset) stream.setCursor(r.ch, result.position);
       }
       subs[r.ch] = { ...(stream.cursors.get(r.ch) as StreamPosition) };
     }
@@ -247,10 +271,14 @@ export class SseTransport implements FanoutSink {
     }
   }
 
-  private armExpiry(stream: SseStream): void {
-    const exp = stream.identity.claims?.exp;
-    if (exp === undefined) return;
-    const delay = Math.min(exp * 1000 - Date.now(), 2_147_483_647);
+  /** Ends the stream when its token (or session) expires; long lifetimes re-arm past setTimeout's range. */
+  private armExpiry(stream: SseStream, expires = stream.identity.claims?.exp ?? stream.expires): void {
+    if (expires === undefined) return;
+    const delay = expires * 1000 - Date.now();
+    if (delay > MAX_TIMER) {
+      stream.expiry = setTimeout(() => this.armExpiry(stream, expires), MAX_TIMER);
+      return;
+    }
     stream.expiry = setTimeout(() => stream.disconnect(CloseCode.TokenExpired, "token expired", true), Math.max(0, delay));
   }
 
@@ -259,11 +287,21 @@ export class SseTransport implements FanoutSink {
     const cursor = stream.cursors.get(pub.ch);
     if (pub.offset !== undefined && cursor) {
       if (pub.offset <= cursor.offset) return;
-      stream.cursors.set(pub.ch, { offset: pub.offset, epoch: cursor.epoch });
+      stream.setCursor(pub.ch, { offset: pub.offset, epoch: cursor.epoch });
     }
-    stream.write(`id: ${stream.eventId()}\nevent: pub\ndata: `);
-    stream.write(this.dataFor(pub));
-    stream.write("\n\n");
+    stream.write(`id: ${stream.eventId()}\n`, this.eventFor(pub));
+  }
+
+  private readonly events = new WeakMap<Publication, Buffer>();
+
+  /** The event without its id line, built once per publication for every stream. */
+  private eventFor(pub: Publication): Buffer {
+    let event = this.events.get(pub);
+    if (!event) {
+      event = Buffer.concat([EVENT_PUB, this.dataFor(pub), EVENT_END]);
+      this.events.set(pub, event);
+    }
+    return event;
   }
 
   private readonly encoded = new WeakMap<Publication, Buffer>();
