@@ -1,0 +1,74 @@
+/**
+ * The client side of each system's protocol, for the subscribing connections (the fast path for
+ * data frames is shared: find the payload MARK and read its numbers). Each dialect answers:
+ *   path            upgrade request target
+ *   open(conn)      called after the 101; sends whatever starts the session and subscribes
+ *   control(conn, text)  every message that is not benchmark data
+ * and calls conn.state.ready() once every subscription is confirmed, conn.state.fail(reason) on a
+ * refusal.
+ *
+ * natsedge: protocol v1 JSON (docs/protocol.md): connect, then one subscribe per channel, all in
+ *   one write (commands run in order); ready when the last subscribe is answered ok.
+ * uws (baselines/uws-raw.js): "S<ch>,<ch>" subscribes, answered "A"; pushes are
+ *   {"ch":"<ch>","data":<data>}.
+ * sio: Socket.IO v4 over engine.io v4 websocket: server "0{…}" (open), client "40", server
+ *   "40{…}", client "420[\"sub\",[…]]" (event with ack id 0), server "430[true]"; engine ping "2"
+ *   answered "3"; events arrive as 42["m","<ch>",<data>].
+ */
+import { encodeFrame } from "./ws.js";
+
+export const dialects = {
+  natsedge: {
+    path: "/ws",
+    open(conn) {
+      const chs = conn.state.channels;
+      const frames = [encodeFrame('{"id":0,"op":"connect"}')];
+      chs.forEach((ch, i) => frames.push(encodeFrame(`{"id":${i + 1},"op":"subscribe","ch":${JSON.stringify(ch)}}`)));
+      conn.state.pending = chs.length;
+      conn.sendRaw(Buffer.concat(frames));
+    },
+    control(conn, text) {
+      let f;
+      try {
+        f = JSON.parse(text);
+      } catch {
+        return conn.state.fail(`bad frame ${text.slice(0, 80)}`);
+      }
+      if (f.error) return conn.state.fail(`error reply ${JSON.stringify(f.error)}`);
+      if (f.push === "disconnect") return conn.state.note(`disconnect push ${f.code ?? ""} ${f.reason ?? ""}`);
+      if (typeof f.id === "number" && f.id > 0 && f.ok !== undefined) {
+        if (--conn.state.pending === 0) conn.state.ready();
+      }
+    },
+  },
+
+  uws: {
+    path: "/ws",
+    open(conn) {
+      conn.send(`S${conn.state.channels.join(",")}`);
+    },
+    control(conn, text) {
+      if (text === "A") return conn.state.ready();
+      conn.state.fail(`unexpected ${text.slice(0, 80)}`);
+    },
+  },
+
+  sio: {
+    path: "/socket.io/?EIO=4&transport=websocket",
+    open() {
+      /* the server speaks first: engine.io open packet */
+    },
+    control(conn, text) {
+      const t = text[0];
+      if (t === "2") return void conn.send("3"); // engine.io ping -> pong
+      if (t === "0") return void conn.send("40"); // engine.io open -> socket.io connect (namespace /)
+      if (text.startsWith("40")) return void conn.send(`420["sub",${JSON.stringify(conn.state.channels)}]`);
+      if (text.startsWith("430")) return conn.state.ready();
+      if (text.startsWith("41")) return conn.state.note("socket.io disconnect");
+      if (text.startsWith("44")) return conn.state.fail(`connect error ${text.slice(0, 120)}`);
+      if (t === "1") return conn.state.note("engine.io close");
+      if (t === "3" || t === "6") return;
+      conn.state.note(`unexpected ${text.slice(0, 80)}`);
+    },
+  },
+};

@@ -1,0 +1,270 @@
+/**
+ * One generator thread: holds many subscribing WebSocket connections of one dialect, checks
+ * sequence numbers per (connection, channel), and records delivery latency in a histogram.
+ * Driven by the main thread through messages (see generator.js).
+ */
+import { parentPort, workerData } from "node:worker_threads";
+import { dialects } from "./dialects.js";
+import { Histogram } from "./histogram.js";
+import { MARK, parseData, parsed } from "./payload.js";
+import { clock, WsConn } from "./ws.js";
+
+const dialect = dialects[workerData.dialect];
+const readBuffer = Buffer.allocUnsafe(256 * 1024);
+const conns = new Set();
+let closing = false;
+
+const hist = new Histogram();
+const stats = newStats();
+function newStats() {
+  return { received: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, notes: {} };
+}
+/** Counters since the step started (gaps, disconnects) vs since the window started (rates, latency). */
+let step = newStats();
+
+function note(reason) {
+  const key = String(reason).slice(0, 100);
+  step.notes[key] = (step.notes[key] ?? 0) + 1;
+}
+
+const handler = {
+  open(conn) {
+    dialect.open(conn);
+  },
+  message(conn, buf, start, end, now) {
+    const idx = buf.indexOf(MARK, start);
+    if (idx >= 0 && idx < end && parseData(buf, idx, end)) {
+      const st = conn.state;
+      const c = parsed.c;
+      const ci = st.ci;
+      let j = 0;
+      while (j < ci.length && ci[j] !== c) j++;
+      if (j === ci.length) {
+        stats.foreign++;
+        return;
+      }
+      const last = st.last[j];
+      const s = parsed.s;
+      if (s === last + 1) st.last[j] = s;
+      else if (s > last) {
+        step.gaps += s - last - 1;
+        st.last[j] = s;
+      } else step.dups++;
+      stats.received++;
+      stats.bytes += end - start;
+      hist.record((now - parsed.t) * 1000);
+      return;
+    }
+    dialect.control(conn, buf.toString("utf8", start, end));
+  },
+  close(conn, reason) {
+    conns.delete(conn);
+    const st = conn.state;
+    if (st.isReady && !closing) {
+      step.disconnects++;
+      note(reason);
+      if (storm.armed) {
+        storm.dropped++;
+        reconnect(conn.spec, st.last, 0, clock.now());
+      }
+    }
+    if (!st.isReady) st.fail(reason);
+  },
+};
+
+/**
+ * Opens one connection and runs the dialect's handshake; onReady(conn) once subscribed,
+ * onFail(reason) if it fails first. `last` carries sequence positions over a reconnect.
+ */
+function connectOne(spec, endpoint, onReady, onFail, last) {
+  let settled = false;
+  const conn = new WsConn({
+    host: endpoint.host,
+    port: endpoint.port,
+    path: dialect.path,
+    localAddress: spec.localAddress,
+    readBuffer,
+    handler,
+  });
+  conn.spec = spec;
+  conn.state = {
+    channels: spec.channels,
+    ci: Int32Array.from(spec.chanIdx),
+    last: last ?? new Float64Array(spec.chanIdx.length),
+    isReady: false,
+    pending: 0,
+    ready() {
+      if (settled) return;
+      settled = true;
+      this.isReady = true;
+      onReady(conn);
+    },
+    fail(reason) {
+      if (!settled) {
+        settled = true;
+        conn.finish(reason);
+        onFail(String(reason).slice(0, 100));
+      } else note(reason);
+    },
+    note,
+  };
+  conns.add(conn);
+  return conn;
+}
+
+function open(msg) {
+  const specs = msg.conns;
+  const started = performance.now();
+  let next = 0;
+  let inflight = 0;
+  let ok = 0;
+  let failed = 0;
+  const failures = {};
+  return new Promise((resolve) => {
+    const deadline = setTimeout(() => finish(true), msg.timeoutMs);
+    let done = false;
+    const finish = (timedOut) => {
+      if (done) return;
+      done = true;
+      clearTimeout(deadline);
+      if (timedOut) failures[`timeout with ${specs.length - ok - failed} pending`] = specs.length - ok - failed;
+      resolve({ ok, failed: specs.length - ok, failures, ms: Math.round(performance.now() - started) });
+    };
+    const settle = () => {
+      inflight--;
+      if (ok + failed === specs.length) finish(false);
+      else pump();
+    };
+    const pump = () => {
+      while (!done && inflight < msg.concurrency && next < specs.length) {
+        const spec = specs[next++];
+        inflight++;
+        connectOne(
+          spec,
+          spec,
+          () => {
+            ok++;
+            settle();
+          },
+          (reason) => {
+            failed++;
+            failures[reason] = (failures[reason] ?? 0) + 1;
+            settle();
+          },
+        );
+      }
+    };
+    pump();
+  });
+}
+
+// --- reconnect storm ----------------------------------------------------------------------------
+
+/**
+ * While armed, a ready connection that the server drops reconnects like a browser client would:
+ * first attempt after a full-jitter delay in [0, window), later attempts with exponential backoff
+ * (full jitter, 0.5 s doubling, capped at 4 s), each attempt to a random endpoint (a load balancer
+ * that does not know which replica is down), at most 30 attempts.
+ */
+const storm = { armed: false, windowMs: 5000, endpoints: [], dropped: 0, reconnected: [], attempts: 0, failures: {}, gaveUp: 0 };
+
+function reconnect(spec, last, attempt, droppedAt) {
+  if (!storm.armed || closing) return;
+  const delay = attempt === 0 ? Math.random() * storm.windowMs : Math.random() * Math.min(4000, 500 * 2 ** attempt);
+  setTimeout(() => {
+    if (!storm.armed || closing) return;
+    storm.attempts++;
+    const ep = storm.endpoints[Math.floor(Math.random() * storm.endpoints.length)];
+    connectOne(
+      spec,
+      ep,
+      () => storm.reconnected.push(clock.now()),
+      (reason) => {
+        storm.failures[reason] = (storm.failures[reason] ?? 0) + 1;
+        if (attempt + 1 >= 30) storm.gaveUp++;
+        else reconnect(spec, last, attempt + 1, droppedAt);
+      },
+      last,
+    );
+  }, delay);
+}
+
+/** Waits until every connection has seen the last sequence of each of its channels. */
+async function tail(msg) {
+  const expect = msg.expect; // array: channel index -> last sequence published
+  const deadline = performance.now() + msg.timeoutMs;
+  const missing = () => {
+    let m = 0;
+    for (const conn of conns) {
+      const st = conn.state;
+      if (!st.isReady) continue;
+      for (let j = 0; j < st.ci.length; j++) {
+        const want = expect[st.ci[j]] ?? 0;
+        if (st.last[j] < want) m += want - st.last[j];
+      }
+    }
+    return m;
+  };
+  let m = missing();
+  while (m > 0 && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    m = missing();
+  }
+  return { missing: m };
+}
+
+parentPort.on("message", async (msg) => {
+  let reply;
+  switch (msg.type) {
+    case "clock":
+      reply = { t: performance.timeOrigin + performance.now() };
+      break;
+    case "offset":
+      clock.offset = msg.offset;
+      reply = {};
+      break;
+    case "open":
+      reply = await open(msg);
+      break;
+    case "reset":
+      if (msg.scope === "step") step = newStats();
+      stats.received = 0;
+      stats.bytes = 0;
+      stats.foreign = 0;
+      hist.reset();
+      reply = {};
+      break;
+    case "collect":
+      reply = {
+        received: stats.received,
+        bytes: stats.bytes,
+        foreign: stats.foreign,
+        gaps: step.gaps,
+        dups: step.dups,
+        disconnects: step.disconnects,
+        notes: step.notes,
+        open: conns.size,
+        hist: hist.snapshot(),
+      };
+      break;
+    case "storm":
+      Object.assign(storm, { armed: msg.armed, windowMs: msg.windowMs ?? storm.windowMs, endpoints: msg.endpoints ?? storm.endpoints });
+      if (msg.reset) Object.assign(storm, { dropped: 0, reconnected: [], attempts: 0, failures: {}, gaveUp: 0 });
+      reply = {};
+      break;
+    case "stormStats":
+      reply = { dropped: storm.dropped, reconnected: storm.reconnected, attempts: storm.attempts, failures: storm.failures, gaveUp: storm.gaveUp, open: conns.size };
+      break;
+    case "tail":
+      reply = await tail(msg);
+      break;
+    case "close":
+      closing = true;
+      for (const c of [...conns]) c.close();
+      reply = {};
+      break;
+    default:
+      reply = { error: `unknown ${msg.type}` };
+  }
+  parentPort.postMessage({ id: msg.id, ...reply });
+});

@@ -1,0 +1,174 @@
+/**
+ * Main-thread side of the load generator: a pool of generator threads (gen-worker.js) holding the
+ * subscribing connections, and one publisher thread (pub-worker.js). All of them share the main
+ * thread's clock (offset measured by ping-pong at start), so send and receive times compare.
+ */
+import { Worker } from "node:worker_threads";
+import { Histogram } from "./histogram.js";
+
+class Thread {
+  constructor(file, data) {
+    this.worker = new Worker(new URL(file, import.meta.url), { workerData: data });
+    this.seq = 0;
+    this.waiting = new Map();
+    this.worker.on("message", (m) => {
+      const w = this.waiting.get(m.id);
+      if (!w) return;
+      this.waiting.delete(m.id);
+      if (m.error) w.reject(new Error(m.error));
+      else w.resolve(m);
+    });
+    this.worker.on("error", (err) => {
+      process.stderr.write(`${file} thread failed: ${err?.stack ?? err}\n`);
+      for (const w of this.waiting.values()) w.reject(err);
+      this.waiting.clear();
+    });
+    this.worker.on("exit", (code) => {
+      for (const w of this.waiting.values()) w.reject(new Error(`worker exited (${code})`));
+      this.waiting.clear();
+    });
+  }
+
+  call(type, payload = {}, timeoutMs = 120_000) {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiting.delete(id);
+        reject(new Error(`worker call ${type} timed out`));
+      }, timeoutMs);
+      this.waiting.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.worker.postMessage({ id, type, ...payload });
+    });
+  }
+
+  /** Offset of the thread's clock against this one: minimum-RTT sample of a few ping-pongs. */
+  async syncClock() {
+    let best = { rtt: Infinity, offset: 0 };
+    for (let i = 0; i < 7; i++) {
+      const t0 = performance.timeOrigin + performance.now();
+      const { t } = await this.call("clock");
+      const t1 = performance.timeOrigin + performance.now();
+      if (t1 - t0 < best.rtt) best = { rtt: t1 - t0, offset: t - (t0 + t1) / 2 };
+    }
+    await this.call("offset", { offset: best.offset });
+    return best;
+  }
+
+  terminate() {
+    return this.worker.terminate();
+  }
+}
+
+export class Generator {
+  constructor({ dialect, threads }) {
+    this.dialect = dialect;
+    this.threads = Array.from({ length: threads }, (_, i) => new Thread("./gen-worker.js", { dialect, index: i }));
+  }
+
+  async start() {
+    await Promise.all(this.threads.map((t) => t.syncClock()));
+  }
+
+  /**
+   * Opens connections (specs: {host, port, channels, chanIdx, localAddress?}), spread evenly over
+   * the threads, each thread keeping `concurrency` handshakes in flight.
+   */
+  async open(specs, { concurrency = 64, timeoutMs = 120_000 } = {}) {
+    const parts = this.threads.map(() => []);
+    specs.forEach((s, i) => parts[i % parts.length].push(s));
+    const started = performance.now();
+    const results = await Promise.all(
+      this.threads.map((t, i) => t.call("open", { conns: parts[i], concurrency, timeoutMs }, timeoutMs + 10_000)),
+    );
+    const failures = {};
+    for (const r of results) for (const [k, v] of Object.entries(r.failures)) failures[k] = (failures[k] ?? 0) + v;
+    const ms = performance.now() - started;
+    return {
+      ok: results.reduce((a, r) => a + r.ok, 0),
+      failed: results.reduce((a, r) => a + r.failed, 0),
+      failures,
+      ms: Math.round(ms),
+    };
+  }
+
+  reset(scope) {
+    return Promise.all(this.threads.map((t) => t.call("reset", { scope })));
+  }
+
+  async collect() {
+    const parts = await Promise.all(this.threads.map((t) => t.call("collect")));
+    const notes = {};
+    for (const p of parts) for (const [k, v] of Object.entries(p.notes)) notes[k] = (notes[k] ?? 0) + v;
+    const sum = (k) => parts.reduce((a, p) => a + p[k], 0);
+    return {
+      received: sum("received"),
+      bytes: sum("bytes"),
+      foreign: sum("foreign"),
+      gaps: sum("gaps"),
+      dups: sum("dups"),
+      disconnects: sum("disconnects"),
+      open: sum("open"),
+      notes,
+      hist: Histogram.merge(parts.map((p) => p.hist)),
+    };
+  }
+
+  storm(opts) {
+    return Promise.all(this.threads.map((t) => t.call("storm", opts)));
+  }
+
+  async stormStats() {
+    const parts = await Promise.all(this.threads.map((t) => t.call("stormStats")));
+    const failures = {};
+    for (const p of parts) for (const [k, v] of Object.entries(p.failures)) failures[k] = (failures[k] ?? 0) + v;
+    return {
+      dropped: parts.reduce((a, p) => a + p.dropped, 0),
+      reconnected: parts.flatMap((p) => p.reconnected).sort((a, b) => a - b),
+      attempts: parts.reduce((a, p) => a + p.attempts, 0),
+      gaveUp: parts.reduce((a, p) => a + p.gaveUp, 0),
+      open: parts.reduce((a, p) => a + p.open, 0),
+      failures,
+    };
+  }
+
+  async tail(expect, timeoutMs) {
+    const parts = await Promise.all(this.threads.map((t) => t.call("tail", { expect, timeoutMs }, timeoutMs + 10_000)));
+    return { missing: parts.reduce((a, p) => a + p.missing, 0) };
+  }
+
+  async close() {
+    await Promise.allSettled(this.threads.map((t) => t.call("close", {}, 5_000)));
+    await new Promise((r) => setTimeout(r, 300));
+    await Promise.allSettled(this.threads.map((t) => t.terminate()));
+  }
+}
+
+export class Publisher {
+  constructor(cfg) {
+    this.thread = new Thread("./pub-worker.js", cfg);
+  }
+
+  async start() {
+    await this.thread.syncClock();
+    await this.thread.call("setup", {}, 30_000);
+  }
+
+  /** rate msgs/s for durationMs; pattern: {kind:"rr"} or {kind:"weighted", groups:[{from,to,weight}]}. */
+  run({ rate, durationMs, size, pattern }) {
+    return this.thread.call("run", { rate, durationMs, size, pattern }, durationMs + 30_000);
+  }
+
+  async close() {
+    await this.thread.call("close", {}, 5_000).catch(() => {});
+    await this.thread.terminate();
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * Shared scenario machinery: system lifecycle, connection specs, and one measured publish step
+ * (warm-up, measured window, tail check, CPU accounting, verdict).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { CpuWindow, sleep, waitQuiet } from "./procs.js";
+import { Generator, Publisher } from "./generator.js";
+import { startSystem } from "./topology.js";
+
+/** Pins this process (every thread so far; threads created later inherit it). */
+export function pinSelf(cpus) {
+  try {
+    execFileSync("taskset", ["-a", "-p", "-c", cpus.join(","), String(process.pid)], { stdio: "ignore" });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const SYSTEM_LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
+
+/** Runs fn(system) with the system started and always stopped. */
+export async function withSystem(ctx, kind, fn, extra = {}) {
+  ctx.log(`[${kind}] starting`);
+  const nodeArgs = ctx.opts.profile && kind !== "sio" ? ["--cpu-prof", "--cpu-prof-dir", path.join(ctx.logDir, `prof-${kind}`)] : [];
+  if (ctx.opts.heapSnapshot) nodeArgs.push("--heapsnapshot-signal=SIGUSR2", "--diagnostic-dir", path.join(ctx.logDir, `heap-${kind}`));
+  if (ctx.opts.nodeArgs && kind !== "sio") nodeArgs.push(...String(ctx.opts.nodeArgs).split(" ").filter(Boolean));
+  for (const d of ["prof", "heap"]) mkdirSync(path.join(ctx.logDir, `${d}-${kind}`), { recursive: true });
+  const sys = await startSystem(kind, { ...ctx.opts, sutCpus: ctx.sutCpus, logDir: ctx.logDir, nodeArgs, ...extra });
+  ctx.onAbort = () => sys.stop();
+  try {
+    return await fn(sys);
+  } finally {
+    ctx.log(`[${kind}] stopping`);
+    await sys.stop();
+    ctx.onAbort = undefined;
+  }
+}
+
+/** More than this many connections to one server port get their own 127.0.0.x source address. */
+const PER_SOURCE = 20_000;
+
+/**
+ * Connection specs: connection i goes to endpoint i mod E and subscribes to channelsOf(i)
+ * (channel indexes; names are `${prefix}c<idx>`).
+ */
+export function connSpecs(sys, n, channelsOf, prefix = "bench.") {
+  const E = sys.endpoints.length;
+  const perEndpoint = Math.ceil(n / E);
+  const specs = new Array(n);
+  for (let i = 0; i < n; i++) {
+    const ep = sys.endpoints[i % E];
+    const idx = channelsOf(i);
+    const spec = { host: ep.host, port: ep.port, epIndex: i % E, chanIdx: idx, channels: idx.map((c) => `${prefix}c${c}`) };
+    if (perEndpoint > PER_SOURCE) spec.localAddress = `127.0.0.${2 + Math.floor(Math.floor(i / E) / PER_SOURCE)}`;
+    specs[i] = spec;
+  }
+  return specs;
+}
+
+export function channelNames(count, prefix = "bench.") {
+  return Array.from({ length: count }, (_, c) => `${prefix}c${c}`);
+}
+
+/** This process's open-files limit (every generator connection is a file descriptor here). */
+export function fdLimit() {
+  try {
+    const m = /^Max open files\s+(\d+)/mu.exec(readFileSync("/proc/self/limits", "utf8"));
+    return m ? Number(m[1]) : Infinity;
+  } catch {
+    return Infinity;
+  }
+}
+
+/** Refuses a connection count the generator (one process) cannot hold. */
+export function checkFds(n) {
+  const limit = fdLimit();
+  if (n + 500 > limit) {
+    throw new Error(
+      `${n} connections need more file descriptors than this process may open (${limit}, ` +
+        "the hard limit here; raising it needs CAP_SYS_RESOURCE): use fewer connections",
+    );
+  }
+}
+
+/** Starts the generator threads and opens the connections; throws if any failed. */
+export async function openClients(ctx, sys, specs, { allowFailures = false } = {}) {
+  checkFds(specs.length);
+  const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads });
+  ctx.closers.push(() => gen.close());
+  await gen.start();
+  const r = await gen.open(specs, { concurrency: ctx.opts.connectConcurrency ?? 100, timeoutMs: ctx.opts.connectTimeoutMs ?? 180_000 });
+  ctx.log(`[${sys.kind}] ${r.ok}/${specs.length} connections subscribed in ${r.ms} ms (${Math.round((r.ok / r.ms) * 1000)}/s)`);
+  if (r.failed > 0 && !allowFailures) {
+    throw new Error(`${r.failed} of ${specs.length} connections failed: ${JSON.stringify(r.failures).slice(0, 400)}`);
+  }
+  return { gen, open: r };
+}
+
+export async function startPublisher(ctx, sys, channels) {
+  const pub = new Publisher(sys.publisherCfg(channels));
+  ctx.closers.push(() => pub.close());
+  await pub.start();
+  return pub;
+}
+
+/** Closes what the scenario opened (publisher, generator), in reverse order. */
+export async function closeClients(ctx) {
+  while (ctx.closers.length) {
+    const c = ctx.closers.pop();
+    await c().catch(() => {});
+  }
+}
+
+/**
+ * One step at a fixed publish rate: warm-up, then a measured window while the publisher keeps
+ * going, then a tail check (every connection must have the last sequence of each of its channels).
+ */
+export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, durationS, warmupS, tailTimeoutMs = 5_000, drainTimeoutMs = 60_000 }) {
+  const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid], ...sys.pidsByRole() });
+  if (ctx.opts.quietWait) await waitQuiet(sys.pids(), ctx.opts.quietWait, ctx.opts.quietLimit ?? 25, ctx.log);
+  await gen.reset("step");
+  const running = pub.run({ rate, durationMs: (warmupS + durationS) * 1000, size, pattern });
+  await sleep(warmupS * 1000);
+  await gen.reset("window");
+  cpu.start();
+  const sent = await running;
+  const c = cpu.stop();
+  const win = await gen.collect();
+  const tail = await gen.tail(sent.last, tailTimeoutMs);
+  const after = await gen.collect();
+  // A step that fell behind leaves a backlog (socket and uWS buffers); give it time to drain so
+  // the next step does not measure it, and say whether it did.
+  let drain = tail;
+  const drainStarted = performance.now();
+  if (tail.missing > 0) drain = await gen.tail(sent.last, drainTimeoutMs);
+  const lat = win.hist.summaryMs();
+  const deliveredPerS = win.received / c.wallS;
+  const sutUs = c.groups.sut.cpuMicros;
+  const genCores = ctx.genCpus.length;
+  const step = {
+    rate,
+    size,
+    published: sent.sent,
+    planned: sent.planned,
+    publisherMaxLagMs: sent.maxLagMs,
+    publisherLagMs: sent.lagMs,
+    windowS: Math.round(c.wallS * 100) / 100,
+    received: win.received,
+    deliveredPerS: Math.round(deliveredPerS),
+    payloadBytesPerMsg: win.received ? Math.round(win.bytes / win.received) : null,
+    gaps: after.gaps,
+    tailMissing: tail.missing,
+    undrained: drain.missing,
+    drainMs: tail.missing > 0 ? Math.round(performance.now() - drainStarted) : 0,
+    dups: after.dups,
+    disconnects: after.disconnects,
+    openConnections: after.open,
+    notes: after.notes,
+    latencyMs: lat,
+    cpu: {
+      sutPctOfCore: c.groups.sut.pctOfCore,
+      sutKernelShare: c.groups.sut.kernelShare,
+      sutUsPerDelivery: win.received ? Math.round((sutUs / win.received) * 1000) / 1000 : null,
+      generatorPctOfCore: c.groups.generator.pctOfCore,
+      byRole: Object.fromEntries(Object.entries(c.groups).filter(([k]) => k !== "sut" && k !== "generator").map(([k, v]) => [k, v.pctOfCore])),
+      cores: c.cores,
+      otherLoadPctOfCore: c.otherLoadPctOfCore,
+    },
+  };
+  step.clientBound = step.cpu.generatorPctOfCore >= 90 * genCores;
+  const reasons = [];
+  if (step.published < step.planned) reasons.push(`publisher sent ${step.published}/${step.planned}`);
+  if (sent.closed) reasons.push(`publisher connection closed (${sent.closed})`);
+  if (lat.p99 === null || lat.p99 > ctx.maxP99Ms) reasons.push(`p99 ${lat.p99} ms > ${ctx.maxP99Ms} ms`);
+  if (step.gaps > 0) reasons.push(`${step.gaps} sequence gaps`);
+  if (step.tailMissing > 0) {
+    reasons.push(
+      step.undrained > 0
+        ? `${step.undrained} never arrived`
+        : `${step.tailMissing} still queued 5 s after the last publish (drained after ${(step.drainMs / 1000).toFixed(1)} s more)`,
+    );
+  }
+  if (step.disconnects > 0) reasons.push(`${step.disconnects} disconnects`);
+  step.clean = reasons.length === 0;
+  step.verdict = step.clean ? "clean" : reasons.join("; ");
+  ctx.log(
+    `[${sys.kind}] rate ${rate}/s size ${size}: ${step.deliveredPerS} deliveries/s, p50 ${lat.p50} p99 ${lat.p99} p99.9 ${lat.p999} max ${lat.max} ms, ` +
+      `SUT ${step.cpu.sutPctOfCore}% (kernel ${Math.round((step.cpu.sutKernelShare ?? 0) * 100)}%) ${step.cpu.sutUsPerDelivery} us/msg, generator ${step.cpu.generatorPctOfCore}%, other load ${c.otherLoadPctOfCore}%, publisher lag p99 ${sent.lagMs.p99} ms -> ${step.verdict}`,
+  );
+  return step;
+}
