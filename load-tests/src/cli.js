@@ -25,7 +25,7 @@ scenarios:
   latency    connections over 100 channels at a fixed publish rate: p50/p99/p99.9/max
   personal   each connection on its own channel + a group channel of 10; NATS subscriptions per replica
   longpoll   long-poll clients (POST /lp/rpc + /lp/poll) round-robin across replicas: polls/s, latency
-  storm      SIGKILL + restart one replica under load; its clients reconnect with jitter: T99, churn
+  storm      SIGKILL + restart one replica under load; JWT clients reconnect with jitter and recover history: T99, loss
   all        every scenario above, one after another
   report     rewrite docs/benchmarks.md from the latest saved results (load-tests/results/latest-*.json)
 

@@ -7,8 +7,10 @@
  * and calls conn.state.ready() once every subscription is confirmed, conn.state.fail(reason) on a
  * refusal.
  *
- * natsedge: protocol v1 JSON (docs/protocol.md): connect, then one subscribe per channel, all in
- *   one write (commands run in order); ready when the last subscribe is answered ok.
+ * natsedge: protocol v1 JSON (docs/protocol.md): connect (with the spec's JWT, if any), then one
+ *   subscribe per channel, all in one write (commands run in order); ready when the last subscribe
+ *   is answered ok. On history channels (spec.history) a channel with a known epoch is subscribed
+ *   with `since: {offset, epoch}`, and every subscribe `ok` goes to conn.state.position(j, ok).
  * uws (baselines/uws-raw.js): "S<ch>,<ch>" subscribes, answered "A"; pushes are
  *   {"ch":"<ch>","data":<data>}.
  * sio: Socket.IO v4 over engine.io v4 websocket: server "0{…}" (open), client "40", server
@@ -21,9 +23,14 @@ export const dialects = {
   natsedge: {
     path: "/ws",
     open(conn) {
-      const chs = conn.state.channels;
-      const frames = [encodeFrame('{"id":0,"op":"connect"}')];
-      chs.forEach((ch, i) => frames.push(encodeFrame(`{"id":${i + 1},"op":"subscribe","ch":${JSON.stringify(ch)}}`)));
+      const st = conn.state;
+      const chs = st.channels;
+      const frames = [encodeFrame(st.token ? `{"id":0,"op":"connect","token":${JSON.stringify(st.token)}}` : '{"id":0,"op":"connect"}')];
+      chs.forEach((ch, i) => {
+        const ep = st.track ? st.spec.epoch[i] : null;
+        const since = ep === null || ep === undefined ? "" : `,"since":{"offset":${st.spec.off[i]},"epoch":${JSON.stringify(ep)}}`;
+        frames.push(encodeFrame(`{"id":${i + 1},"op":"subscribe","ch":${JSON.stringify(ch)}${since}}`));
+      });
       conn.state.pending = chs.length;
       conn.sendRaw(Buffer.concat(frames));
     },
@@ -37,6 +44,7 @@ export const dialects = {
       if (f.error) return conn.state.fail(`error reply ${JSON.stringify(f.error)}`);
       if (f.push === "disconnect") return conn.state.note(`disconnect push ${f.code ?? ""} ${f.reason ?? ""}`);
       if (typeof f.id === "number" && f.id > 0 && f.ok !== undefined) {
+        if (conn.state.track && f.ok && typeof f.ok === "object") conn.state.position(f.id - 1, f.ok);
         if (--conn.state.pending === 0) conn.state.ready();
       }
     },

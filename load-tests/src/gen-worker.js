@@ -17,7 +17,7 @@ let closing = false;
 const hist = new Histogram();
 const stats = newStats();
 function newStats() {
-  return { received: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, notes: {} };
+  return { received: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, recovered: 0, recoveredPubs: 0, recoveredFalse: 0, unrecoveredSkipped: 0, notes: {} };
 }
 /** Counters since the step started (gaps, disconnects) vs since the window started (rates, latency). */
 let step = newStats();
@@ -27,12 +27,74 @@ function note(reason) {
   step.notes[key] = (step.notes[key] ?? 0) + 1;
 }
 
+/**
+ * Sequence accounting for channel j of a connection: a jump counts as a gap (lost), a repeat or a
+ * step back as a duplicate. After a `recovered:false` answer the channel is marked for resync: the
+ * next sequence is taken as the new position and what was skipped is counted apart (expected, not
+ * loss).
+ */
+function account(st, j, s) {
+  const last = st.last[j];
+  if (st.resync && st.resync[j]) {
+    st.resync[j] = 0;
+    if (s > last + 1) step.unrecoveredSkipped += s - last - 1;
+    if (s > last) st.last[j] = s;
+    return;
+  }
+  if (s === last + 1) st.last[j] = s;
+  else if (s > last) {
+    step.gaps += s - last - 1;
+    st.last[j] = s;
+  } else step.dups++;
+}
+
+const OFFSET = Buffer.from('"offset":');
+
+/** Reads the push's `"offset":N` between start and the data (natsedge history channels). */
+function pushOffset(buf, start, limit) {
+  let i = buf.indexOf(OFFSET, start);
+  if (i < 0 || i >= limit) return -1;
+  i += OFFSET.length;
+  let v = 0;
+  let ch;
+  while ((ch = buf[i]) >= 48 && ch <= 57) {
+    v = v * 10 + ch - 48;
+    i++;
+  }
+  return v;
+}
+
+/**
+ * A subscribe `ok` for channel j (natsedge with history): remember the channel's position and
+ * epoch; with `recovered`, account the recovered publications (they come before live pushes).
+ */
+function position(conn, j, ok) {
+  const st = conn.state;
+  if (!st.track || j < 0 || j >= st.ci.length || typeof ok.epoch !== "string") return;
+  if (ok.recovered === true) {
+    step.recovered++;
+    for (const p of ok.pubs ?? []) {
+      const d = p.data;
+      if (d && typeof d.s === "number" && d.c === st.ci[j]) {
+        step.recoveredPubs++;
+        account(st, j, d.s);
+      } else stats.foreign++;
+    }
+  } else if (ok.recovered === false) {
+    step.recoveredFalse++;
+    st.resync[j] = 1;
+  }
+  st.spec.epoch[j] = ok.epoch;
+  if (typeof ok.offset === "number") st.spec.off[j] = ok.offset;
+}
+
 const handler = {
   open(conn) {
     dialect.open(conn);
   },
   message(conn, buf, start, end, now) {
-    const idx = buf.indexOf(MARK, start);
+    // A reply ({"id":…}) is control even when it carries recovered publications.
+    const idx = buf[start + 2] === 0x69 ? -1 : buf.indexOf(MARK, start);
     if (idx >= 0 && idx < end && parseData(buf, idx, end)) {
       const st = conn.state;
       const c = parsed.c;
@@ -43,13 +105,11 @@ const handler = {
         stats.foreign++;
         return;
       }
-      const last = st.last[j];
-      const s = parsed.s;
-      if (s === last + 1) st.last[j] = s;
-      else if (s > last) {
-        step.gaps += s - last - 1;
-        st.last[j] = s;
-      } else step.dups++;
+      if (st.track) {
+        const off = pushOffset(buf, start, idx);
+        if (off >= 0) st.spec.off[j] = off;
+      }
+      account(st, j, parsed.s);
       stats.received++;
       stats.bytes += end - start;
       hist.record((now - parsed.t) * 1000);
@@ -87,7 +147,18 @@ function connectOne(spec, endpoint, onReady, onFail, last) {
     handler,
   });
   conn.spec = spec;
+  const track = spec.history === true;
+  if (track && !spec.off) {
+    // Per (client, channel): last offset and epoch seen, kept across reconnects.
+    spec.off = new Float64Array(spec.chanIdx.length);
+    spec.epoch = new Array(spec.chanIdx.length).fill(null);
+  }
   conn.state = {
+    spec,
+    track,
+    token: spec.token,
+    resync: track ? new Uint8Array(spec.chanIdx.length) : null,
+    position: (j, ok) => position(conn, j, ok),
     channels: spec.channels,
     ci: Int32Array.from(spec.chanIdx),
     last: last ?? new Float64Array(spec.chanIdx.length),
@@ -241,6 +312,10 @@ parentPort.on("message", async (msg) => {
         foreign: stats.foreign,
         gaps: step.gaps,
         dups: step.dups,
+        recovered: step.recovered,
+        recoveredPubs: step.recoveredPubs,
+        recoveredFalse: step.recoveredFalse,
+        unrecoveredSkipped: step.unrecoveredSkipped,
         disconnects: step.disconnects,
         notes: step.notes,
         open: conns.size,

@@ -222,13 +222,15 @@ function stormMd(r) {
   if (!s) return "_storm: natsedge only, not run_";
   const p = r.params;
   const n = s.nats;
+  const hist = p.history ? `, namespace \`${p.namespace}\` with history {size ${p.history.size}, ttl ${p.history.ttl}}` : "";
+  const lost = (s.lostGaps ?? 0) + (s.tailMissing ?? 0);
   return [
-    `### storm: ${f(p.connections)} clients (2 subscriptions each, 200 channels), ${f(p.rate)} publishes/s; replica 0 SIGKILLed and restarted, its clients reconnect with full jitter over ${p.windowS} s`,
+    `### storm: ${f(p.connections)} clients (${p.auth ?? "no auth"}, 2 subscriptions each, 200 channels${hist}), ${f(p.rate)} publishes/s; replica 0 SIGKILLed and restarted, its clients reconnect with full jitter over ${p.windowS} s and resubscribe with \`since\``,
     "",
     when(r),
     "",
     table(
-      ["clients dropped", "back", "replica ready again after", "T50 / T99 / T100 (from the kill)", "peak reconnects/s", "failed attempts", "NATS SUB inserts / removes during the storm", "channels per replica before → after", "restarted replica RSS: before kill / peak / after"],
+      ["clients dropped", "back", "replica ready again after", "T50 / T99 / T100 (from the kill)", "peak reconnects (accepts)/s", "failed attempts", "lost messages (gaps)", "duplicates", "recovered:false"],
       [
         [
           f(s.dropped),
@@ -237,6 +239,18 @@ function stormMd(r) {
           `${f(s.t50Ms)} / ${f(s.t99Ms)} / ${f(s.t100Ms)} ms`,
           f(s.peakReconnectsPerS),
           f(s.failedAttempts),
+          s.lostGaps === undefined ? "n/a (no history)" : `${f(lost)}${s.tailMissing ? ` (${f(s.tailMissing)} never arrived)` : ""}`,
+          s.duplicates === undefined ? "n/a" : f(s.duplicates),
+          s.recoveredFalse === undefined ? "n/a" : `${f(s.recoveredFalse)} of ${f((s.recoveredSubscribes ?? 0) + s.recoveredFalse)} resubscribes`,
+        ],
+      ],
+    ),
+    "",
+    table(
+      ["recovered publications", "NATS SUB inserts / removes during the storm", "channels per replica before → after", "restarted replica RSS: before kill / peak / after"],
+      [
+        [
+          s.recoveredPubs === undefined ? "n/a" : f(s.recoveredPubs),
           `${f(n.subInsertsDuringStorm)} / ${f(n.subRemovesDuringStorm)} (${n.distinctChannels} distinct channels)`,
           `${n.channelsPerReplicaBefore.join(" / ")} → ${n.channelsPerReplicaAfter.join(" / ")}`,
           `${(s.restartedReplicaRss.steadyBefore / 2 ** 20).toFixed(0)} / ${(s.restartedReplicaRss.peak / 2 ** 20).toFixed(0)} / ${(s.restartedReplicaRss.after / 2 ** 20).toFixed(0)} MiB`,
@@ -244,7 +258,14 @@ function stormMd(r) {
       ],
     ),
     "",
-    `The channels have no history, so publications made while a client was away are missed by design (${f(s.missedDuringGap)} here), not counted as loss. The clients reconnect to a random replica each attempt (a load balancer that does not know which one is down). Not implemented: the variant that resets every socket while the process stays up.`,
+    s.lostGaps === undefined
+      ? `The channels have no history, so publications made while a client was away are missed by design (${f(s.missedDuringGap)} here), not counted as loss.`
+      : "Each client keeps, per channel, the last offset and epoch it saw and resubscribes with `since: {offset, epoch}`; the publications in the reply are checked like live ones. Lost = sequence gaps per (client, channel) after recovery plus publications that never arrived by the end (must be 0); what a `recovered:false` answer skips is not counted as loss" +
+        (s.skippedAfterRecoveredFalse ? ` (${f(s.skippedAfterRecoveredFalse)} skipped here)` : "") +
+        ". The clients reconnect to a random replica each attempt (a load balancer that does not know which one is down). " +
+        (p.connections < 20_000 ? `${f(p.connections)} clients, not the 20,000 of the plan: the generator` : "") +
+        (p.connections < 20_000 ? " is one process and needs a file descriptor per client, and its open-files limit here is 20,000 (the hard limit); a second generator process is not supported. " : "") +
+        "Not implemented: the variant that resets every socket while the process stays up.",
   ].join("\n");
 }
 
