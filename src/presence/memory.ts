@@ -1,5 +1,5 @@
 import type { ClientInfo } from "../publication.js";
-import { presenceIdentity, type Presence, type PresenceStats } from "./presence.js";
+import { MAX_PRESENCE_LIST, presenceIdentity, tooManyMembers, type Presence, type PresenceStats } from "./presence.js";
 
 interface Channel {
   members: Map<string, { user: string; info?: unknown }>;
@@ -37,7 +37,9 @@ export class MemoryPresence implements Presence {
   }
 
   async get(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {
-    return Object.fromEntries(this.channels.get(ch)?.members ?? []);
+    const members = this.channels.get(ch)?.members;
+    if (members && members.size > MAX_PRESENCE_LIST) throw tooManyMembers(members.size);
+    return Object.fromEntries(members ?? []);
   }
 
   async stats(ch: string): Promise<PresenceStats> {

@@ -5,7 +5,7 @@ import { pack, unpack } from "../protocol/msgpack.js";
 import type { ClientInfo } from "../publication.js";
 import { isNotFound, NODE_TTL_MS, type Jsm } from "../nats/streams.js";
 import type { Subjects } from "../nats/subjects.js";
-import { presenceIdentity, type Presence, type PresenceStats } from "./presence.js";
+import { MAX_PRESENCE_LIST, presenceIdentity, tooManyMembers, type Presence, type PresenceStats } from "./presence.js";
 
 const HEARTBEAT_MS = NODE_TTL_MS / 3;
 const LIVE_NODES_CACHE_MS = 1_000;
@@ -108,6 +108,7 @@ export class NatsPresence implements Presence {
 
   async get(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {
     const members = await this.members(ch);
+    if (members.length > MAX_PRESENCE_LIST) throw tooManyMembers(members.length);
     const stream = this.subjects.presenceStream();
     const entries = await Promise.all(
       members.map(async (m) => {

@@ -1,3 +1,4 @@
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { ClientInfo } from "../publication.js";
 
 export interface PresenceStats {
@@ -22,4 +23,18 @@ export interface Presence {
  */
 export function presenceIdentity(info: { client: string; user: string }): string {
   return info.user === "" ? `anon:${info.client}` : `user:${info.user}`;
+}
+
+/**
+ * A presence list is answered whole; past this many members it is refused (413) and clients use
+ * presence_stats. It bounds what one command can cost (one read per member in NATS mode) and
+ * the size of the reply.
+ */
+export const MAX_PRESENCE_LIST = 1000;
+
+export function tooManyMembers(n: number): ProtocolError {
+  return new ProtocolError(
+    ErrorCode.TooLarge,
+    `channel has ${n} members, more than ${MAX_PRESENCE_LIST} can be listed; use presence_stats`,
+  );
 }

@@ -16,6 +16,8 @@ const HEARTBEAT_MS = 15_000;
 /** Browsers reconnect after this long (the `retry:` field), plus our jitter hint. */
 const RETRY_MS = 2_000;
 const MAX_EVENT_ID = 4096;
+/** `"<ch>":[<offset>,"<epoch>"],` beyond the channel name, at most (16-digit offset, 16-char epoch). */
+const CURSOR_JSON_BYTES = 41;
 // setTimeout fires at once for delays past 2^31-1 ms.
 const MAX_TIMER = 2_147_483_647;
 const EVENT_PUB = Buffer.from("event: pub\ndata: ");
@@ -164,6 +166,12 @@ export class SseTransport implements FanoutSink {
       throw new ProtocolError(ErrorCode.BadRequest, `give 1 to ${max} distinct ch parameters`);
     }
     const channels = names.map((ch) => session.authorize(ch));
+    // Event ids carry every history channel's cursor; an id the resume could not take back would
+    // silently restart from now, so such a stream is refused up front.
+    const idBudget = channels.reduce((n, r) => n + (r.options.history ? Buffer.byteLength(r.ch) + CURSOR_JSON_BYTES : 0), 2);
+    if (Math.ceil((idBudget * 4) / 3) > MAX_EVENT_ID) {
+      throw new ProtocolError(ErrorCode.BadRequest, "too many or too long history channels for one SSE stream: open several");
+    }
     const resume = parseEventId(lastEventId);
     if (reply.aborted) return;
 
