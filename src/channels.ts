@@ -42,3 +42,9 @@ export function resolveChannel(
 export function personalOwner(ch: string): string {
   return ch.slice(ch.lastIndexOf(".") + 1);
 }
+
+/** The namespace of an already validated channel: its first token. */
+export function namespaceOf(ch: string): string {
+  const i = ch.indexOf(".");
+  return i < 0 ? ch : ch.slice(0, i);
+}

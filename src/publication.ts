@@ -28,3 +28,23 @@ export interface StreamPosition {
   offset: number;
   epoch: string;
 }
+
+/** Epochs are short identifiers; longer input is not a position this gateway handed out. */
+const MAX_EPOCH_LENGTH = 64;
+
+/** A client-supplied `{offset, epoch}`, or undefined when the value is not one. */
+export function asPosition(value: unknown): StreamPosition | undefined {
+  const p = value as Partial<StreamPosition> | null;
+  if (
+    typeof p !== "object" ||
+    p === null ||
+    typeof p.offset !== "number" ||
+    !Number.isSafeInteger(p.offset) ||
+    p.offset < 0 ||
+    typeof p.epoch !== "string" ||
+    p.epoch.length > MAX_EPOCH_LENGTH
+  ) {
+    return undefined;
+  }
+  return { offset: p.offset, epoch: p.epoch };
+}

@@ -11,7 +11,7 @@ import { encodeFrame, type Format } from "./protocol/codec.js";
 import { CloseCode, ErrorCode, ProtocolError } from "./protocol/codes.js";
 import { Payload } from "./protocol/payload.js";
 import { encodePubEntry, encodeReplyWithPubs } from "./protocol/push.js";
-import type { ClientInfo, Publication, StreamPosition } from "./publication.js";
+import { asPosition, type ClientInfo, type Publication, type StreamPosition } from "./publication.js";
 
 /** What a transport offers a session: a way to send frames and to join channel fan-out. */
 export interface Connection {
@@ -63,7 +63,6 @@ type Reply = Record<string, unknown> | Buffer;
 
 const MAX_ID_LENGTH = 64;
 const MAX_IDEMPOTENCY_KEY = 128;
-const MAX_EPOCH_LENGTH = 64;
 // setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
 const MAX_TIMER = 2_147_483_647;
 
@@ -573,17 +572,7 @@ function optionalInteger(cmd: Frame, key: string, min: number, max: number): num
 function optionalPosition(cmd: Frame, key: string): StreamPosition | undefined {
   const v = cmd[key];
   if (v === undefined) return undefined;
-  const p = v as Partial<StreamPosition> | null;
-  if (
-    typeof p !== "object" ||
-    p === null ||
-    typeof p.offset !== "number" ||
-    !Number.isSafeInteger(p.offset) ||
-    p.offset < 0 ||
-    typeof p.epoch !== "string" ||
-    p.epoch.length > MAX_EPOCH_LENGTH
-  ) {
-    throw new ProtocolError(ErrorCode.BadRequest, `${key} must be {offset: non-negative integer, epoch: string}`);
-  }
-  return { offset: p.offset, epoch: p.epoch };
+  const p = asPosition(v);
+  if (!p) throw new ProtocolError(ErrorCode.BadRequest, `${key} must be {offset: non-negative integer, epoch: string}`);
+  return p;
 }

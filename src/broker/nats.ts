@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { JetStreamClient, Msg, NatsConnection, Subscription } from "nats";
-import { resolveChannel } from "../channels.js";
+import { namespaceOf, resolveChannel } from "../channels.js";
 import type { NamespaceOptions } from "../config/types.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
@@ -348,11 +348,6 @@ export class NatsBroker implements Broker {
  */
 function messageId(ch: string, key: string): string {
   return createHash("sha256").update(ch).update("\u0000").update(key).digest("base64url");
-}
-
-function namespaceOf(ch: string): string {
-  const i = ch.indexOf(".");
-  return i < 0 ? ch : ch.slice(0, i);
 }
 
 function decodeControl(data: Uint8Array): ControlMessage | undefined {

@@ -1,3 +1,4 @@
+import { namespaceOf } from "../channels.js";
 import type { StoredMsg } from "nats";
 import type { HistoryOptions } from "../config/types.js";
 import { decodePublication } from "../nats/codec.js";
@@ -29,7 +30,7 @@ export class NatsHistory implements History {
 
   async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
     this.link.require();
-    const ns = ch.slice(0, ch.indexOf("."));
+    const ns = namespaceOf(ch);
     const stream = this.streams.streamOf(ns);
     const subject = this.subjects.channel(ch);
     const epoch = await this.streams.epoch(ns);

@@ -8,7 +8,7 @@ import type { Format } from "../protocol/codec.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { pack, unpackAll } from "../protocol/msgpack.js";
 import { encodeChannelPub, encodeObjectWithPubs } from "../protocol/push.js";
-import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
+import { asPosition, type ClientInfo, type Publication, type StreamPosition } from "../publication.js";
 import { Session, type Connection, type Identity, type SessionContext, type StatelessTransport } from "../session.js";
 import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 
@@ -404,17 +404,8 @@ function decodeBody(bytes: Buffer, format: Format): Record<string, unknown> {
 
 function cursorOf(raw: unknown): Cursor {
   if (raw === null || raw === undefined) return null;
-  const p = raw as Partial<StreamPosition>;
-  if (
-    typeof p === "object" &&
-    typeof p.offset === "number" &&
-    Number.isSafeInteger(p.offset) &&
-    p.offset >= 0 &&
-    typeof p.epoch === "string" &&
-    p.epoch.length <= 64
-  ) {
-    return { offset: p.offset, epoch: p.epoch };
-  }
+  const p = asPosition(raw);
+  if (p) return p;
   throw new ProtocolError(ErrorCode.BadRequest, "a cursor must be null or {offset: non-negative integer, epoch: string}");
 }
 
