@@ -12,6 +12,7 @@ import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { freePort } from "./helpers/nats.js";
 import { ok } from "./helpers/suite.js";
 import { signToken } from "./helpers/tokens.js";
+import { Signal } from "./helpers/signal.js";
 
 const API_KEY = "sse-test-api-key";
 const JWT_SECRET = "sse-test-jwt-hmac-secret-0123456789";
@@ -86,7 +87,7 @@ class SseClient {
   refusal: Frame | undefined;
   ended = false;
   private readonly abort = new AbortController();
-  private waiters: Array<() => void> = [];
+  private readonly signal = new Signal();
   private taken = 0;
 
   static async open(base: string, query: string, headers: Record<string, string> = {}): Promise<SseClient> {
@@ -164,28 +165,12 @@ class SseClient {
   }
 
   private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+    this.signal.wake();
   }
 
-  async waitFor<T>(check: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = check();
-      if (v !== undefined) return v;
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`timed out waiting for ${what}; events: ${JSON.stringify(this.events.map((e) => [e.event, e.data])).slice(0, 2000)}`);
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 200));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  waitFor<T>(check: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
+    const events = (): string => `events: ${JSON.stringify(this.events.map((e) => [e.event, e.data])).slice(0, 2000)}`;
+    return this.signal.until(check, what, timeoutMs, events, 200);
   }
 
   /**

@@ -18,6 +18,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestClient, type Frame } from "../helpers/client.js";
 import { freePort } from "../helpers/nats.js";
+import { sequenceProblem, strictlyIncreasing as increasing } from "./util.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SCRIPT = path.join(ROOT, "deploy", "local", "cluster.sh");
@@ -173,27 +174,6 @@ function nOf(p: Frame): number {
   return (p.data as { n: number }).n;
 }
 
-/** Describes how `got` differs from 1..count, or undefined when it is exactly that. */
-function sequenceProblem(got: number[], count: number): string | undefined {
-  const seen = new Map<number, number>();
-  for (const n of got) seen.set(n, (seen.get(n) ?? 0) + 1);
-  const missing: number[] = [];
-  const dup: number[] = [];
-  for (let n = 1; n <= count; n++) {
-    const k = seen.get(n) ?? 0;
-    if (k === 0) missing.push(n);
-    if (k > 1) dup.push(n);
-  }
-  if (got.length !== count || missing.length > 0 || dup.length > 0) {
-    return `got ${got.length} of ${count}; missing ${JSON.stringify(missing.slice(0, 20))} (${missing.length}), duplicated ${JSON.stringify(dup.slice(0, 20))} (${dup.length})`;
-  }
-  const i = got.findIndex((n, k) => n !== k + 1);
-  return i < 0 ? undefined : `out of order at index ${i}: ${JSON.stringify(got.slice(Math.max(0, i - 3), i + 4))}`;
-}
-
-function increasing(xs: number[]): boolean {
-  return xs.every((x, i) => i === 0 || x > (xs[i - 1] as number));
-}
 
 interface Position {
   offset: number;

@@ -1,5 +1,6 @@
 import { Packr, Unpackr } from "msgpackr";
 import WebSocket from "ws";
+import { Signal } from "./signal.js";
 
 export type Format = "json" | "msgpack";
 export type Frame = Record<string, unknown>;
@@ -40,7 +41,7 @@ export class TestClient {
   readonly frames: Frame[] = [];
   private recordings: Frame[][] = [];
   private nextId = 1;
-  private waiters: Array<() => void> = [];
+  private readonly signal = new Signal();
   readonly closed: Promise<{ code: number; reason: string }>;
   readonly opened: Promise<void>;
 
@@ -88,27 +89,12 @@ export class TestClient {
   }
 
   private wake(): void {
-    const w = this.waiters;
-    this.waiters = [];
-    for (const f of w) f();
+    this.signal.wake();
   }
 
   /** Waits until `check` returns a value (re-checked on every incoming message). */
-  async waitFor<T>(check: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const v = check();
-      if (v !== undefined) return v;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`timed out waiting for ${what}; pushes: ${JSON.stringify(this.pushes).slice(0, 2000)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+  waitFor<T>(check: () => T | undefined, what: string, timeoutMs = 10_000): Promise<T> {
+    return this.signal.until(check, what, timeoutMs, () => `pushes: ${JSON.stringify(this.pushes).slice(0, 2000)}`);
   }
 
   send(frame: Frame | Frame[]): void {

@@ -1,0 +1,37 @@
+/**
+ * "Something arrived": a test client calls wake() on every incoming message, and until() re-checks
+ * a condition on each wake (or every `pollMs`) until it holds or the time is up.
+ */
+export class Signal {
+  private waiters: Array<() => void> = [];
+
+  wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves with the first value `check` returns; the timeout error names `what` and `context()`. */
+  async until<T>(
+    check: () => T | undefined,
+    what: string,
+    timeoutMs: number,
+    context: () => string,
+    pollMs = Infinity,
+  ): Promise<T> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const v = check();
+      if (v !== undefined) return v;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; ${context()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.min(left, pollMs));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+}
