@@ -1,7 +1,7 @@
 import { headers as natsHeaders, type MsgHdrs } from "nats";
 import { MAX_INFO_DEPTH } from "../auth/jwt.js";
-import { MAX_DATA_DEPTH, nestedDeeperThan, Payload } from "../protocol/payload.js";
-import { pack, unpack, unpackAll } from "../protocol/msgpack.js";
+import { dataProblem, nestedDeeperThan, Payload } from "../protocol/payload.js";
+import { pack, unpack } from "../protocol/msgpack.js";
 import type { ClientInfo, Publication } from "../publication.js";
 
 /**
@@ -45,21 +45,28 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** Validates and wraps a message body; undefined when it is not one valid JSON / MessagePack value. */
 export function decodePayload(data: Uint8Array, contentType: string | undefined): Payload | undefined {
-  // A copy: the message may be retained (recent buffer), and must not pin the read chunk.
-  const bytes = Buffer.from(data);
   try {
     if (contentType !== undefined && contentType.toLowerCase().startsWith(MSGPACK)) {
-      const values = unpackAll(bytes);
-      if (values.length !== 1 || nestedDeeperThan(values[0], MAX_DATA_DEPTH)) return undefined;
-      return Payload.fromMsgpack(bytes, values[0]);
+      // A copy: the message may be retained (recent buffer), and must not pin the read chunk.
+      const bytes = Buffer.from(data);
+      const value = unpack(bytes);
+      if (dataProblem(value) !== undefined) return undefined;
+      return Payload.fromMsgpack(bytes, value);
     }
+    // JSON.parse skips a byte order mark, but spliced into a push frame it would make the frame
+    // unparsable for every JSON client: it is dropped from the forwarded bytes too.
+    const bytes = Buffer.from(hasBom(data) ? data.subarray(3) : data);
     const value: unknown = JSON.parse(utf8.decode(bytes));
     // Deeper data would overflow the encoders in fan-out: refused like any invalid payload.
-    if (nestedDeeperThan(value, MAX_DATA_DEPTH)) return undefined;
+    if (dataProblem(value) !== undefined) return undefined;
     return Payload.fromJson(bytes, value);
   } catch {
     return undefined;
   }
+}
+
+function hasBom(data: Uint8Array): boolean {
+  return data.length >= 3 && data[0] === 0xef && data[1] === 0xbb && data[2] === 0xbf;
 }
 
 /** A publication from a NATS message (live or stored); undefined when the payload is invalid. */

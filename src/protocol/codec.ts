@@ -1,5 +1,5 @@
 import { FrameError } from "./codes.js";
-import { pack, unpackAll } from "./msgpack.js";
+import { MsgpackError, pack, unpackAll } from "./msgpack.js";
 
 export type Format = "json" | "msgpack";
 
@@ -38,11 +38,10 @@ export function decodeFrames(format: Format, bytes: Uint8Array): unknown[] {
     }
   } else {
     try {
-      frames = unpackAll(bytes);
-    } catch {
-      throw new FrameError("frame is not valid MessagePack");
+      frames = unpackAll(bytes, MAX_FRAMES_PER_MESSAGE);
+    } catch (err) {
+      throw new FrameError(err instanceof MsgpackError ? err.message : "frame is not valid MessagePack");
     }
-    if (frames.length > MAX_FRAMES_PER_MESSAGE) throw new FrameError("too many frames in one message");
   }
   if (frames.length === 0) throw new FrameError("empty message");
   return frames;

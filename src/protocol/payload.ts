@@ -25,6 +25,38 @@ export function nestedDeeperThan(value: unknown, max: number, depth = 0): boolea
   return false;
 }
 
+/** Walks like nestedDeeperThan and also finds numbers JSON cannot carry (`1e999` parses to Infinity). */
+function unportable(value: unknown, depth: number): "deep" | "number" | undefined {
+  if (typeof value === "number") return Number.isFinite(value) ? undefined : "number";
+  if (typeof value !== "object" || value === null) return undefined;
+  if (depth >= MAX_DATA_DEPTH) return "deep";
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const p = unportable(value[i], depth + 1);
+      if (p) return p;
+    }
+    return undefined;
+  }
+  const obj = value as Record<string, unknown>;
+  for (const k in obj) {
+    const p = unportable(obj[k], depth + 1);
+    if (p) return p;
+  }
+  return undefined;
+}
+
+/**
+ * Why data cannot be published, or undefined: every subscriber gets a publication in its own
+ * wire format, so data one format cannot carry is refused before it is stored or delivered.
+ * MessagePack-only kinds (binary, extensions, big integers) are refused by the decoder already.
+ */
+export function dataProblem(value: unknown): string | undefined {
+  const p = unportable(value, 0);
+  if (p === "deep") return `data is nested deeper than ${MAX_DATA_DEPTH} levels`;
+  if (p === "number") return "data holds a number JSON cannot represent (NaN or Infinity)";
+  return undefined;
+}
+
 /**
  * Publication data in whichever encodings have been needed so far. Data a backend sent as JSON
  * stays as those bytes and is spliced into JSON push frames; the other encodings are derived at
@@ -39,11 +71,10 @@ export class Payload {
   /** The encoding the data arrived in: the one to forward it in, so nothing is lost in translation. */
   private constructor(readonly origin: "json" | "msgpack") {}
 
-  /** Throws ProtocolError 400 for data nested deeper than MAX_DATA_DEPTH. */
+  /** Throws ProtocolError 400 for data that dataProblem refuses. */
   static fromValue(value: unknown, origin: "json" | "msgpack" = "json"): Payload {
-    if (nestedDeeperThan(value, MAX_DATA_DEPTH)) {
-      throw new ProtocolError(ErrorCode.BadRequest, `data is nested deeper than ${MAX_DATA_DEPTH} levels`);
-    }
+    const problem = dataProblem(value);
+    if (problem !== undefined) throw new ProtocolError(ErrorCode.BadRequest, problem);
     const p = new Payload(origin);
     p.decoded = true;
     p.decodedValue = value;

@@ -6,7 +6,7 @@ import { SessionError, type SessionSigner } from "../http/session-token.js";
 import type { FanoutSink } from "../hub.js";
 import type { Format } from "../protocol/codec.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
-import { pack, unpackAll } from "../protocol/msgpack.js";
+import { pack, unpack } from "../protocol/msgpack.js";
 import { encodeChannelPub, encodeObjectWithPubs } from "../protocol/push.js";
 import { asPosition, type ClientInfo, type Publication, type StreamPosition } from "../publication.js";
 import { Session, type Connection, type Identity, type SessionContext, type StatelessTransport } from "../session.js";
@@ -387,9 +387,7 @@ function decodeBody(bytes: Buffer, format: Format): Record<string, unknown> {
   let value: unknown;
   try {
     if (format === "msgpack") {
-      const values = unpackAll(bytes);
-      if (values.length !== 1) throw new Error("not one value");
-      value = values[0];
+      value = unpack(bytes);
     } else {
       value = JSON.parse(bytes.toString("utf8"));
     }
