@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import type { Claims, TokenVerifier } from "./auth/jwt.js";
 import { AuthError } from "./auth/jwt.js";
 import { matchesAny } from "./auth/patterns.js";
-import { personalOwner, resolveChannel, type ResolvedChannel } from "./channels.js";
+import { anonymousAllowed, personalOwner, resolveChannel, type ResolvedChannel } from "./channels.js";
 import type { Config } from "./config/types.js";
 import type { Hub, HubSession } from "./hub.js";
 import type { Logger } from "./log.js";
@@ -63,6 +63,8 @@ type Reply = Record<string, unknown> | Buffer;
 
 const MAX_ID_LENGTH = 64;
 const MAX_IDEMPOTENCY_KEY = 128;
+/** The largest `limit` accepted; it is then clamped to the namespace's history size. */
+export const MAX_LIMIT = 2 ** 31 - 1;
 // setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
 const MAX_TIMER = 2_147_483_647;
 
@@ -206,16 +208,19 @@ export class Session implements HubSession {
   private async connect(cmd: Frame): Promise<Reply> {
     if (this.connected) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
     const token = optionalString(cmd, "token") ?? this.ambientToken;
-    if (token !== undefined) {
-      try {
-        this.claims = await this.verify(token);
-      } catch (err) {
-        if (!(err instanceof ProtocolError) || this.conn.stateless) throw err;
-        // Answered, then closed: an unauthenticated connection has nothing else to do.
-        this.sendError(idOf(cmd), err);
-        this.disconnect(CloseCode.Unauthorized, err.message, false);
-        return ALREADY_SENT;
+    try {
+      if (token !== undefined) this.claims = await this.verify(token);
+      else if (!anonymousAllowed(this.ctx.config.namespaces)) {
+        throw new ProtocolError(ErrorCode.Unauthenticated, "a token is required: no namespace allows anonymous clients");
       }
+    } catch (err) {
+      if (!(err instanceof ProtocolError) || this.conn.stateless) throw err;
+      // Answered, then closed: an unauthenticated connection has nothing else to do.
+      this.sendError(idOf(cmd), err);
+      this.disconnect(CloseCode.Unauthorized, err.message, false);
+      return ALREADY_SENT;
+    }
+    if (this.claims) {
       this.user = this.claims.sub;
       if (!this.conn.stateless) this.armExpiry();
     }
@@ -298,7 +303,7 @@ export class Session implements HubSession {
   }
 
   private allowed(r: ResolvedChannel): boolean {
-    if (r.options.personal && (r.ch.indexOf(".") < 0 || personalOwner(r.ch) !== this.user)) return false;
+    if (r.options.personal && personalOwner(r.ch) !== this.user) return false;
     return this.claims?.channels === undefined || matchesAny(this.claims.channels, r.ch);
   }
 
@@ -306,7 +311,7 @@ export class Session implements HubSession {
     if (this.user === "" && !r.options.anonymous) {
       throw new ProtocolError(ErrorCode.Unauthenticated, `channel ${r.ch} requires a token`);
     }
-    if (r.options.personal && (r.ch.indexOf(".") < 0 || personalOwner(r.ch) !== this.user)) {
+    if (r.options.personal && personalOwner(r.ch) !== this.user) {
       throw new ProtocolError(ErrorCode.Forbidden, `channel ${r.ch} is another user's personal channel`);
     }
     if (this.claims?.channels !== undefined && !matchesAny(this.claims.channels, r.ch)) {
@@ -482,9 +487,10 @@ export class Session implements HubSession {
     this.checkAccess(r);
     const opts = r.options.history;
     if (!opts) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no history`);
-    const limit = optionalInteger(cmd, "limit", 1, opts.size);
+    // A client cannot know the namespace's size: asking for more returns what is retained.
+    const limit = optionalInteger(cmd, "limit", 1, MAX_LIMIT);
     const since = optionalPosition(cmd, "since");
-    const result = await this.ctx.hub.readHistory(r.ch, opts, { limit, since });
+    const result = await this.ctx.hub.readHistory(r.ch, opts, { limit: limit === undefined ? undefined : Math.min(limit, opts.size), since });
     if (since && !result.complete) {
       throw new ProtocolError(
         ErrorCode.BadRequest,

@@ -6,7 +6,7 @@ import { api, TestClient, type ClientOptions, type Frame } from "./helpers/clien
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { signToken } from "./helpers/tokens.js";
 
-const KEY = "api-test-key-0123";
+const KEY = "api-test-key-0123-0123456789abcd";
 const SECRET = "api-e2e-secret-at-least-32-bytes-long!!";
 
 const NAMESPACES = `
@@ -200,10 +200,14 @@ describe("endpoints", () => {
     const one = await api(gw.url, "GET", "/api/history?channel=chat.hist&limit=1", { key: KEY });
     expect(one.body.pubs).toEqual([{ offset: 6, data: "ws", info: { client: expect.any(String), user: "" } }]);
 
-    for (const limit of ["0", "-1", "abc", "1.5", "11", "99999999999"]) {
+    for (const limit of ["0", "-1", "abc", "1.5", "2147483648", "99999999999"]) {
       const bad = await api(gw.url, "GET", `/api/history?channel=chat.hist&limit=${limit}`, { key: KEY });
       expect(bad.status, limit).toBe(400);
     }
+    // Above the namespace's size (10): what is retained, not an error.
+    const over = await api(gw.url, "GET", "/api/history?channel=chat.hist&limit=2147483647", { key: KEY });
+    expect(over.status).toBe(200);
+    expect(over.body.pubs).toHaveLength(6);
     const unused = await api(gw.url, "GET", "/api/history?channel=chat.never", { key: KEY });
     expect(unused.body).toMatchObject({ offset: 0, pubs: [] });
     expect((await api(gw.url, "GET", "/api/history?channel=news.x", { key: KEY })).status).toBe(400);

@@ -53,7 +53,9 @@ function sign(
   key: CryptoKey | Uint8Array = secretKey,
   { alg = "HS256", kid }: SignOptions = {},
 ): Promise<string> {
-  return new SignJWT(payload)
+  // Gateways require exp by default; "exp" in payload (even undefined) leaves it as given.
+  const claims = "exp" in payload ? payload : { ...payload, exp: now() + 3600 };
+  return new SignJWT(claims)
     .setProtectedHeader({ alg, typ: "JWT", ...(kid !== undefined && { kid }) })
     .sign(key);
 }
@@ -86,7 +88,7 @@ describe("TokenVerifier: key sources", () => {
   it("accepts RS256 with an RSA PEM key", async () => {
     const v = new TokenVerifier({ publicKey: rsa.pem });
     const token = await sign({ sub: "bob" }, rsa.privateKey, { alg: "RS256" });
-    expect(await v.verify(token)).toEqual({ sub: "bob" });
+    expect(await v.verify(token)).toEqual({ sub: "bob", exp: expect.any(Number) });
   });
 
   it("accepts ES256 with a P-256 PEM key", async () => {
@@ -213,6 +215,13 @@ describe("TokenVerifier: rejections", () => {
     const err = await rejection(v, await sign({ sub: "x", exp: now() - 30 }));
     expect(err.reason).toBe("expired");
     expect(err).toBeInstanceOf(Error);
+  });
+
+  it("requires exp unless requireExp is false", async () => {
+    const never = await sign({ sub: "x", exp: undefined });
+    await expect(new TokenVerifier({ hmacSecret: SECRET }).verify(never)).rejects.toThrow('token has no "exp" claim');
+    await expect(new TokenVerifier({ hmacSecret: SECRET, requireExp: true }).verify(never)).rejects.toThrow(AuthError);
+    expect(await new TokenVerifier({ hmacSecret: SECRET, requireExp: false }).verify(never)).toEqual({ sub: "x" });
   });
 
   it("rejects a token that is not yet valid", async () => {

@@ -13,7 +13,7 @@ import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startProxy, type TestProxy } from "./helpers/proxy.js";
 import { metric, sequenceProblem, sleep, strictlyIncreasing, waitUntil } from "./cluster/util.js";
 
-const API_KEY = "client-fallback-api-key";
+const API_KEY = "client-fallback-api-key-01234567";
 const CONFIG = `
 apiKey: ${API_KEY}
 sessionSecret: "client-fallback-session-secret-0123456789abcdef"

@@ -15,7 +15,7 @@ import { startProxy, type TestProxy } from "./helpers/proxy.js";
 import { signToken } from "./helpers/tokens.js";
 import { sequenceProblem, sleep, waitUntil } from "./cluster/util.js";
 
-const API_KEY = "client-test-api-key";
+const API_KEY = "client-test-api-key-0123456789ab";
 const SECRET = "client-test-hmac-secret-0123456789abcdef";
 const CONFIG = `
 apiKey: ${API_KEY}

@@ -48,7 +48,7 @@ function fails(argv: string[], env: Env, key: string, ...fragments: string[]): s
   return message;
 }
 
-const SECRET = "0123456789abcdef-secret";
+const SECRET = "0123456789abcdef-secret-01234567";
 const EMBEDDED_PUBLIC = {
   presence: true,
   joinLeave: true,
@@ -88,7 +88,7 @@ describe("defaults and the embedded default", () => {
   });
 
   it("stays embedded with settings that are neither namespaces nor auth, keeping allowedOrigins", () => {
-    const config = load(["--port", "0", "--allowed-origins", "https://a.example"], { NATSEDGE_API_KEY: "k".repeat(8) });
+    const config = load(["--port", "0", "--allowed-origins", "https://a.example"], { NATSEDGE_API_KEY: "k".repeat(32) });
     expect(config.embedded).toBe(true);
     expect(config.allowedOrigins).toEqual(["https://a.example"]);
     expect(config.namespaces).toEqual({ public: EMBEDDED_PUBLIC });
@@ -104,7 +104,7 @@ describe("defaults and the embedded default", () => {
     const config = load([], { NATSEDGE_AUTH_HMAC_SECRET: SECRET });
     expect(config.embedded).toBe(false);
     expect(config.namespaces).toEqual({});
-    expect(config.auth).toEqual({ hmacSecret: SECRET });
+    expect(config.auth).toEqual({ hmacSecret: SECRET, requireExp: true });
   });
 
   it("is not embedded with namespaces, even an empty set", () => {
@@ -375,8 +375,9 @@ describe("simple settings", () => {
   });
 
   it("validates apiKey without echoing it", () => {
-    expect(load(["--api-key", "12345678"]).apiKey).toBe("12345678");
-    const message = fails(["--api-key", "hunter2"], {}, "apiKey (from --api-key)", "7 characters", "at least 8");
+    const key = "k".repeat(32);
+    expect(load(["--api-key", key]).apiKey).toBe(key);
+    const message = fails(["--api-key", "hunter2-hunter2-hunter2-hunter2"], {}, "apiKey (from --api-key)", "31 characters", "at least 32", "openssl rand");
     expect(message).not.toContain("hunter2");
   });
 
@@ -463,14 +464,33 @@ describe("namespaces", () => {
 });
 
 describe("auth", () => {
-  it("uses an HMAC secret of at least 16 characters, without echoing a short one", () => {
-    expect(load(["--auth-hmac-secret", SECRET]).auth).toEqual({ hmacSecret: SECRET });
-    const message = fails(["--auth-hmac-secret", "tooshort"], {}, "auth.hmacSecret (from --auth-hmac-secret)", "at least 16");
+  it("uses an HMAC secret of at least 32 characters, without echoing a short one", () => {
+    expect(load(["--auth-hmac-secret", SECRET]).auth).toEqual({ hmacSecret: SECRET, requireExp: true });
+    const message = fails(["--auth-hmac-secret", "tooshort"], {}, "auth.hmacSecret (from --auth-hmac-secret)", "at least 32");
     expect(message).not.toContain("tooshort");
   });
 
+  it("requires exp by default and lets it be switched off", () => {
+    expect(load(["--auth-hmac-secret", SECRET, "--auth-require-exp", "false"]).auth).toEqual({ hmacSecret: SECRET, requireExp: false });
+    fails(["--auth-require-exp", "false"], {}, "auth.requireExp (from --auth-require-exp)", "needs a key source");
+  });
+
+  it("refuses every origin together with a cookie token", () => {
+    const message = fails(
+      ["--auth-hmac-secret", SECRET, "--auth-cookie", "tok", "--allowed-origins", "https://a.example,*"],
+      {},
+      "allowedOrigins (from --allowed-origins)",
+      "auth.cookie (from --auth-cookie)",
+    );
+    expect(message).toMatch(/every origin/);
+    expect(load(["--auth-hmac-secret", SECRET, "--auth-cookie", "tok", "--allowed-origins", "https://a.example"]).allowedOrigins).toEqual([
+      "https://a.example",
+    ]);
+    expect(load(["--auth-hmac-secret", SECRET, "--allowed-origins", "*"]).allowedOrigins).toEqual(["*"]);
+  });
+
   it("takes PEM text, turning literal \\n into newlines", () => {
-    expect(load([], { NATSEDGE_AUTH_PUBLIC_KEY: PEM }).auth).toEqual({ publicKey: PEM });
+    expect(load([], { NATSEDGE_AUTH_PUBLIC_KEY: PEM }).auth).toEqual({ requireExp: true, publicKey: PEM });
     const oneLine = PEM.replace(/\n/g, "\\n");
     expect(load([`--auth-public-key=${oneLine}`]).auth?.publicKey).toBe(PEM);
     // A PEM value is not mistaken for a flag even though it starts with dashes.
@@ -483,13 +503,13 @@ describe("auth", () => {
   it("reads publicKeyFile relative to the config file, or else the working directory", () => {
     const config = write("natsedge.yaml", "auth:\n  publicKeyFile: keys/public.pem\n");
     const pemFile = writeBeside(config, "keys/public.pem", PEM);
-    expect(load(["--config", config]).auth).toEqual({ publicKey: PEM });
+    expect(load(["--config", config]).auth).toEqual({ requireExp: true, publicKey: PEM });
     // From a flag the same relative name is looked up in the working directory, not beside the file.
     const empty = writeBeside(config, "empty.yaml", "");
     const inCwd = join(process.cwd(), "keys", "public.pem");
     fails(["--config", empty, "--auth-public-key-file", "keys/public.pem"], {}, "auth.publicKeyFile", inCwd);
-    expect(load(["--auth-public-key-file", relative(process.cwd(), pemFile)]).auth).toEqual({ publicKey: PEM });
-    expect(load([], { NATSEDGE_AUTH_PUBLIC_KEY_FILE: pemFile }).auth).toEqual({ publicKey: PEM });
+    expect(load(["--auth-public-key-file", relative(process.cwd(), pemFile)]).auth).toEqual({ requireExp: true, publicKey: PEM });
+    expect(load([], { NATSEDGE_AUTH_PUBLIC_KEY_FILE: pemFile }).auth).toEqual({ requireExp: true, publicKey: PEM });
   });
 
   it("rejects a publicKeyFile that cannot be read or holds no public key", () => {
@@ -500,10 +520,10 @@ describe("auth", () => {
   it("reads and checks a JWKS file", () => {
     const jwks = { keys: [{ kty: "OKP", crv: "Ed25519", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }] };
     const file = write("jwks.json", JSON.stringify(jwks));
-    expect(load(["--auth-jwks-file", file]).auth).toEqual({ jwks });
+    expect(load(["--auth-jwks-file", file]).auth).toEqual({ requireExp: true, jwks });
     const relativeInFile = write("natsedge.yaml", "auth:\n  jwksFile: jwks.json\n");
     writeBeside(relativeInFile, "jwks.json", JSON.stringify(jwks));
-    expect(load(["--config", relativeInFile]).auth).toEqual({ jwks });
+    expect(load(["--config", relativeInFile]).auth).toEqual({ requireExp: true, jwks });
     for (const bad of ["{", "[]", "{}", '{"keys":[]}', '{"keys":{}}', '{"keys":[1]}', '{"keys":[[]]}']) {
       fails(["--auth-jwks-file", write("jwks.json", bad)], {}, "auth.jwksFile (from --auth-jwks-file)");
     }
@@ -521,7 +541,7 @@ describe("auth", () => {
 
   it("sets audience, issuer and cookie alongside a key source, and needs one for them", () => {
     const argv = ["--auth-hmac-secret", SECRET, "--auth-audience=aud", "--auth-issuer=https://iss", "--auth-cookie=tok_en"];
-    expect(load(argv).auth).toEqual({ hmacSecret: SECRET, audience: "aud", issuer: "https://iss", cookie: "tok_en" });
+    expect(load(argv).auth).toEqual({ hmacSecret: SECRET, audience: "aud", issuer: "https://iss", cookie: "tok_en", requireExp: true });
     fails(["--auth-audience", "aud"], {}, "auth.audience (from --auth-audience)", "needs a key source: set one of");
     fails([], { NATSEDGE_AUTH_ISSUER: "iss" }, "auth.issuer (from NATSEDGE_AUTH_ISSUER)", "needs a key source");
     fails(["--config", write("c.yaml", "auth:\n  cookie: tok\n")], {}, "auth.cookie (from", "needs a key source");

@@ -140,7 +140,7 @@ const dashboard = JSON.parse(read("grafana/natsedge.json")) as Obj;
 
 // --- a real gateway on NATS, with traffic, for /metrics and Prometheus -----------------------
 
-const API_KEY = "deploy-artifacts-api-key";
+const API_KEY = "deploy-artifacts-api-key-0123456";
 let nats: NatsCluster | undefined;
 let gw: GatewayProcess | undefined;
 let scrapeNames = new Set<string>();
@@ -406,7 +406,7 @@ describe("HAProxy and NATS configs", () => {
     const r = run("bash", [path.join(DEPLOY, "local", "cluster.sh"), "config"], {
       STATE_DIR: state,
       PROMETHEUS: "off",
-      API_KEY: "local-config-api-key",
+      API_KEY: "local-config-api-key-0123456789abcdef",
       SESSION_SECRET: "local-config-session-secret-0123456789",
     });
     expect(r.code, r.out).toBe(0);
@@ -476,7 +476,7 @@ describe("docker compose", () => {
   });
 
   it("the gateway config loads with the compose environment, and the stop grace period covers the drain", () => {
-    const env: Record<string, string> = { NATSEDGE_API_KEY: "compose-api-key", NATSEDGE_SESSION_SECRET: "compose-session-secret-0123456789abcdef" };
+    const env: Record<string, string> = { NATSEDGE_API_KEY: "compose-api-key-0123456789abcdefgh", NATSEDGE_SESSION_SECRET: "compose-session-secret-0123456789abcdef" };
     const file = path.join(DEPLOY, "compose", "natsedge.yaml");
     const gwEnv = s.natsedge?.environment as Record<string, string>;
     expect(gwEnv.NATSEDGE_CONFIG).toBe("/etc/natsedge/natsedge.yaml");
@@ -528,9 +528,9 @@ describe("Kubernetes manifests", () => {
     const deployments = byKind.get("Deployment") ?? [];
     expect(deployments.length).toBeGreaterThan(0);
     const config = gatewayConfig(path.join(dir, "natsedge.yaml"), {
-      NATSEDGE_API_KEY: "k8s-api-key-0123",
+      NATSEDGE_API_KEY: "k8s-api-key-0123456789abcdefghijkl",
       NATSEDGE_SESSION_SECRET: "k8s-session-secret-0123456789abcdefgh",
-      NATSEDGE_AUTH_HMAC_SECRET: "k8s-hmac-secret-0123456789",
+      NATSEDGE_AUTH_HMAC_SECRET: "k8s-hmac-secret-0123456789abcdefghij",
     });
     for (const d of deployments) {
       const name = String((d.metadata as Obj).name);

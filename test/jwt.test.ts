@@ -12,7 +12,7 @@ import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { signToken, type SigningKey } from "./helpers/tokens.js";
 
 const SECRET = "jwt-e2e-secret-at-least-32-bytes-long!!";
-const API_KEY = "jwt-test-api-key";
+const API_KEY = "jwt-test-api-key-0123456789abcde";
 const AUD = "natsedge";
 const ISS = "https://idp.test";
 
@@ -341,14 +341,12 @@ describe("claims", () => {
 
     // A bad cookie is a bad token.
     await expectRejected(hs.wsUrl, undefined, { headers: { Cookie: `natsedge_token=${unsigned({ sub: "x" })}` } });
-    // Without a cookie and without a token the connection is anonymous.
-    const anon = await connect(hs.wsUrl);
-    expect((await anon.request("subscribe", { ch: "chat.x" })).error).toMatchObject({ code: 401 });
-    // A gateway without auth.cookie ignores the cookie.
-    const rsClient = new TestClient(rs.wsUrl, { headers: { Cookie: `natsedge_token=${token}` } });
-    open.push(rsClient);
-    await rsClient.opened;
-    expect((await rsClient.request("connect")).ok).toMatchObject({ user: "" });
+    // Without a cookie and without a token the connection is refused: no namespace is anonymous.
+    const refused = await expectRejected(hs.wsUrl, undefined);
+    expect(refused.message).toMatch(/token is required/);
+    // A gateway without auth.cookie ignores the cookie: no token at all, rather than a bad one.
+    const ignored = await expectRejected(rs.wsUrl, undefined, { headers: { Cookie: `natsedge_token=${token}` } });
+    expect(ignored.message).toMatch(/token is required/);
   });
 
   it("keeps personal channels to their owner", async () => {
@@ -357,8 +355,15 @@ describe("claims", () => {
     expect((await alice.request("subscribe", { ch: "user.alice" })).ok).toBeDefined();
     expect((await bob.request("subscribe", { ch: "user.alice" })).error).toMatchObject({ code: 403 });
     expect((await bob.request("publish", { ch: "user.alice", data: "psst" })).error).toMatchObject({ code: 403 });
-    // The owner is the last token.
+    // The owner is everything after the namespace, not its last token.
     expect((await bob.request("subscribe", { ch: "user.x.alice" })).error).toMatchObject({ code: 403 });
+    expect((await alice.request("subscribe", { ch: "user.x.alice" })).error).toMatchObject({ code: 403 });
+    const xAlice = await connect(hs.wsUrl, await sign({ sub: "x.alice" }));
+    expect((await xAlice.request("subscribe", { ch: "user.x.alice" })).ok).toBeDefined();
+    const com = await connect(hs.wsUrl, await sign({ sub: "com" }));
+    expect((await com.request("subscribe", { ch: "user.alice@example.com" })).error).toMatchObject({ code: 403 });
+    const email = await connect(hs.wsUrl, await sign({ sub: "alice@example.com" }));
+    expect((await email.request("subscribe", { ch: "user.alice@example.com" })).ok).toBeDefined();
     expect((await bob.request("subscribe", { ch: "user.bob" })).ok).toBeDefined();
 
     const res = await api(hs.url, "POST", "/api/publish", { key: API_KEY, body: { channel: "user.alice", data: { dm: 1 } } });

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type Frame } from "./helpers/client.js";
 import { runCli, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 
-const KEY = "lifecycle-key-0123";
+const KEY = "lifecycle-key-0123-0123456789abc";
 const LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"];
 
 const CONFIG = `

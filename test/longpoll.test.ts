@@ -10,7 +10,7 @@ import { api, TestClient, type Format, type Frame } from "./helpers/client.js";
 import { ok, useGateway } from "./helpers/suite.js";
 import { signToken } from "./helpers/tokens.js";
 
-const API_KEY = "longpoll-test-api-key";
+const API_KEY = "longpoll-test-api-key-0123456789";
 const JWT_SECRET = "longpoll-test-jwt-hmac-secret-0123456789";
 const SESSION_SECRET = "longpoll-test-session-secret-0123456789abcdef";
 const ORIGIN = "https://app.example.com";
@@ -274,7 +274,7 @@ describe("POST /lp/rpc", () => {
     expect(await rpc1("unsubscribe", { ch }, session, format)).toEqual({});
 
     // refresh hands out a new session for the same client and user.
-    const refreshed = await rpc1("refresh", { token: await sign("dave", { exp: Math.floor(Date.now() / 1000) + 3600 }) }, session, format);
+    const refreshed = await rpc1("refresh", { token: await sign("dave", { exp: Math.floor(Date.now() / 1000) + 7200 }) }, session, format);
     expect(typeof refreshed.session).toBe("string");
     expect(refreshed.session).not.toBe(session);
     const after = await rpc1("publish", { ch, data: "after refresh" }, refreshed.session as string, format);

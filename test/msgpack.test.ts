@@ -10,8 +10,11 @@ import { MsgpackError, pack, scanMsgpack, unpack, unpackAll } from "../src/proto
 
 const FUZZ = { numRuns: 2_000, interruptAfterTimeLimit: 10_000 };
 
-/** Values both wire formats carry: what JSON.parse can produce (finite numbers, string keys). */
-const portable = fc.jsonValue({ maxDepth: 6 });
+/**
+ * Values both wire formats carry: what JSON.parse can produce (finite numbers, string keys),
+ * less the key `__proto__`, which msgpackr would rename and the decoder therefore refuses.
+ */
+const portable = fc.jsonValue({ maxDepth: 6 }).filter((v) => !JSON.stringify(v).includes('"__proto__":'));
 
 const bigintPackr = new Packr({ useRecords: false, useBigIntExtension: true } as ConstructorParameters<typeof Packr>[0]);
 const recordPackr = new Packr({ useRecords: true });

@@ -6,6 +6,7 @@ import { startNats, type NatsCluster } from "./helpers/nats.js";
 const CONFIG = `
 namespaces:
   chat: { history: { size: 100, ttl: 5m }, presence: true, joinLeave: true, clientPublish: true, anonymous: true }
+  live: { clientPublish: true, anonymous: true }
 presenceGrace: 0s
 `;
 
@@ -32,5 +33,25 @@ describe("two replicas over one nats-server", () => {
     expect(p).toMatchObject({ ch: "chat.x", offset: 1, data: { n: 1 } });
     sub.close();
     pub.close();
+  });
+
+  it("delivers an idempotent publish to a channel without history once, on every replica", async () => {
+    const [a, b] = gws as [GatewayProcess, GatewayProcess];
+    const subA = await TestClient.connect(a.wsUrl);
+    const subB = await TestClient.connect(b.wsUrl);
+    const pub = await TestClient.connect(b.wsUrl);
+    for (const s of [subA, subB]) expect((await s.request("subscribe", { ch: "live.x" })).ok).toEqual({});
+    const seen = [subA.record(), subB.record()];
+    // The same key twice from different replicas' clients, then a marker without a key.
+    expect((await pub.request("publish", { ch: "live.x", data: "once", idempotencyKey: "k-1" })).ok).toEqual({});
+    expect((await subA.request("publish", { ch: "live.x", data: "again", idempotencyKey: "k-1" })).ok).toEqual({});
+    expect((await pub.request("publish", { ch: "live.x", data: "marker" })).ok).toEqual({});
+    for (const [i, s] of [subA, subB].entries()) {
+      await s.nextPush((f) => f.push === "pub" && f.data === "marker", "marker");
+      expect(seen[i]?.filter((f) => f.push === "pub").map((f) => f.data)).toEqual(["once", "marker"]);
+    }
+    // Another channel has its own key space.
+    expect((await pub.request("publish", { ch: "live.y", data: "other channel", idempotencyKey: "k-1" })).ok).toEqual({});
+    for (const c of [subA, subB, pub]) c.close();
   });
 });

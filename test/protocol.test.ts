@@ -11,7 +11,7 @@ import { signToken } from "./helpers/tokens.js";
  * connection is closed for not speaking the protocol.
  */
 
-const API_KEY = "protocol-test-api-key";
+const API_KEY = "protocol-test-api-key-0123456789";
 const HMAC_SECRET = "protocol-test-secret-of-at-least-32-bytes";
 
 const NAMESPACES = `
@@ -312,7 +312,7 @@ describe.each(FORMATS)("protocol v1 over %s", (format) => {
         frames.push({ op: "subscribe", ch, since });
         frames.push({ op: "history", ch, since });
       }
-      for (const limit of [0, -1, 1.5, "2", 101, null, true]) frames.push({ op: "history", ch, limit });
+      for (const limit of [0, -1, 1.5, "2", 2 ** 31, null, true]) frames.push({ op: "history", ch, limit });
       frames.push({ op: "history", ch: chan("live") }); // no history in that namespace
       frames.push({ op: "presence", ch: chan("live") }); // no presence in that namespace
       frames.push({ op: "presence_stats", ch: chan("news") });

@@ -8,7 +8,7 @@ import { ok, useGateway } from "./helpers/suite.js";
  * even while a publisher is streaming.
  */
 
-const API_KEY = "recovery-test-api-key";
+const API_KEY = "recovery-test-api-key-0123456789";
 const CONFIG = `
 namespaces:
   chat: {history: {size: 100, ttl: 5m}, presence: true, joinLeave: true, clientPublish: true, anonymous: true}

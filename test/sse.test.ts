@@ -14,7 +14,7 @@ import { ok } from "./helpers/suite.js";
 import { signToken } from "./helpers/tokens.js";
 import { Signal } from "./helpers/signal.js";
 
-const API_KEY = "sse-test-api-key";
+const API_KEY = "sse-test-api-key-0123456789abcde";
 const JWT_SECRET = "sse-test-jwt-hmac-secret-0123456789";
 const SESSION_SECRET = "sse-test-session-secret-0123456789abcdef";
 const MAX_SUBS = 4;
@@ -214,7 +214,11 @@ function decodeId(id: string): Record<string, [number, string]> {
 }
 
 function encodeId(cursors: Record<string, [number, string]>): string {
-  return Buffer.from(JSON.stringify(cursors), "utf8").toString("base64url");
+  return encodeRaw(JSON.stringify(cursors));
+}
+
+function encodeRaw(text: string): string {
+  return Buffer.from(text, "utf8").toString("base64url");
 }
 
 function query(chs: string[], extra: Record<string, string> = {}): string {
@@ -365,12 +369,22 @@ describe("GET /sse", () => {
       s.close();
     }
 
-    // An id that is not ours resumes nothing and resets nothing: the stream starts from now.
-    const s = await SseClient.open(gw.url, query([chat]), { "last-event-id": "!!not-an-id!!" });
-    const first = await s.next("subscribed");
-    expect(first.event).toBe("subscribed");
-    expect(json(first)).toEqual({ subs: { [chat]: { offset: tops.get(chat)?.offset, epoch: chatTop.epoch } } });
-    s.close();
+    // An id that is not ours cannot be resumed: the client is told, for every history channel,
+    // and the stream goes on from now.
+    const unreadable = ["!!not-an-id!!", encodeRaw("[1,2]"), encodeRaw(JSON.stringify({ [chat]: "x" })), "x".repeat(4100)];
+    for (const id of unreadable) {
+      const s = await SseClient.open(gw.url, query([chat]), { "last-event-id": id });
+      try {
+        const reset = await s.next(`reset for ${id.slice(0, 20)}`);
+        expect(reset.event).toBe("reset");
+        expect(json(reset)).toEqual({ ch: chat, offset: tops.get(chat)?.offset, epoch: chatTop.epoch, recovered: false });
+        const first = await s.next("subscribed");
+        expect(first.event).toBe("subscribed");
+        expect(json(first)).toEqual({ subs: { [chat]: { offset: tops.get(chat)?.offset, epoch: chatTop.epoch } } });
+      } finally {
+        s.close();
+      }
+    }
   });
 
   it("a token in the query (or a session, or a Bearer header) opens token-only and personal channels", async () => {

@@ -162,7 +162,7 @@ load_secrets() { # API_KEY / SESSION_SECRET: the environment's, else the saved o
   fi
   API_KEY=${env_key:-${API_KEY:-$(random_hex 16)}}
   SESSION_SECRET=${env_secret:-${SESSION_SECRET:-$(random_hex 24)}}
-  ((${#API_KEY} >= 8)) || die "API_KEY must have at least 8 characters"
+  ((${#API_KEY} >= 32)) || die "API_KEY must have at least 32 characters"
   ((${#SESSION_SECRET} >= 32)) || die "SESSION_SECRET must have at least 32 characters"
   mkdir -p "$STATE_DIR"
   (

@@ -19,7 +19,7 @@ const NATS_SERVER = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/loca
 const REDIS_SERVER = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].find(existsSync) ?? "redis-server";
 
 export const SUBJECT_PREFIX = "natsedge.ch.";
-export const API_KEY = "bench-api-key-0123456789";
+export const API_KEY = "bench-api-key-0123456789-0123456";
 const SESSION_SECRET = "bench-session-secret-0123456789abcdef";
 
 /** Newest mtime under a directory (for the "dist is older than src" warning). */

@@ -4,6 +4,7 @@ import type { Hub } from "../hub.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { Format } from "../protocol/codec.js";
 import { Payload } from "../protocol/payload.js";
+import { MAX_LIMIT } from "../session.js";
 import { encodeObjectWithPubs, encodePubEntry } from "../protocol/push.js";
 
 export type Params = Record<string, unknown>;
@@ -90,8 +91,8 @@ export class ServerOperations {
     const r = this.channel(params);
     const opts = r.options.history;
     if (!opts) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no history`);
-    const limit = integerParam(params.limit, "limit", 1, opts.size);
-    const result = await this.hub.readHistory(r.ch, opts, { limit });
+    const limit = integerParam(params.limit, "limit", 1, MAX_LIMIT);
+    const result = await this.hub.readHistory(r.ch, opts, { limit: limit === undefined ? undefined : Math.min(limit, opts.size) });
     return new Encoded(
       encodeObjectWithPubs(
         format,
@@ -105,7 +106,7 @@ export class ServerOperations {
 /** Accepts a number or (from a query string) its decimal text. */
 function integerParam(value: unknown, key: string, min: number, max: number): number | undefined {
   if (value === undefined || value === null) return undefined;
-  const n = typeof value === "string" && /^[0-9]{1,9}$/u.test(value) ? Number(value) : value;
+  const n = typeof value === "string" && /^[0-9]{1,10}$/u.test(value) ? Number(value) : value;
   if (typeof n !== "number" || !Number.isInteger(n) || n < min || n > max) {
     throw new ProtocolError(ErrorCode.BadRequest, `${key} must be an integer from ${min} to ${max}`);
   }

@@ -98,6 +98,7 @@ export class TokenVerifier {
     this.#options = {
       algorithms: [...new Set(algorithms)],
       clockTolerance: 0,
+      ...(auth.requireExp !== false && { requiredClaims: ["exp"] }),
       ...(auth.audience !== undefined && { audience: auth.audience }),
       ...(auth.issuer !== undefined && { issuer: auth.issuer }),
     };

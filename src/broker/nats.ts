@@ -113,11 +113,13 @@ export class NatsBroker implements Broker {
       return { offset: ack.seq, epoch: await this.streams.epoch(ns) };
     }
     if (opts.idempotencyKey !== undefined) {
-      // Without a stream, the dedupe stream remembers keys cluster-wide for the window.
-      const ack = await this.js.publish(this.subjects.dedupe(pub.ch), new Uint8Array(0), {
+      // Stored, deduplicated and republished to the channel by the server in one step: a key is
+      // recorded only together with its message, so a publish that failed can be retried.
+      await this.js.publish(this.subjects.idempotent(pub.ch), body, {
+        headers,
         msgID: messageId(pub.ch, opts.idempotencyKey),
       });
-      if (ack.duplicate) return {};
+      return {};
     }
     this.nc.publish(subject, body, { headers });
     return {};

@@ -140,6 +140,12 @@ function characters(minLength: number, allowed = `a string of at least ${minLeng
   };
 }
 
+/**
+ * Secrets are compared or used as HMAC keys: a short one can be guessed offline from one signed
+ * token, or online against the API. 32 characters of random base64 carry 192 bits.
+ */
+const secretText = characters(32, "a string of at least 32 characters (e.g. the output of: openssl rand -base64 32)");
+
 function matching(pattern: RegExp, allowed: string): Kind<string> {
   return {
     allowed,
@@ -354,6 +360,7 @@ interface Values {
   "auth.audience": string;
   "auth.issuer": string;
   "auth.cookie": string;
+  "auth.requireExp": boolean;
   namespaces: Record<string, NamespaceOptions>;
   maxFrameSize: number;
   pingInterval: number;
@@ -414,12 +421,12 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   },
   adminPort: { kind: integer(0, 65535, PORT_NOTE), about: "Port of the admin listener", default: "9100" },
   apiKey: {
-    kind: characters(8),
+    kind: secretText,
     about: "Key for the server HTTP API (/api/*, header Authorization: apikey <key>); unset, that API answers 401",
     secret: true,
   },
   sessionSecret: {
-    kind: characters(32),
+    kind: secretText,
     about:
       "Secret signing long-poll/SSE sessions; every replica needs the same one. Unset: random per process (fine for one process only)",
     secret: true,
@@ -431,7 +438,7 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   },
   logLevel: { kind: logLevel, about: "Log level", default: "info" },
   "auth.hmacSecret": {
-    kind: characters(16),
+    kind: secretText,
     about: "Shared secret client JWTs are signed with (HS256)",
     secret: true,
   },
@@ -449,6 +456,11 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   },
   "auth.audience": { kind: nonEmpty, about: "Required JWT aud claim", defaultText: "unset (not checked)" },
   "auth.issuer": { kind: nonEmpty, about: "Required JWT iss claim", defaultText: "unset (not checked)" },
+  "auth.requireExp": {
+    kind: boolean(),
+    about: "Refuse client JWTs without an exp claim (a token that never expires cannot be revoked by time)",
+    default: "true",
+  },
   "auth.cookie": {
     kind: matching(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/, "a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
     about: "Cookie that may carry the client JWT",
@@ -717,7 +729,7 @@ type Get = <K extends Key>(key: K) => Values[K] | undefined;
 type WithDefault = <K extends Key>(key: K) => Values[K];
 
 const KEY_SOURCES = ["auth.hmacSecret", "auth.publicKey", "auth.publicKeyFile", "auth.jwksFile"] as const;
-const CLAIMS = ["auth.audience", "auth.issuer", "auth.cookie"] as const;
+const CLAIMS = ["auth.audience", "auth.issuer", "auth.cookie", "auth.requireExp"] as const;
 
 function setIfDefined<T, K extends keyof T>(target: T, key: K, value: T[K] | undefined): void {
   if (value !== undefined) target[key] = value;
@@ -760,7 +772,7 @@ function buildAuth(raw: Map<Key, Raw>, get: Get): AuthConfig | undefined {
     return undefined;
   }
 
-  const auth: AuthConfig = {};
+  const auth: AuthConfig = { requireExp: get("auth.requireExp") ?? true };
   setIfDefined(auth, "hmacSecret", get("auth.hmacSecret"));
   setIfDefined(auth, "publicKey", get("auth.publicKey"));
   const pemFile = get("auth.publicKeyFile");
@@ -918,6 +930,15 @@ export function loadConfig(
     fail(at, adminPort, `a port other than port (${port}, from ${portFrom}) while adminHost equals host`);
   }
   const auth = buildAuth(raw, get);
+  const allowedOrigins = get("allowedOrigins");
+  if (allowedOrigins?.includes("*") && auth?.cookie !== undefined) {
+    // Browsers attach cookies to cross-site requests; with every origin allowed (and credentials,
+    // which the cookie needs) any web page could act as the signed-in user and read their streams.
+    throw new ConfigError(
+      `${labelled(raw, "allowedOrigins")} allows every origin ("*") while ${labelled(raw, "auth.cookie")} is set: ` +
+        "any web site could then use a visitor's cookie; list the origins instead",
+    );
+  }
   const namespaces = get("namespaces");
   // NATS settings do not count: `natsedge --nats host:4222` is the embedded default on NATS.
   const embedded = configFile === undefined && auth === undefined && namespaces === undefined;
@@ -952,7 +973,7 @@ export function loadConfig(
   };
   setIfDefined(config, "apiKey", get("apiKey"));
   setIfDefined(config, "sessionSecret", get("sessionSecret"));
-  setIfDefined(config, "allowedOrigins", get("allowedOrigins"));
+  setIfDefined(config, "allowedOrigins", allowedOrigins);
   setIfDefined(config, "auth", auth);
   setIfDefined(config, "nats", nats);
   return { config };

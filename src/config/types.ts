@@ -30,6 +30,8 @@ export interface AuthConfig {
   audience?: string;
   issuer?: string;
   cookie?: string;
+  /** Tokens without `exp` are refused unless this is false. */
+  requireExp?: boolean;
 }
 
 export interface NatsTls {

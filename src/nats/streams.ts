@@ -75,12 +75,14 @@ export class Streams {
       max_age: nanos(NODE_TTL_MS),
       allow_direct: true,
     });
+    const idem = this.subjects.idempotentSubjects();
     await this.ensure({
-      name: this.subjects.dedupeStream(),
-      subjects: [`${this.subjects.prefix}.dedupe.>`],
+      name: this.subjects.idempotentStream(),
+      subjects: [idem.stored],
       max_msgs_per_subject: 1,
       max_age: nanos(this.idempotencyWindowMs),
       duplicate_window: nanos(this.idempotencyWindowMs),
+      republish: { src: idem.stored, dest: idem.republished },
     });
   }
 

@@ -33,8 +33,17 @@ export class Subjects {
     return `${this.prefix}.api.${op}`;
   }
 
-  dedupe(ch: string): string {
-    return `${this.prefix}.dedupe.${encodeToken(ch)}`;
+  /**
+   * Where a publish with an idempotency key to a channel without history goes: a stream that
+   * dedupes by message id and republishes what it stores to the channel subject, so recording
+   * the key and delivering the message are one server-side step.
+   */
+  idempotent(ch: string): string {
+    return `${this.prefix}.idem.${ch}`;
+  }
+
+  idempotentSubjects(): { stored: string; republished: string } {
+    return { stored: `${this.prefix}.idem.>`, republished: `${this.prefix}.ch.>` };
   }
 
   presence(ch: string, identity: string, node: string, client: string): string {
@@ -88,8 +97,8 @@ export class Subjects {
     return `${this.streamBase()}_nodes`;
   }
 
-  dedupeStream(): string {
-    return `${this.streamBase()}_dedupe`;
+  idempotentStream(): string {
+    return `${this.streamBase()}_idem`;
   }
 }
 

@@ -176,7 +176,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       format: c.format,
       channels: new Map(),
       entries: [],
-      errors: {},
+      errors: keyedByClient(),
       buffering: true,
       buffered: [],
       answer: undefined,
@@ -281,7 +281,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     cleanup();
     if (aborted) return;
     this.ctx.metrics.longPollRequests.inc({ outcome: poll.entries.length > 0 ? "data" : answerNow ? "position" : "timeout" });
-    const subsOut: Record<string, Record<string, unknown>> = {};
+    const subsOut = keyedByClient<Record<string, unknown>>();
     for (const [ch, pc] of poll.channels) {
       subsOut[ch] = pc.cursor ? { offset: pc.cursor.offset, epoch: pc.cursor.epoch } : {};
       if (pc.recovered === false) subsOut[ch].recovered = false;
@@ -398,6 +398,15 @@ function decodeBody(bytes: Buffer, format: Format): Record<string, unknown> {
     throw new ProtocolError(ErrorCode.BadRequest, "body must be an object");
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * An object whose keys are client-chosen channel names: without a prototype, a key such as
+ * `__proto__` is an ordinary property instead of replacing the object's prototype (which made a
+ * channel's error vanish from the answer).
+ */
+function keyedByClient<T>(): Record<string, T> {
+  return Object.create(null) as Record<string, T>;
 }
 
 function cursorOf(raw: unknown): Cursor {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
-import type { ResolvedChannel } from "../channels.js";
+import { anonymousAllowed, type ResolvedChannel } from "../channels.js";
 import { corsHeaders } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { Reply } from "../http/respond.js";
@@ -172,7 +172,8 @@ export class SseTransport implements FanoutSink {
     if (Math.ceil((idBudget * 4) / 3) > MAX_EVENT_ID) {
       throw new ProtocolError(ErrorCode.BadRequest, "too many or too long history channels for one SSE stream: open several");
     }
-    const resume = parseEventId(lastEventId);
+    const parsed = parseEventId(lastEventId);
+    const resume = parsed ?? new Map<string, StreamPosition>();
     if (reply.aborted) return;
 
     const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit);
@@ -246,7 +247,7 @@ export class SseTransport implements FanoutSink {
         return this.close(stream);
       }
       if (stream.closed) return;
-      if (since && !result.complete) {
+      if (parsed === undefined || (since && !result.complete)) {
         stream.setCursor(r.ch, result.position);
         stream.write(
           `id: ${stream.eventId()}\nevent: reset\ndata: ${JSON.stringify({ ch: r.ch, ...result.position, recovered: false })}\n\n`,
@@ -268,7 +269,12 @@ export class SseTransport implements FanoutSink {
 
   private async identify(session: string | null, token: string | undefined): Promise<Identity> {
     if (session !== null) return this.signer.verify(session);
-    if (token === undefined) return { client: randomUUID(), user: "" };
+    if (token === undefined) {
+      if (!anonymousAllowed(this.ctx.config.namespaces)) {
+        throw new ProtocolError(ErrorCode.Unauthenticated, "a token is required: no namespace allows anonymous clients");
+      }
+      return { client: randomUUID(), user: "" };
+    }
     const verifier = this.ctx.verifier;
     if (!verifier) throw new ProtocolError(ErrorCode.Unauthenticated, "this gateway has no token keys configured");
     try {
@@ -382,18 +388,26 @@ export class SseTransport implements FanoutSink {
   }
 }
 
-function parseEventId(id: string): Map<string, StreamPosition> {
+/**
+ * The positions an event id carries, or undefined when it is not an id this gateway wrote: such a
+ * resume cannot be honoured, and every history channel is told so with `reset`.
+ */
+function parseEventId(id: string): Map<string, StreamPosition> | undefined {
   const out = new Map<string, StreamPosition>();
-  if (id === "" || id.length > MAX_EVENT_ID) return out;
+  if (id === "") return out;
+  if (id.length > MAX_EVENT_ID) return undefined;
+  let v: unknown;
   try {
-    const v = JSON.parse(Buffer.from(id, "base64url").toString("utf8")) as Record<string, unknown>;
-    for (const [ch, pos] of Object.entries(v)) {
-      if (Array.isArray(pos) && Number.isSafeInteger(pos[0]) && (pos[0] as number) >= 0 && typeof pos[1] === "string") {
-        out.set(ch, { offset: pos[0] as number, epoch: pos[1] });
-      }
-    }
+    v = JSON.parse(Buffer.from(id, "base64url").toString("utf8"));
   } catch {
-    /* an unreadable id resumes nothing: the stream starts from now */
+    return undefined;
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return undefined;
+  for (const [ch, pos] of Object.entries(v)) {
+    if (!Array.isArray(pos) || !Number.isSafeInteger(pos[0]) || (pos[0] as number) < 0 || typeof pos[1] !== "string") {
+      return undefined;
+    }
+    out.set(ch, { offset: pos[0] as number, epoch: pos[1] });
   }
   return out;
 }

@@ -22,7 +22,7 @@ import { sequenceProblem, strictlyIncreasing as increasing } from "./util.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SCRIPT = path.join(ROOT, "deploy", "local", "cluster.sh");
-const API_KEY = "deploy-local-api-key-0123";
+const API_KEY = "deploy-local-api-key-0123-012345";
 const SESSION_SECRET = "deploy-local-session-secret-0123456789abcdef";
 const RATE = 50;
 

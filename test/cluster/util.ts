@@ -9,7 +9,7 @@ import type { TestClient, Frame } from "../helpers/client.js";
 import { startGateway, type GatewayProcess } from "../helpers/gateway.js";
 
 export const SECRET = "cluster-test-hmac-secret-0123456789abcdef";
-export const API_KEY = "cluster-api-key-0123";
+export const API_KEY = "cluster-api-key-0123-0123456789a";
 
 /** The history namespace of the brief, a namespace without history, and HMAC auth. */
 export function gatewayYaml(opts: { replicas?: number; extra?: string } = {}): string {
@@ -39,7 +39,8 @@ export async function startReplicas(n: number, servers: string, yaml: string, in
 }
 
 export function sign(sub: string, info?: unknown): Promise<string> {
-  return new SignJWT(info === undefined ? { sub } : { sub, info })
+  const exp = Math.floor(Date.now() / 1000) + 3600;
+  return new SignJWT(info === undefined ? { sub, exp } : { sub, exp, info })
     .setProtectedHeader({ alg: "HS256" })
     .sign(new TextEncoder().encode(SECRET));
 }
