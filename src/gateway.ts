@@ -13,6 +13,7 @@ import { ServerApi } from "./http/api.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
 import { Hub } from "./hub.js";
+import { Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { nodeToken } from "./nats/subjects.js";
@@ -91,13 +92,14 @@ export class Gateway {
     const backend = config.nats
       ? await natsBackend(config, config.nats, node, metrics, log)
       : memoryBackend(config);
-    const hub = new Hub(backend.broker, backend.history, backend.presence, metrics, log, config.presenceGrace);
+    const hub = new Hub(backend.broker, backend.history, backend.presence, metrics, log, config.presenceGrace, config.maxPresenceMembers);
+    const limits = new Limits(config, backend.presence, metrics, log);
     const verifier = config.auth ? new TokenVerifier(config.auth) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const ops = new ServerOperations(config, hub);
 
     const app = uws.App();
-    const ctx = { config, hub, verifier, metrics, log, node };
+    const ctx = { config, hub, limits, verifier, metrics, log, node };
     const signer = new SessionSigner(config.sessionSecret);
     const transports = {
       ws: new WebSocketTransport(app, ctx, origins),
@@ -108,7 +110,7 @@ export class Gateway {
       t.attach();
       hub.addSink(t);
     }
-    new ServerApi(config, ops, origins, log).attach(app);
+    new ServerApi(config, ops, origins, limits, log).attach(app);
     attachStatic(app, config.demo);
     app.any("/*", (res) => new Reply(res).error(404, "not found"));
 

@@ -3,6 +3,7 @@ import type { HistoryOptions, NamespaceOptions } from "./config/types.js";
 import type { History, HistoryQuery, HistoryResult } from "./history/history.js";
 import type { Logger } from "./log.js";
 import type { Metrics, PublishSource } from "./metrics.js";
+import { PresenceCapacity } from "./presence/capacity.js";
 import { presenceIdentity, type Presence, type PresenceStats } from "./presence/presence.js";
 import { ErrorCode, ProtocolError } from "./protocol/codes.js";
 import type { ClientInfo, Publication } from "./publication.js";
@@ -61,7 +62,12 @@ export class Hub implements BrokerHandler {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly presenceGraceMs: number,
-  ) {}
+    maxPresenceMembers: number,
+  ) {
+    this.capacity = new PresenceCapacity(presence, maxPresenceMembers);
+  }
+
+  private readonly capacity: PresenceCapacity;
 
   start(): Promise<void> {
     return this.broker.start(this);
@@ -249,6 +255,11 @@ export class Hub implements BrokerHandler {
     }
     b.used++;
     return true;
+  }
+
+  /** Throws ProtocolError 429 when the channel's presence is full (before a client joins it). */
+  presenceRoom(ch: string): Promise<void> {
+    return this.guard(() => this.capacity.admit(ch), "presence read failed");
   }
 
   presenceOf(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {

@@ -52,6 +52,25 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly connectionsRefused = new Counter({
+    name: "natsedge_connections_refused_total",
+    help: "Connections refused by a limit: max_connections, per_ip, connect_rate, per_user, no_token",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimited = new Counter({
+    name: "natsedge_rate_limited_total",
+    help: "Requests refused with 429 by a rate limit: command, poll (held polls per session), apikey (failed API keys per address), presence (channel full)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly httpRefused = new Counter({
+    name: "natsedge_http_refused_total",
+    help: "HTTP requests refused before they were handled: header_too_large, body_timeout, body_too_large, bad_upgrade",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+
   readonly presenceEventsDropped = new Counter({
     name: "natsedge_presence_events_dropped_total",
     help: "Join/leave pushes not sent because a channel exceeded its per-second budget",

@@ -5,6 +5,8 @@ import { matchesAny } from "./auth/patterns.js";
 import { anonymousAllowed, personalOwner, resolveChannel, type ResolvedChannel } from "./channels.js";
 import type { Config } from "./config/types.js";
 import type { Hub, HubSession } from "./hub.js";
+import type { TokenBucket } from "./limits/bucket.js";
+import { ITEMS_PER_TOKEN, type Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { encodeFrame, type Format } from "./protocol/codec.js";
@@ -25,6 +27,11 @@ export interface Connection {
   leave(ch: string): void;
   /** Present for request/response transports, which keep no per-client state between requests. */
   readonly stateless?: StatelessTransport;
+  /**
+   * For a stateless transport's request without a session: the key (the client's address) its
+   * command budget is kept under, so batching commands into many such requests buys nothing.
+   */
+  readonly budgetKey?: string;
 }
 
 /** Who a client is, as carried between requests of a stateless transport. */
@@ -47,6 +54,7 @@ export interface StatelessTransport {
 export interface SessionContext {
   config: Config;
   hub: Hub;
+  limits: Limits;
   verifier: TokenVerifier | undefined;
   metrics: Metrics;
   log: Logger;
@@ -82,9 +90,10 @@ export class Session implements HubSession {
   private readonly subs = new Map<string, Subscription>();
   private expiryTimer: NodeJS.Timeout | undefined;
   private queue: Promise<void> = Promise.resolve();
-  private tokens: number;
-  private lastRefill = Date.now();
+  private readonly budget: TokenBucket | undefined;
   private rejected = 0;
+  /** Counted in the user's connections across the cluster (removed when closed). */
+  private countedForUser = false;
 
   constructor(
     private readonly conn: Connection,
@@ -94,8 +103,8 @@ export class Session implements HubSession {
     /** An identity already established (a stateless transport's verified session). */
     identity?: Identity,
   ) {
-    this.tokens = 2 * ctx.config.commandRate;
     this.client = identity?.client ?? randomUUID();
+    this.budget = ctx.limits.commandBudget(identity?.client ?? conn.budgetKey);
     if (identity) {
       this.user = identity.user;
       this.claims = identity.claims;
@@ -122,7 +131,7 @@ export class Session implements HubSession {
     for (const frame of frames) {
       if (this.ended) return;
       if (!this.admit()) {
-        this.sendError(idOf(frame), new ProtocolError(ErrorCode.RateLimited, "too many commands"));
+        this.sendError(idOf(frame), new ProtocolError(ErrorCode.RateLimited, "too many commands", this.budget?.retryAfter()));
         if (++this.rejected > 2 * this.ctx.config.commandRate) {
           this.disconnect(CloseCode.RateLimited, "rate limited", true);
           return;
@@ -134,16 +143,16 @@ export class Session implements HubSession {
     }
   }
 
-  /** Token bucket: `commandRate` per second, bursts of twice that. */
+  /** The command budget: `commandRate` per second, bursts of twice that. */
   private admit(): boolean {
-    const rate = this.ctx.config.commandRate;
-    if (rate === 0) return true;
-    const now = Date.now();
-    this.tokens = Math.min(2 * rate, this.tokens + ((now - this.lastRefill) / 1000) * rate);
-    this.lastRefill = now;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
+    if (!this.budget || this.budget.take()) return true;
+    this.ctx.metrics.rateLimited.inc({ kind: "command" });
+    return false;
+  }
+
+  /** Replies that carry many publications or members cost more than one command. */
+  private charge(items: number): void {
+    this.budget?.charge(Math.floor(items / ITEMS_PER_TOKEN));
   }
 
   private async run(frame: unknown): Promise<void> {
@@ -173,7 +182,7 @@ export class Session implements HubSession {
 
   private sendError(id: unknown, err: ProtocolError): void {
     this.ctx.metrics.errors.inc({ code: String(err.code) });
-    const error = { code: err.code, message: err.message };
+    const error = err.toJSON();
     this.conn.send(encodeFrame(this.conn.format, id === undefined ? { error } : { id, error }));
   }
 
@@ -222,7 +231,23 @@ export class Session implements HubSession {
     }
     if (this.claims) {
       this.user = this.claims.sub;
-      if (!this.conn.stateless) this.armExpiry();
+      if (!this.conn.stateless) {
+        try {
+          await this.ctx.limits.users.add(this.info);
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          this.sendError(idOf(cmd), err);
+          this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
+          this.disconnect(CloseCode.RateLimited, err.message, true);
+          return ALREADY_SENT;
+        }
+        this.countedForUser = true;
+        if (this.ended) {
+          this.ctx.limits.users.remove(this.info);
+          return {};
+        }
+        this.armExpiry();
+      }
     }
     if (this.ended) return {};
     this.connected = true;
@@ -333,6 +358,14 @@ export class Session implements HubSession {
     const sub: Subscription = { resolved: r, active: false };
     this.subs.set(r.ch, sub);
     const hub = this.ctx.hub;
+    if (r.options.presence) {
+      try {
+        await hub.presenceRoom(r.ch);
+      } catch (err) {
+        if (this.subs.get(r.ch) === sub) this.subs.delete(r.ch);
+        throw err;
+      }
+    }
     try {
       await hub.subscribe(r.ch, r.options);
     } catch (err) {
@@ -346,6 +379,7 @@ export class Session implements HubSession {
       if (historyOpts) {
         const recovery = await this.recover(r, historyOpts, since);
         pubs = recovery.pubs;
+        this.charge(pubs.length);
         ok = { offset: recovery.position.offset, epoch: recovery.position.epoch };
         if (since) {
           ok.recovered = recovery.recovered;
@@ -474,7 +508,9 @@ export class Session implements HubSession {
   }
 
   private async presence(cmd: Frame): Promise<Reply> {
-    return { clients: await this.ctx.hub.presenceOf(this.presenceChannel(cmd).ch) };
+    const clients = await this.ctx.hub.presenceOf(this.presenceChannel(cmd).ch);
+    this.charge(Object.keys(clients).length);
+    return { clients };
   }
 
   private async presenceStats(cmd: Frame): Promise<Reply> {
@@ -491,6 +527,7 @@ export class Session implements HubSession {
     const limit = optionalInteger(cmd, "limit", 1, MAX_LIMIT);
     const since = optionalPosition(cmd, "since");
     const result = await this.ctx.hub.readHistory(r.ch, opts, { limit: limit === undefined ? undefined : Math.min(limit, opts.size), since });
+    this.charge(result.pubs.length);
     if (since && !result.complete) {
       throw new ProtocolError(
         ErrorCode.BadRequest,
@@ -525,6 +562,7 @@ export class Session implements HubSession {
     }
     this.subs.clear();
     if (this.connected) this.ctx.hub.unregister(this);
+    if (this.countedForUser) this.ctx.limits.users.remove(this.info);
   }
 }
 

@@ -53,7 +53,7 @@ beforeAll(async () => {
     startGateway({
       config: {
         yaml:
-          `apiKey: ${KEY}\nmaxFrameSize: 1KiB\npresenceGrace: 200ms\n` +
+          `apiKey: ${KEY}\nmaxFrameSize: 1KiB\npresenceGrace: 200ms\ntrustedProxies: ["127.0.0.1"]\n` +
           `allowedOrigins: ["https://app.example.com", "https://*.example.org", "http://localhost:3000"]\n` +
           `auth:\n  hmacSecret: "${SECRET}"\n${NAMESPACES}`,
       },
@@ -71,12 +71,15 @@ afterAll(async () => {
 describe("API key", () => {
   it("answers 401 without a key, with a wrong key and with a malformed header", async () => {
     const body = { channel: "chat.a", data: 1 };
+    // Wrong keys are throttled per client address (next test): these come from their own,
+    // named by X-Forwarded-For, which the gateway believes from its trusted proxy 127.0.0.1.
+    const from = { "x-forwarded-for": "192.0.2.1" };
     for (const opts of [
-      { body },
-      { body, key: "wrong-key-0000" },
-      { body, key: "" },
-      { body, headers: { authorization: `Bearer ${KEY}` } },
-      { body, headers: { authorization: KEY } },
+      { body, headers: from },
+      { body, key: "wrong-key-0000", headers: from },
+      { body, key: "", headers: from },
+      { body, headers: { ...from, authorization: `Bearer ${KEY}` } },
+      { body, headers: { ...from, authorization: KEY } },
     ]) {
       const res = await api(gw.url, "POST", "/api/publish", opts);
       expect(res.status, JSON.stringify(opts)).toBe(401);
@@ -84,13 +87,32 @@ describe("API key", () => {
       expect(typeof (res.body.error as Frame).message).toBe("string");
     }
     for (const p of ["/api/presence?channel=chat.a", "/api/history?channel=chat.a"]) {
-      expect((await api(gw.url, "GET", p)).status).toBe(401);
-      expect((await api(gw.url, "GET", p, { key: "nope-nope-nope" })).status).toBe(401);
+      expect((await api(gw.url, "GET", p, { headers: from })).status).toBe(401);
+      expect((await api(gw.url, "GET", p, { key: "nope-nope-nope", headers: from })).status).toBe(401);
     }
-    expect((await api(gw.url, "POST", "/api/disconnect", { body: { user: "x" } })).status).toBe(401);
+    expect((await api(gw.url, "POST", "/api/disconnect", { body: { user: "x" }, headers: from })).status).toBe(401);
     // The scheme is case-insensitive.
     const ok = await api(gw.url, "POST", "/api/publish", { body, headers: { authorization: `APIKEY ${KEY}` } });
     expect(ok.status).toBe(200);
+  });
+
+  it("throttles wrong API keys per client address, proxy-aware", async () => {
+    const body = { channel: "chat.a", data: 1 };
+    const guesser = { "x-forwarded-for": "198.51.100.9, 127.0.0.1" };
+    for (let i = 0; i < 10; i++) {
+      expect((await api(gw.url, "POST", "/api/publish", { body, key: `guess-${i}`, headers: guesser })).status).toBe(401);
+    }
+    // Past the budget a key is not even checked: the right one is refused too, with a retry hint.
+    for (const key of ["guess-10", KEY]) {
+      const res = await api(gw.url, "POST", "/api/publish", { body, key, headers: guesser });
+      expect(res.status).toBe(429);
+      expect(Number(res.headers.get("retry-after"))).toBeGreaterThan(0);
+    }
+    // Another address is not affected.
+    const other = { "x-forwarded-for": "198.51.100.10" };
+    expect((await api(gw.url, "POST", "/api/publish", { body, key: KEY, headers: other })).status).toBe(200);
+    const metrics = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+    expect(metrics).toMatch(/natsedge_rate_limited_total\{kind="apikey"\} [1-9]/);
   });
 
   it("answers 401 to every request when no apiKey is configured", async () => {

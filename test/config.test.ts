@@ -5,6 +5,7 @@ import { dirname, join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseDuration, parseSize } from "../src/config/duration.js";
 import { ConfigError, HELP, loadConfig } from "../src/config/load.js";
+import { defaultMaxConnections } from "../src/limits/open-files.js";
 import type { Config } from "../src/config/types.js";
 
 type Env = Record<string, string | undefined>;
@@ -77,9 +78,40 @@ describe("defaults and the embedded default", () => {
       idempotencyWindow: 300_000,
       drainPeriod: 5_000,
       presenceGrace: 5_000,
+      maxConnections: defaultMaxConnections(),
+      maxConnectionsPerIp: 1000,
+      connectRate: 100,
+      maxConnectionsPerUser: 100,
+      trustedProxies: [],
+      maxHeldPolls: 4,
+      maxPresenceMembers: 10_000,
+      bodyTimeout: 10_000,
       demo: false,
       workers: 1,
     });
+  });
+
+  it("derives maxConnections from the open-files limit, and takes 0 for no limit", () => {
+    const dir = mkdtempSync(join(tmpdir(), "natsedge-limits-"));
+    const limits = (soft: string): string => {
+      const file = join(dir, `limits-${soft}`);
+      writeFileSync(file, `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                20000                files\n`);
+      return file;
+    };
+    expect(defaultMaxConnections(limits("20000"))).toBe(18_000);
+    expect(defaultMaxConnections(limits("1024"))).toBe(921);
+    expect(defaultMaxConnections(limits("unlimited"))).toBe(1_000_000);
+    expect(defaultMaxConnections(join(dir, "missing"))).toBe(10_000);
+    rmSync(dir, { recursive: true, force: true });
+    expect(load(["--max-connections", "0"]).maxConnections).toBe(0);
+    expect(load(["--max-connections", "500"]).maxConnections).toBe(500);
+  });
+
+  it("takes trusted proxies as addresses and CIDR blocks", () => {
+    expect(load(["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,FD00::/8"]).trustedProxies).toEqual(["10.0.0.0/8", "127.0.0.1", "fd00::/8"]);
+    fails(["--trusted-proxies", "10.0.0.0/33"], {}, "trustedProxies (from --trusted-proxies)", "CIDR");
+    fails(["--trusted-proxies", "proxy.local"], {}, "trustedProxies", "IP addresses or CIDR blocks");
+    fails(["--trusted-proxies", "1.2.3.4/8/9"], {}, "trustedProxies");
   });
 
   it("leaves optional settings unset rather than undefined-valued", () => {

@@ -13,6 +13,9 @@ namespaces:
   room: { history: { size: 10, ttl: 5m }, presence: true, anonymous: true, clientPublish: true }
 presenceGrace: 0s
 maxSubscriptions: 200
+# 1,001 clients from one address, opened in bursts of 100.
+maxConnectionsPerIp: 0
+connectRate: 0
 `;
 
 describe("limits", () => {

@@ -114,6 +114,9 @@ async function startNatsedge(sys, add, o) {
     apiKey: API_KEY,
     sessionSecret: SESSION_SECRET,
     drainPeriod: "0",
+    // Every generated client comes from 127.0.0.1: per-address limits would measure themselves.
+    maxConnectionsPerIp: 0,
+    connectRate: 0,
     namespaces: {
       bench: { anonymous: true },
       lp: { anonymous: true, history: { size: 1000, ttl: "5m" } },

@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, extname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
+import { defaultMaxConnections } from "../limits/open-files.js";
 import { parseDuration, parseSize } from "./duration.js";
 import { formatHelp } from "./help.js";
 import type {
@@ -256,6 +257,26 @@ const natsServers: Kind<string[]> = {
   },
 };
 
+/** An IP address or a CIDR block (`10.0.0.0/8`, `fd00::/8`); IPv6 without brackets. */
+function addressOrBlock(entry: unknown): string | undefined {
+  if (typeof entry !== "string") return undefined;
+  const [address = "", bits, extra] = entry.split("/");
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return undefined;
+  if (bits === undefined) return address.toLowerCase();
+  const max = family === 4 ? 32 : 128;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= max ? `${address.toLowerCase()}/${Number(bits)}` : undefined;
+}
+
+const addressList: Kind<string[]> = {
+  allowed: "a comma-separated list (in files also a list) of IP addresses or CIDR blocks, e.g. 10.0.0.0/8,::1",
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    return entries.map((entry) => addressOrBlock(entry) ?? fail(at, entry, this.allowed));
+  },
+};
+
 /** Subject tokens: no wildcards (`*`, `>`), no whitespace, no empty tokens. */
 const natsPrefix = matching(
   /^(?=.{1,64}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
@@ -370,6 +391,14 @@ interface Values {
   idempotencyWindow: number;
   drainPeriod: number;
   presenceGrace: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  connectRate: number;
+  maxConnectionsPerUser: number;
+  trustedProxies: string[];
+  maxHeldPolls: number;
+  maxPresenceMembers: number;
+  bodyTimeout: number;
   demo: boolean;
   workers: number;
   "nats.servers": string[];
@@ -506,6 +535,46 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: duration("a duration from 0 to 60s", 0, 60 * SECOND),
     about: "How long a departed client stays in presence, so that a quick reconnect causes no leave and join",
     default: "5s",
+  },
+  maxConnections: {
+    kind: integer(0, 10_000_000, " (0 = no limit)"),
+    about: "WebSocket and SSE connections one process holds; more are refused with 503 and Retry-After",
+    defaultText: "90% of the process's open-files limit",
+  },
+  maxConnectionsPerIp: {
+    kind: integer(0, 10_000_000, " (0 = no limit)"),
+    about: "WebSocket and SSE connections from one client address per process (429 beyond; see trustedProxies)",
+    default: "1000",
+  },
+  connectRate: {
+    kind: integer(0, 1_000_000, " (0 = no limit)"),
+    about: "New WebSocket, SSE and long-poll sessions per second from one client address per process (bursts of twice that; 429 beyond)",
+    default: "100",
+  },
+  maxConnectionsPerUser: {
+    kind: integer(0, 1_000_000, " (0 = no limit)"),
+    about: "Connections one signed-in user may hold across the whole cluster; a newer one is refused with 429 and close 4029",
+    default: "100",
+  },
+  trustedProxies: {
+    kind: addressList,
+    about: "Proxies (addresses or CIDR blocks) whose X-Forwarded-For header names the client address for per-IP limits",
+    defaultText: "none (the peer address is the client address)",
+  },
+  maxHeldPolls: {
+    kind: integer(1, 100),
+    about: "Long polls one session may hold open at once on one process (429 beyond)",
+    default: "4",
+  },
+  maxPresenceMembers: {
+    kind: integer(1, 1_000_000),
+    about: "Members a presence channel may have; a subscribe beyond it is refused with 429",
+    default: "10000",
+  },
+  bodyTimeout: {
+    kind: duration("a duration from 1s to 5m", SECOND, 5 * MINUTE),
+    about: "Time a client has to send a whole HTTP request body (408 beyond)",
+    default: "10s",
   },
   demo: {
     kind: boolean(),
@@ -968,6 +1037,14 @@ export function loadConfig(
     idempotencyWindow: withDefault("idempotencyWindow"),
     drainPeriod: withDefault("drainPeriod"),
     presenceGrace: withDefault("presenceGrace"),
+    maxConnections: get("maxConnections") ?? defaultMaxConnections(),
+    maxConnectionsPerIp: withDefault("maxConnectionsPerIp"),
+    connectRate: withDefault("connectRate"),
+    maxConnectionsPerUser: withDefault("maxConnectionsPerUser"),
+    trustedProxies: get("trustedProxies") ?? [],
+    maxHeldPolls: withDefault("maxHeldPolls"),
+    maxPresenceMembers: withDefault("maxPresenceMembers"),
+    bodyTimeout: withDefault("bodyTimeout"),
     demo: withDefault("demo"),
     workers,
   };

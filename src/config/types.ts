@@ -86,6 +86,22 @@ export interface Config {
   drainPeriod: number;
   /** How long a departed client lingers in presence so a quick reconnect causes no leave/join pair, ms. */
   presenceGrace: number;
+  /** WebSocket and SSE connections one process holds; 0 = no limit. */
+  maxConnections: number;
+  /** Connections from one client address per process; 0 = no limit. */
+  maxConnectionsPerIp: number;
+  /** New connections per second per client address (burst = 2x); 0 = no limit. */
+  connectRate: number;
+  /** Connections of one user across the cluster; 0 = no limit. */
+  maxConnectionsPerUser: number;
+  /** Addresses / CIDR blocks whose X-Forwarded-For is believed. */
+  trustedProxies: string[];
+  /** Long polls one session may hold at once on one process. */
+  maxHeldPolls: number;
+  /** Members a presence channel may have. */
+  maxPresenceMembers: number;
+  /** Time to receive a whole HTTP request body, ms. */
+  bodyTimeout: number;
   /** Present when NATS servers are configured; the in-memory broker is used otherwise. */
   nats?: NatsConfig;
   /** Serve the chat demo page at /demo. */

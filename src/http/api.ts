@@ -5,7 +5,9 @@ import type { Logger } from "../log.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 import type { OriginPolicy } from "./origin.js";
-import { BodyTooLarge, readBody, Reply } from "./respond.js";
+import type { Limits } from "../limits/limits.js";
+import { headTooLarge, peerAddress, refuseHead } from "./request-head.js";
+import { BodyTimeout, BodyTooLarge, readBody, Reply } from "./respond.js";
 
 
 /**
@@ -19,6 +21,7 @@ export class ServerApi {
     private readonly config: Config,
     private readonly ops: ServerOperations,
     private readonly origins: OriginPolicy,
+    private readonly limits: Limits,
     private readonly log: Logger,
   ) {
     this.keyDigest = config.apiKey === undefined ? undefined : digest(config.apiKey);
@@ -41,8 +44,17 @@ export class ServerApi {
       const origin = req.getHeader("origin");
       const host = req.getHeader("host");
       const query = new URLSearchParams(req.getQuery() ?? "");
+      const ip = this.limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+      if (headTooLarge(req)) return refuseHead(reply, this.limits.metrics);
       if (!this.origins.allows(origin, host)) return reply.error(403, "origin not allowed");
+      // Wrong keys are counted per address and, past the budget, not even checked: guessing the
+      // key online costs a minute per handful of tries.
+      const wait = this.limits.apiKeyRefused(ip);
+      if (wait !== undefined) {
+        return reply.error(429, "too many requests with a wrong API key; retry later", { "Retry-After": String(wait) });
+      }
       if (!this.authorized(auth)) {
+        this.limits.apiKeyFailed(ip);
         return reply.error(
           401,
           this.keyDigest ? "missing or wrong API key (Authorization: apikey <key>)" : "the server API is disabled: set apiKey",
@@ -54,12 +66,15 @@ export class ServerApi {
 
   private async handle(reply: Reply, hasBody: boolean, query: URLSearchParams, op: string): Promise<void> {
     try {
-      const params = hasBody ? parseBody(await readBody(reply, this.config.maxFrameSize)) : Object.fromEntries(query);
+      const params = hasBody
+        ? parseBody(await readBody(reply, this.config.maxFrameSize, this.config.bodyTimeout))
+        : Object.fromEntries(query);
       const result = await this.ops.run(op, params);
       if (result instanceof Encoded) reply.send(200, result.bytes);
       else reply.json(200, result);
     } catch (err) {
       if (err instanceof BodyTooLarge) return reply.error(413, err.message);
+      if (err instanceof BodyTimeout) return reply.error(408, err.message);
       if (err instanceof ProtocolError) return reply.error(err.code, err.message);
       this.log.error({ err }, "server API request failed");
       reply.error(500, "internal error");

@@ -8,8 +8,12 @@ const STATUS: Record<number, string> = {
   403: "403 Forbidden",
   404: "404 Not Found",
   405: "405 Method Not Allowed",
+  408: "408 Request Timeout",
+  411: "411 Length Required",
   413: "413 Payload Too Large",
+  426: "426 Upgrade Required",
   429: "429 Too Many Requests",
+  431: "431 Request Header Fields Too Large",
   500: "500 Internal Server Error",
   503: "503 Service Unavailable",
 };
@@ -21,11 +25,18 @@ const STATUS: Record<number, string> = {
 export class Reply {
   aborted = false;
   done = false;
+  /** uWS keeps one abort handler per response; whoever else needs to know registers here. */
+  private readonly abortListeners: Array<() => void> = [];
 
   constructor(readonly res: HttpResponse) {
     res.onAborted(() => {
       this.aborted = true;
+      for (const f of this.abortListeners) f();
     });
+  }
+
+  onAbort(listener: () => void): void {
+    this.abortListeners.push(listener);
   }
 
   send(status: number, body: string | Buffer, contentType = "application/json", headers: Record<string, string> = {}): void {
@@ -36,8 +47,8 @@ export class Reply {
       this.res.writeHeader("Content-Type", contentType);
       if (!("Cache-Control" in headers)) this.res.writeHeader("Cache-Control", "no-store");
       for (const [k, v] of Object.entries(headers)) this.res.writeHeader(k, v);
-      // A refused upload may still be streaming in; closing is cheaper than reading it.
-      this.res.end(body, status === 413);
+      // A refused or stalled upload may still be streaming in; closing is cheaper than reading it.
+      this.res.end(body, status === 413 || status === 408);
     });
   }
 
@@ -45,30 +56,48 @@ export class Reply {
     this.send(status, JSON.stringify(value));
   }
 
-  error(status: number, message: string): void {
-    this.json(status, { error: { code: status, message } });
+  error(status: number, message: string, headers: Record<string, string> = {}): void {
+    this.send(status, JSON.stringify({ error: { code: status, message } }), "application/json", headers);
   }
 }
 
 export class BodyTooLarge extends Error {}
+export class BodyTimeout extends Error {}
 
-/** Collects a request body, refusing more than `limit` bytes as soon as it is exceeded. */
-export function readBody(reply: Reply, limit: number): Promise<Buffer> {
+/**
+ * Collects a request body, refusing more than `limit` bytes as soon as it is exceeded and a body
+ * still incomplete after `timeoutMs` (a client trickling bytes would hold the request, and its
+ * buffer, for as long as it liked). Chunked bodies arrive the same way as sized ones.
+ */
+export function readBody(reply: Reply, limit: number, timeoutMs: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
+    const timer = setTimeout(() => {
+      failed = true;
+      reject(new BodyTimeout(`body not received within ${Math.round(timeoutMs / 1000)} s`));
+    }, timeoutMs);
     reply.res.onData((chunk, isLast) => {
       if (failed) return;
       size += chunk.byteLength;
       if (size > limit) {
         failed = true;
+        clearTimeout(timer);
         reject(new BodyTooLarge(`body larger than ${limit} bytes`));
         return;
       }
       // uWS reuses the chunk's memory after this callback returns.
       chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
-      if (isLast) resolve(Buffer.concat(chunks));
+      if (isLast) {
+        clearTimeout(timer);
+        resolve(Buffer.concat(chunks));
+      }
+    });
+    // An aborted request never delivers its last chunk: the timer must not keep it alive.
+    reply.onAbort(() => {
+      failed = true;
+      clearTimeout(timer);
     });
   });
 }

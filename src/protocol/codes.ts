@@ -6,6 +6,7 @@ export const ErrorCode = {
   NotFound: 404,
   AlreadySubscribed: 409,
   TooLarge: 413,
+  Timeout: 408,
   RateLimited: 429,
   Internal: 500,
   Unavailable: 503,
@@ -29,8 +30,17 @@ export class ProtocolError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** Seconds after which a refused request (429, 503) may succeed, when known. */
+    readonly retryAfter?: number,
   ) {
     super(message);
+  }
+
+  /** The error object of a reply: `{code, message}`, plus `retryAfter` when there is one. */
+  toJSON(): { code: number; message: string; retryAfter?: number } {
+    return this.retryAfter === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, retryAfter: this.retryAfter };
   }
 }
 

@@ -1,7 +1,8 @@
 import type { ResolvedChannel } from "../channels.js";
 import { corsHeaders, answerPreflight } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
-import { BodyTooLarge, readBody, Reply } from "../http/respond.js";
+import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
 import type { FanoutSink } from "../hub.js";
 import type { Format } from "../protocol/codec.js";
@@ -36,6 +37,15 @@ interface Poll {
   answer: (() => void) | undefined;
 }
 
+/** A long-poll client present in a channel on this gateway. */
+interface PresentEntry {
+  timer: NodeJS.Timeout;
+  r: ResolvedChannel;
+  info: ClientInfo;
+  /** Polls in progress that pin the entry (it may not expire while one is held). */
+  held: number;
+}
+
 interface PollChannel {
   r: ResolvedChannel;
   /** Position after everything in `entries`; undefined for channels without history. */
@@ -50,6 +60,7 @@ class Collector implements Connection {
   constructor(
     readonly format: Format,
     readonly stateless: StatelessTransport,
+    readonly budgetKey?: string,
   ) {}
   send(frame: Buffer): void {
     this.frames.push(frame);
@@ -67,11 +78,12 @@ class Collector implements Connection {
 export class LongPollTransport implements FanoutSink, StatelessTransport {
   private readonly polls = new Map<string, Set<Poll>>();
   /** Long-poll clients present on this gateway; `held` polls pin the entry (a poll may outlast the TTL). */
-  private readonly present = new Map<
-    string,
-    { timer: NodeJS.Timeout; r: ResolvedChannel; info: ClientInfo; held: number }
-  >();
+  private readonly present = new Map<string, PresentEntry>();
   private accepting = true;
+  /** Polls in progress per session client id, to cap what one session holds. */
+  private readonly held = new Map<string, number>();
+  /** Presence entries per long-poll client on this gateway (each lives PRESENCE_TTL past its last poll). */
+  private readonly presentPerClient = new Map<string, number>();
 
   constructor(
     private readonly app: TemplatedApp,
@@ -98,10 +110,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   unsubscribe(r: ResolvedChannel, info: ClientInfo): void {
     const key = r.ch + "\u0000" + info.client;
     const p = this.present.get(key);
-    if (!p) return;
-    clearTimeout(p.timer);
-    this.present.delete(key);
-    this.ctx.hub.leave(r.ch, info, r.options.joinLeave);
+    if (p) this.dropPresence(key, p);
   }
 
   // --- requests -------------------------------------------------------------------------------
@@ -117,31 +126,43 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     const cors = corsHeaders(origin, req.getHeader("host"), this.origins);
     const contentType = req.getHeader("content-type").toLowerCase();
     const authorization = req.getHeader("authorization");
+    const ip = this.ctx.limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+    const tooLarge = headTooLarge(req);
     if (!cors) return reply.error(403, "origin not allowed");
+    if (tooLarge) return refuseHead(reply, this.ctx.metrics);
     if (!this.accepting) return reply.error(503, "shutting down");
     const format: Format = contentType.startsWith(MSGPACK) ? "msgpack" : "json";
     const bearer = /^bearer\s+(\S+)$/iu.exec(authorization.trim())?.[1];
-    const c: RequestContext = { reply, cors, format, bearer, body: {} };
+    const c: RequestContext = { reply, cors, format, bearer, ip, body: {} };
     const started = performance.now();
     void (async () => {
       try {
-        c.body = decodeBody(await readBody(reply, this.ctx.config.maxFrameSize), format);
+        const { config, metrics } = this.ctx;
+        try {
+          c.body = decodeBody(await readBody(reply, config.maxFrameSize, config.bodyTimeout), format);
+        } catch (err) {
+          if (err instanceof BodyTooLarge) metrics.httpRefused.inc({ reason: "body_too_large" });
+          if (err instanceof BodyTimeout) metrics.httpRefused.inc({ reason: "body_timeout" });
+          throw err;
+        }
         await handle(c);
       } catch (err) {
         this.ctx.metrics.longPollRequests.inc({ outcome: "error" });
-        if (err instanceof BodyTooLarge) return this.fail(c, 413, err.message);
-        if (err instanceof SessionError) return this.fail(c, 401, err.message);
-        if (err instanceof ProtocolError) return this.fail(c, err.code, err.message);
+        if (err instanceof BodyTooLarge) return this.fail(c, new ProtocolError(ErrorCode.TooLarge, err.message));
+        if (err instanceof BodyTimeout) return this.fail(c, new ProtocolError(ErrorCode.Timeout, err.message));
+        if (err instanceof SessionError) return this.fail(c, new ProtocolError(ErrorCode.Unauthenticated, err.message));
+        if (err instanceof ProtocolError) return this.fail(c, err);
         this.ctx.log.error({ err }, "long-poll request failed");
-        this.fail(c, 500, "internal error");
+        this.fail(c, new ProtocolError(ErrorCode.Internal, "internal error"));
       } finally {
         this.ctx.metrics.longPollDuration.observe((performance.now() - started) / 1000);
       }
     })();
   }
 
-  private fail(c: RequestContext, code: number, message: string): void {
-    c.reply.send(code, encode(c.format, { error: { code, message } }), contentTypeOf(c.format), c.cors);
+  private fail(c: RequestContext, err: ProtocolError): void {
+    const headers = err.retryAfter === undefined ? c.cors : { ...c.cors, "Retry-After": String(err.retryAfter) };
+    c.reply.send(err.code, encode(c.format, { error: err.toJSON() }), contentTypeOf(c.format), headers);
   }
 
   private async rpc(c: RequestContext): Promise<void> {
@@ -150,7 +171,12 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       throw new ProtocolError(ErrorCode.BadRequest, "cmds must be an array of 1 to 100 command frames");
     }
     const identity = c.body.session === undefined ? undefined : this.signer.verify(c.body.session);
-    const conn = new Collector(c.format, this);
+    if (!identity) {
+      // A request without a session starts one: it counts like a new connection.
+      const refusal = this.ctx.limits.connections.admitSession(c.ip);
+      if (refusal) throw new ProtocolError(refusal.status, refusal.message, refusal.retryAfter);
+    }
+    const conn = new Collector(c.format, this, identity ? undefined : `ip:${c.ip}`);
     const session = new Session(conn, this.ctx, c.bearer, identity);
     session.receive(cmds);
     await session.settled();
@@ -171,6 +197,33 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       throw new ProtocolError(ErrorCode.BadRequest, `subs must name 1 to ${max} channels`);
     }
     const timeoutS = timeoutOf(c.body.timeout);
+    // A poll is a command of the session: held or answered at once, it spends the same budget.
+    const budget = this.ctx.limits.commandBudget(identity.client);
+    if (budget && !budget.take()) {
+      this.ctx.metrics.rateLimited.inc({ kind: "command" });
+      throw new ProtocolError(ErrorCode.RateLimited, "too many requests", budget.retryAfter());
+    }
+    const held = this.held.get(identity.client) ?? 0;
+    if (held >= this.ctx.config.maxHeldPolls) {
+      this.ctx.metrics.rateLimited.inc({ kind: "poll" });
+      throw new ProtocolError(ErrorCode.RateLimited, `too many polls at once (limit ${this.ctx.config.maxHeldPolls})`, 1);
+    }
+    this.held.set(identity.client, held + 1);
+    try {
+      await this.runPoll(c, identity, requested, timeoutS);
+    } finally {
+      const n = (this.held.get(identity.client) ?? 1) - 1;
+      if (n > 0) this.held.set(identity.client, n);
+      else this.held.delete(identity.client);
+    }
+  }
+
+  private async runPoll(
+    c: RequestContext,
+    identity: Identity,
+    requested: Array<[string, unknown]>,
+    timeoutS: number,
+  ): Promise<void> {
     const session = new Session(new Collector(c.format, this), this.ctx, undefined, identity);
     const poll: Poll = {
       format: c.format,
@@ -201,7 +254,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     // cursor handed back never skips a publication.
     const joined: string[] = [];
     const pinned: ResolvedChannel[] = [];
-    let aborted = false;
+    let aborted = c.reply.aborted;
     const cleanup = (): void => {
       for (const ch of joined) {
         this.polls.get(ch)?.delete(poll);
@@ -213,8 +266,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       for (const r of pinned) this.release(r, session.info);
       pinned.length = 0;
     };
-    c.reply.res.onAborted(() => {
-      c.reply.aborted = true;
+    c.reply.onAbort(() => {
       aborted = true;
       poll.answer?.();
     });
@@ -237,7 +289,14 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
 
     let answerNow = Object.keys(poll.errors).length > 0;
     for (const [ch, pc] of poll.channels) {
-      if (this.touchPresence(pc.r, session.info)) pinned.push(pc.r);
+      try {
+        if (await this.touchPresence(pc.r, session.info)) pinned.push(pc.r);
+      } catch (err) {
+        poll.channels.delete(ch);
+        poll.errors[ch] = toError(err);
+        answerNow = true;
+        continue;
+      }
       const opts = pc.r.options.history;
       if (!opts) continue;
       const cursor = cursors.get(ch) ?? null;
@@ -313,28 +372,53 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     return (cache[format] ??= encodeChannelPub(format, pub));
   }
 
-  /** Pins the client's presence in the channel for the duration of a poll; false if it has none. */
-  private touchPresence(r: ResolvedChannel, info: ClientInfo): boolean {
+  /**
+   * Pins the client's presence in the channel for the duration of a poll; false if it has none.
+   * Throws ProtocolError 429 when the channel's presence is full, or when the client already has
+   * maxSubscriptions presence entries here (each poll may name other channels, and every entry
+   * outlives its poll).
+   */
+  private async touchPresence(r: ResolvedChannel, info: ClientInfo): Promise<boolean> {
     if (!r.options.presence) return false;
     const key = r.ch + "\u0000" + info.client;
-    const existing = this.present.get(key);
-    if (existing) {
-      existing.held++;
-      existing.timer.refresh();
-      return true;
+    if (this.pin(key)) return true;
+    const max = this.ctx.config.maxSubscriptions;
+    if ((this.presentPerClient.get(info.client) ?? 0) >= max) {
+      throw new ProtocolError(ErrorCode.RateLimited, `this session is present in ${max} channels already`);
     }
-    const entry = { timer: undefined as unknown as NodeJS.Timeout, r, info, held: 1 };
+    await this.ctx.hub.presenceRoom(r.ch);
+    if (this.pin(key)) return true; // another poll of the client joined meanwhile
+    const entry: PresentEntry = { timer: undefined as unknown as NodeJS.Timeout, r, info, held: 1 };
     entry.timer = setTimeout(() => {
       if (entry.held > 0) return void entry.timer.refresh();
-      this.present.delete(key);
-      this.ctx.hub.leave(r.ch, info, r.options.joinLeave);
+      this.dropPresence(key, entry);
     }, PRESENCE_TTL_MS);
     entry.timer.unref();
     this.present.set(key, entry);
+    this.presentPerClient.set(info.client, (this.presentPerClient.get(info.client) ?? 0) + 1);
     this.ctx.hub
       .join(r.ch, info, r.options.joinLeave)
       .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "long-poll presence join failed"));
     return true;
+  }
+
+  /** Pins an existing entry for one more poll; false if there is none. */
+  private pin(key: string): boolean {
+    const existing = this.present.get(key);
+    if (!existing) return false;
+    existing.held++;
+    existing.timer.refresh();
+    return true;
+  }
+
+  private dropPresence(key: string, entry: PresentEntry): void {
+    clearTimeout(entry.timer);
+    this.present.delete(key);
+    const client = entry.info.client;
+    const n = (this.presentPerClient.get(client) ?? 1) - 1;
+    if (n > 0) this.presentPerClient.set(client, n);
+    else this.presentPerClient.delete(client);
+    this.ctx.hub.leave(entry.r.ch, entry.info, entry.r.options.joinLeave);
   }
 
   /** A poll ended: its entry is no longer pinned and lives PRESENCE_TTL from now. */
@@ -367,11 +451,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   drain(): void {
     this.accepting = false;
     for (const set of this.polls.values()) for (const poll of set) poll.answer?.();
-    for (const [key, p] of this.present) {
-      clearTimeout(p.timer);
-      this.present.delete(key);
-      this.ctx.hub.leave(p.r.ch, p.info, p.r.options.joinLeave);
-    }
+    for (const [key, p] of this.present) this.dropPresence(key, p);
   }
 }
 
@@ -380,6 +460,8 @@ interface RequestContext {
   cors: Record<string, string>;
   format: Format;
   bearer: string | undefined;
+  /** The client's address, for per-address limits. */
+  ip: string;
   body: Record<string, unknown>;
 }
 

@@ -2,6 +2,7 @@ import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
 import { anonymousAllowed, type ResolvedChannel } from "../channels.js";
 import { corsHeaders } from "../http/cors.js";
+import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
@@ -56,6 +57,8 @@ class SseStream implements HubSession {
     readonly info: ClientInfo,
     readonly channels: ResolvedChannel[],
     private readonly limit: number,
+    /** The client's address, whose connection slot the stream holds. */
+    readonly ip: string,
   ) {}
 
   get user(): string {
@@ -140,25 +143,54 @@ export class SseTransport implements FanoutSink {
       const bearer = /^bearer\s+(\S+)$/iu.exec(req.getHeader("authorization").trim())?.[1];
       const cookieName = this.ctx.config.auth?.cookie;
       const cookie = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
+      const { limits, metrics } = this.ctx;
+      const ip = limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+      const tooLarge = headTooLarge(req);
       if (!cors) return reply.error(403, "origin not allowed");
+      if (tooLarge) return refuseHead(reply, metrics);
       if (!this.accepting) return reply.error(503, "shutting down");
-      void this.open(reply, cors, query, lastEventId, query.get("token") ?? bearer ?? cookie).catch((err: unknown) => {
-        if (err instanceof SessionError) return reply.send(401, errorJson(401, err.message), "application/json", cors);
-        if (err instanceof ProtocolError) return reply.send(err.code, errorJson(err.code, err.message), "application/json", cors);
-        this.ctx.log.error({ err }, "SSE request failed");
-        reply.send(500, errorJson(500, "internal error"), "application/json", cors);
-      });
+      const refusal = limits.connections.admit(ip);
+      if (refusal) return reply.error(refusal.status, refusal.message, { ...cors, "Retry-After": String(refusal.retryAfter) });
+      // The slot is taken now, so concurrent opens from one address cannot all pass the check;
+      // a stream gives it back when it closes, a refused open at once.
+      limits.connections.opened(ip);
+      const token = query.get("token") ?? bearer ?? cookie;
+      void this.open(reply, cors, query, lastEventId, token, ip).then(
+        (opened) => {
+          if (!opened) limits.connections.closed(ip);
+        },
+        (err: unknown) => {
+          limits.connections.closed(ip);
+          if (err instanceof SessionError) return reply.send(401, errorJson(401, err.message), "application/json", cors);
+          if (err instanceof ProtocolError) {
+            const headers = err.retryAfter === undefined ? cors : { ...cors, "Retry-After": String(err.retryAfter) };
+            return reply.send(err.code, JSON.stringify({ error: err.toJSON() }), "application/json", headers);
+          }
+          this.ctx.log.error({ err }, "SSE request failed");
+          reply.send(500, errorJson(500, "internal error"), "application/json", cors);
+        },
+      );
     });
   }
 
+  /** Resolves true once a stream owns the response (and the client's connection slot). */
   private async open(
     reply: Reply,
     cors: Record<string, string>,
     query: URLSearchParams,
     lastEventId: string,
     token: string | undefined,
-  ): Promise<void> {
+    ip: string,
+  ): Promise<boolean> {
     const identity = await this.identify(query.get("session"), token);
+    if (query.get("session") !== null) {
+      // A session's streams spend its command budget, like its polls.
+      const budget = this.ctx.limits.commandBudget(identity.client);
+      if (budget && !budget.take()) {
+        this.ctx.metrics.rateLimited.inc({ kind: "command" });
+        throw new ProtocolError(ErrorCode.RateLimited, "too many requests", budget.retryAfter());
+      }
+    }
     const session = new Session(NO_CONNECTION, this.ctx, undefined, identity);
     const names = query.getAll("ch");
     const max = this.ctx.config.maxSubscriptions;
@@ -174,13 +206,21 @@ export class SseTransport implements FanoutSink {
     }
     const parsed = parseEventId(lastEventId);
     const resume = parsed ?? new Map<string, StreamPosition>();
-    if (reply.aborted) return;
+    for (const r of channels) if (r.options.presence) await this.ctx.hub.presenceRoom(r.ch);
+    await this.ctx.limits.users.add(session.info).catch((err: unknown) => {
+      if (err instanceof ProtocolError) this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
+      throw err;
+    });
+    if (reply.aborted) {
+      this.ctx.limits.users.remove(session.info);
+      return false;
+    }
 
-    const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit);
+    const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit, ip);
     if ("expires" in identity && typeof identity.expires === "number") stream.expires = identity.expires;
     stream.onEnd = () => this.close(stream);
     reply.done = true; // the stream owns the response from here on
-    reply.res.onAborted(() => this.close(stream));
+    reply.onAbort(() => this.close(stream));
     reply.res.cork(() => {
       reply.res.writeStatus("200 OK");
       reply.res.writeHeader("Content-Type", "text/event-stream; charset=utf-8");
@@ -214,7 +254,8 @@ export class SseTransport implements FanoutSink {
         // Closed while subscribing (the client went away): this channel is not in `streams` yet,
         // so close() cannot release it; without this its hub subscription leaked.
         if (subscribed) this.ctx.hub.unsubscribe(r.ch);
-        return this.close(stream);
+        this.close(stream);
+        return true;
       }
       let set = this.streams.get(r.ch);
       if (!set) this.streams.set(r.ch, (set = new Set()));
@@ -244,9 +285,10 @@ export class SseTransport implements FanoutSink {
         // stream open that buffers without end and never says `subscribed`.
         this.ctx.log.warn({ err, ch: r.ch }, "SSE history read failed");
         stream.disconnect(CloseCode.Shutdown, "history unavailable, reconnect", true);
-        return this.close(stream);
+        this.close(stream);
+        return true;
       }
-      if (stream.closed) return;
+      if (stream.closed) return true;
       if (parsed === undefined || (since && !result.complete)) {
         stream.setCursor(r.ch, result.position);
         stream.write(
@@ -265,6 +307,7 @@ export class SseTransport implements FanoutSink {
     stream.buffered = [];
     // The browser only remembers ids of events: this one gives even a quiet stream a resume point.
     stream.write(`id: ${stream.eventId()}\nevent: subscribed\ndata: ${JSON.stringify({ subs })}\n\n`);
+    return true;
   }
 
   private async identify(session: string | null, token: string | undefined): Promise<Identity> {
@@ -339,6 +382,8 @@ export class SseTransport implements FanoutSink {
     clearTimeout(stream.expiry);
     this.ctx.hub.unregister(stream);
     this.ctx.metrics.connections.dec({ transport: "sse" });
+    this.ctx.limits.connections.closed(stream.ip);
+    this.ctx.limits.users.remove(stream.info);
     for (const r of stream.channels) {
       const set = this.streams.get(r.ch);
       if (!set?.delete(stream)) continue;

@@ -1,6 +1,8 @@
 import { readCookie } from "../auth/cookie.js";
 import type { FanoutSink } from "../hub.js";
 import type { OriginPolicy } from "../http/origin.js";
+import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { Reply } from "../http/respond.js";
 import { decodeFrames, SUBPROTOCOLS, type Format } from "../protocol/codec.js";
 import { CloseCode, ErrorCode, FrameError, ProtocolError } from "../protocol/codes.js";
 import { encodeJoinLeave, encodePubPush } from "../protocol/push.js";
@@ -11,8 +13,13 @@ import { loadUws, type TemplatedApp, type WebSocket } from "../uws.js";
 interface UserData {
   format: Format;
   token: string | undefined;
+  /** The client's address, whose connection slot the socket holds. */
+  ip: string;
   conn?: WsConnection;
 }
+
+/** RFC 6455 4.2.1: the key is 16 random bytes, base64-encoded (24 characters, "==" at the end). */
+const WEBSOCKET_KEY = /^[A-Za-z0-9+/]{21}[AQgw]==$/;
 
 /** uWS topics are per wire format, so each publication is encoded once per format, not per socket. */
 const TOPIC_PREFIX: Record<Format, string> = { json: "j:", msgpack: "m:" };
@@ -126,7 +133,7 @@ export class WebSocketTransport implements FanoutSink {
   }
 
   attach(): void {
-    const { config, metrics } = this.ctx;
+    const { config, metrics, limits } = this.ctx;
     const uws = loadUws();
     const limit = config.backpressureLimit;
     // uWS idle timeouts tick in 4 s steps and must be at least 8 s; pings go out before it fires.
@@ -151,14 +158,22 @@ export class WebSocketTransport implements FanoutSink {
         const extensions = req.getHeader("sec-websocket-extensions");
         const cookieName = config.auth?.cookie;
         const token = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
-        if (!this.accepting) {
-          res.writeStatus("503 Service Unavailable").end("shutting down");
-          return;
+        const version = req.getHeader("sec-websocket-version");
+        const ip = limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+        const reply = new Reply(res);
+        if (headTooLarge(req)) return refuseHead(reply, metrics);
+        if (!this.accepting) return reply.error(503, "shutting down");
+        if (!this.origins.allows(origin, host)) return reply.error(403, "origin not allowed");
+        if (version !== "13") {
+          metrics.httpRefused.inc({ reason: "bad_upgrade" });
+          return reply.error(426, "unsupported WebSocket version: use 13", { "Sec-WebSocket-Version": "13" });
         }
-        if (!this.origins.allows(origin, host)) {
-          res.writeStatus("403 Forbidden").end("origin not allowed");
-          return;
+        if (!WEBSOCKET_KEY.test(key)) {
+          metrics.httpRefused.inc({ reason: "bad_upgrade" });
+          return reply.error(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded");
         }
+        const refusal = limits.connections.admit(ip);
+        if (refusal) return reply.error(refusal.status, refusal.message, { "Retry-After": String(refusal.retryAfter) });
         let format: Format = "json";
         let protocol = "";
         if (offered !== "") {
@@ -167,13 +182,15 @@ export class WebSocketTransport implements FanoutSink {
             .map((p) => p.trim())
             .find((p) => Object.hasOwn(SUBPROTOCOLS, p));
           if (!match) {
-            res.writeStatus("400 Bad Request").end("unsupported subprotocol: offer natsedge.v1.json or natsedge.v1.msgpack");
-            return;
+            metrics.httpRefused.inc({ reason: "bad_upgrade" });
+            return reply.error(400, "unsupported subprotocol: offer natsedge.v1.json or natsedge.v1.msgpack");
           }
           protocol = match;
           format = SUBPROTOCOLS[match] as Format;
         }
-        res.upgrade<UserData>({ format, token }, key, protocol, extensions, context);
+        // uWS calls open() from within upgrade(): the slot is counted there, before any other
+        // upgrade can be admitted.
+        res.upgrade<UserData>({ format, token, ip }, key, protocol, extensions, context);
       },
       open: (ws) => {
         const data = ws.getUserData();
@@ -181,6 +198,7 @@ export class WebSocketTransport implements FanoutSink {
         conn.session = new Session(conn, this.ctx, data.token);
         data.conn = conn;
         this.connections.add(conn);
+        limits.connections.opened(data.ip);
         metrics.connections.inc({ transport: "websocket" });
         setTimeout(() => {
           if (!conn.closed && !conn.session.isConnected) {
@@ -217,7 +235,9 @@ export class WebSocketTransport implements FanoutSink {
         ws.getUserData().conn?.checkBackpressure();
       },
       close: (ws, code) => {
-        const conn = ws.getUserData().conn as WsConnection;
+        const data = ws.getUserData();
+        const conn = data.conn as WsConnection;
+        limits.connections.closed(data.ip);
         conn.closed = true;
         this.connections.delete(conn);
         conn.forgetAll();
@@ -225,6 +245,17 @@ export class WebSocketTransport implements FanoutSink {
         metrics.connections.dec({ transport: "websocket" });
         metrics.disconnects.inc({ code: String(code) });
       },
+    });
+    // uWS hands a GET of /ws that is not an upgrade it accepts (no or a malformed
+    // Sec-WebSocket-Key, no Upgrade header) to the HTTP routes: answered here as RFC 6455 asks.
+    this.app.get("/ws", (res, req) => {
+      const reply = new Reply(res);
+      if (headTooLarge(req)) return refuseHead(reply, metrics);
+      metrics.httpRefused.inc({ reason: "bad_upgrade" });
+      if (req.getHeader("sec-websocket-version") !== "13") {
+        return reply.error(426, "a WebSocket upgrade (version 13) is required here", { "Sec-WebSocket-Version": "13", Upgrade: "websocket" });
+      }
+      reply.error(400, "Sec-WebSocket-Key must be 16 bytes, base64-encoded");
     });
   }
 

@@ -140,7 +140,7 @@ export async function api(
   method: "GET" | "POST",
   pathAndQuery: string,
   opts: { key?: string; body?: unknown; headers?: Record<string, string> } = {},
-): Promise<{ status: number; body: Record<string, unknown> }> {
+): Promise<{ status: number; body: Record<string, unknown>; headers: Headers }> {
   const headers: Record<string, string> = { ...opts.headers };
   if (opts.key !== undefined) headers.authorization = `apikey ${opts.key}`;
   if (opts.body !== undefined) headers["content-type"] = "application/json";
@@ -156,5 +156,10 @@ export async function api(
   } catch {
     body = { raw: text };
   }
-  return { status: res.status, body };
+  // Not enumerable, so tests can still compare {status, body} with toEqual.
+  return Object.defineProperty({ status: res.status, body }, "headers", { value: res.headers, enumerable: false }) as {
+    status: number;
+    body: Record<string, unknown>;
+    headers: Headers;
+  };
 }

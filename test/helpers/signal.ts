@@ -13,7 +13,7 @@ export class Signal {
 
   /** Resolves with the first value `check` returns; the timeout error names `what` and `context()`. */
   async until<T>(
-    check: () => T | undefined,
+    check: () => T | undefined | Promise<T | undefined>,
     what: string,
     timeoutMs: number,
     context: () => string,
@@ -21,7 +21,7 @@ export class Signal {
   ): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const v = check();
+      const v = await check();
       if (v !== undefined) return v;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${what}; ${context()}`);
@@ -34,4 +34,17 @@ export class Signal {
       });
     }
   }
+}
+
+/**
+ * Waits for a condition that no event announces (a metric on another process, a state read over
+ * HTTP): `check` runs every `pollMs` until it returns a value, for at most `timeoutMs`.
+ */
+export function eventually<T>(
+  check: () => T | undefined | Promise<T | undefined>,
+  what: string,
+  timeoutMs = 10_000,
+  pollMs = 25,
+): Promise<T> {
+  return new Signal().until(check, what, timeoutMs, () => "condition never held", pollMs);
 }
