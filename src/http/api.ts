@@ -67,7 +67,7 @@ export class ServerApi {
   private async handle(reply: Reply, hasBody: boolean, query: URLSearchParams, op: string): Promise<void> {
     try {
       const params = hasBody
-        ? parseBody(await readBody(reply, this.config.maxFrameSize, this.config.bodyTimeout))
+        ? parseBody(await readBody(reply, this.config.maxFrameSize, this.config.bodyTimeout, this.limits.metrics))
         : Object.fromEntries(query);
       const result = await this.ops.run(op, params);
       if (result instanceof Encoded) reply.send(200, result.bytes);

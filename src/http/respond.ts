@@ -1,3 +1,4 @@
+import type { Metrics } from "../metrics.js";
 import type { HttpResponse } from "../uws.js";
 
 const STATUS: Record<number, string> = {
@@ -69,13 +70,14 @@ export class BodyTimeout extends Error {}
  * still incomplete after `timeoutMs` (a client trickling bytes would hold the request, and its
  * buffer, for as long as it liked). Chunked bodies arrive the same way as sized ones.
  */
-export function readBody(reply: Reply, limit: number, timeoutMs: number): Promise<Buffer> {
+export function readBody(reply: Reply, limit: number, timeoutMs: number, metrics: Metrics): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
     const timer = setTimeout(() => {
       failed = true;
+      metrics.httpRefused.inc({ reason: "body_timeout" });
       reject(new BodyTimeout(`body not received within ${Math.round(timeoutMs / 1000)} s`));
     }, timeoutMs);
     reply.res.onData((chunk, isLast) => {
@@ -84,6 +86,7 @@ export function readBody(reply: Reply, limit: number, timeoutMs: number): Promis
       if (size > limit) {
         failed = true;
         clearTimeout(timer);
+        metrics.httpRefused.inc({ reason: "body_too_large" });
         reject(new BodyTooLarge(`body larger than ${limit} bytes`));
         return;
       }

@@ -138,13 +138,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     void (async () => {
       try {
         const { config, metrics } = this.ctx;
-        try {
-          c.body = decodeBody(await readBody(reply, config.maxFrameSize, config.bodyTimeout), format);
-        } catch (err) {
-          if (err instanceof BodyTooLarge) metrics.httpRefused.inc({ reason: "body_too_large" });
-          if (err instanceof BodyTimeout) metrics.httpRefused.inc({ reason: "body_timeout" });
-          throw err;
-        }
+        c.body = decodeBody(await readBody(reply, config.maxFrameSize, config.bodyTimeout, metrics), format);
         await handle(c);
       } catch (err) {
         this.ctx.metrics.longPollRequests.inc({ outcome: "error" });
