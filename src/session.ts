@@ -150,7 +150,7 @@ export class Session implements HubSession {
     return false;
   }
 
-  /** Replies that carry many publications or members cost more than one command. */
+  /** Commands that read much (history, recovery, presence lists) cost more than one token. */
   private charge(items: number): void {
     this.budget?.charge(Math.floor(items / ITEMS_PER_TOKEN));
   }
@@ -379,7 +379,7 @@ export class Session implements HubSession {
       if (historyOpts) {
         const recovery = await this.recover(r, historyOpts, since);
         pubs = recovery.pubs;
-        this.charge(pubs.length);
+        this.charge(recovery.reads);
         ok = { offset: recovery.position.offset, epoch: recovery.position.epoch };
         if (since) {
           ok.recovered = recovery.recovered;
@@ -426,10 +426,12 @@ export class Session implements HubSession {
     r: ResolvedChannel,
     opts: NonNullable<ResolvedChannel["options"]["history"]>,
     since: StreamPosition | undefined,
-  ): Promise<{ pubs: Publication[]; position: StreamPosition; recovered: boolean }> {
+  ): Promise<{ pubs: Publication[]; position: StreamPosition; recovered: boolean; reads: number }> {
     const hub = this.ctx.hub;
+    let reads = 0;
     for (let attempt = 0; attempt < 3; attempt++) {
       const result = await hub.readHistory(r.ch, opts, since ? { since } : { limit: 0 });
+      reads += result.reads;
       const top = result.position.offset;
       const live = hub.lastOffset(r.ch) ?? top;
       const recovered = since !== undefined && result.complete;
@@ -437,7 +439,7 @@ export class Session implements HubSession {
       if (live < top) {
         // History is ahead of live delivery: the rest will arrive as pushes.
         pubs = pubs.filter((p) => (p.offset as number) <= live);
-        return { pubs, position: { offset: live, epoch: result.position.epoch }, recovered };
+        return { pubs, position: { offset: live, epoch: result.position.epoch }, recovered, reads };
       }
       const extra = hub.recentAfter(r.ch, top);
       if (extra) {
@@ -445,6 +447,7 @@ export class Session implements HubSession {
           pubs: recovered ? pubs.concat(extra) : pubs,
           position: { offset: live, epoch: result.position.epoch },
           recovered,
+          reads,
         };
       }
     }
@@ -527,7 +530,7 @@ export class Session implements HubSession {
     const limit = optionalInteger(cmd, "limit", 1, MAX_LIMIT);
     const since = optionalPosition(cmd, "since");
     const result = await this.ctx.hub.readHistory(r.ch, opts, { limit: limit === undefined ? undefined : Math.min(limit, opts.size), since });
-    this.charge(result.pubs.length);
+    this.charge(result.reads);
     if (since && !result.complete) {
       throw new ProtocolError(
         ErrorCode.BadRequest,

@@ -2,8 +2,13 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
+import { signToken } from "./helpers/tokens.js";
 
+const SECRET = "nats-smoke-hmac-secret-0123456789abcdef";
 const CONFIG = `
+auth:
+  hmacSecret: "${SECRET}"
+maxConnectionsPerUser: 2
 namespaces:
   chat: { history: { size: 100, ttl: 5m }, presence: true, joinLeave: true, clientPublish: true, anonymous: true }
   live: { clientPublish: true, anonymous: true }
@@ -53,5 +58,32 @@ describe("two replicas over one nats-server", () => {
     // Another channel has its own key space.
     expect((await pub.request("publish", { ch: "live.y", data: "other channel", idempotencyKey: "k-1" })).ok).toEqual({});
     for (const c of [subA, subB, pub]) c.close();
+  });
+
+  it("limits a user's connections across replicas, and frees the slot when one closes", async () => {
+    const [a, b] = gws as [GatewayProcess, GatewayProcess];
+    const token = await signToken({ sub: "trudy" }, SECRET);
+    const first = await TestClient.connect(a.wsUrl, token);
+    const second = await TestClient.connect(b.wsUrl, token);
+    const third = new TestClient(a.wsUrl);
+    await third.opened;
+    expect((await third.request("connect", { token })).error).toMatchObject({ code: 429 });
+    expect((await third.closed).code).toBe(4029);
+    // The entry of a closed connection is removed from the shared store (asynchronously, in
+    // NATS): connect again until the slot is seen free.
+    second.close();
+    await second.closed;
+    const deadline = Date.now() + 10_000;
+    let fourth: TestClient | undefined;
+    for (let i = 0; i < 50 && !fourth && Date.now() < deadline; i++) {
+      const c = new TestClient(b.wsUrl);
+      await c.opened;
+      const r = await c.request("connect", { token });
+      if (r.ok) fourth = c;
+      else await c.closed;
+    }
+    expect(fourth).toBeDefined();
+    first.close();
+    fourth?.close();
   });
 });

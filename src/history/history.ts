@@ -17,6 +17,11 @@ export interface HistoryResult {
    * reached back that far and the epoch matched).
    */
   complete: boolean;
+  /**
+   * What the answer cost the backend: JetStream requests in NATS mode, publications read in
+   * memory mode. Clients are charged for it (one command token per 100).
+   */
+  reads: number;
 }
 
 /** Per-channel retained publications with monotonic offsets. */

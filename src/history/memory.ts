@@ -42,16 +42,16 @@ export class MemoryHistory implements History {
     const { since, limit } = query;
     if (!since) {
       const pubs = limit === undefined ? s.pubs.slice() : s.pubs.slice(Math.max(0, s.pubs.length - limit));
-      return { pubs, position, complete: true };
+      return { pubs, position, complete: true, reads: pubs.length };
     }
     if (since.epoch !== s.epoch || since.offset > s.top || since.offset < 0) {
-      return { pubs: [], position, complete: false };
+      return { pubs: [], position, complete: false, reads: 0 };
     }
     const oldest = s.pubs[0]?.offset ?? s.top + 1;
-    if (oldest > since.offset + 1) return { pubs: [], position, complete: false };
+    if (oldest > since.offset + 1) return { pubs: [], position, complete: false, reads: 0 };
     const from = since.offset + 1 - oldest;
     const pubs = s.pubs.slice(from, limit === undefined ? undefined : from + limit);
-    return { pubs, position, complete: true };
+    return { pubs, position, complete: true, reads: pubs.length };
   }
 
   keepWhile(inUse: (ch: string) => boolean): void {

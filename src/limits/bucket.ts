@@ -1,8 +1,4 @@
-/**
- * A token bucket: refills at `rate` tokens per second up to `burst`. Work that turns out to cost
- * more than one token is charged afterwards and may drive the balance negative, so the next
- * requests wait until it is paid off.
- */
+/** A token bucket: refills at `rate` tokens per second up to `burst`. */
 export class TokenBucket {
   private tokens: number;
   private last: number;
@@ -35,10 +31,13 @@ export class TokenBucket {
     return this.tokens >= 1;
   }
 
-  /** Charges work already done; the balance may go down to -burst. */
+  /**
+   * Charges work already done. The balance may go below zero: nothing more is admitted until it
+   * is paid off, so the debt never exceeds the cost of one piece of work.
+   */
   charge(cost: number, now = Date.now()): void {
     this.refill(now);
-    this.tokens = Math.max(-this.burst, this.tokens - cost);
+    this.tokens -= cost;
   }
 
   /** Whole seconds until a token is available (at least 1), for Retry-After. */

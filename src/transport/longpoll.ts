@@ -2,6 +2,7 @@ import type { ResolvedChannel } from "../channels.js";
 import { corsHeaders, answerPreflight } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { ITEMS_PER_TOKEN } from "../limits/limits.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
 import type { FanoutSink } from "../hub.js";
@@ -296,6 +297,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       const cursor = cursors.get(ch) ?? null;
       try {
         const result = await this.ctx.hub.readHistory(ch, opts, cursor ? { since: cursor } : { limit: 0 });
+        this.ctx.limits.commandBudget(identity.client)?.charge(Math.floor(result.reads / ITEMS_PER_TOKEN));
         pc.cursor = result.position;
         if (cursor === null) {
           answerNow = true;
