@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig } from "./config/load.js";
 import type { Config } from "./config/types.js";
 import { Gateway } from "./gateway.js";
+import { loadCertificate } from "./http/tls.js";
 import { createLogger, type Logger } from "./log.js";
 import { NativeUwsUnavailable } from "./uws.js";
 import { superviseWorkers, WORKER_ENV } from "./workers.js";
@@ -15,6 +16,8 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     config = loaded.config;
+    // Checked here too so that a bad certificate exits 2 before workers are forked.
+    if (config.tls) loadCertificate(config.tls);
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`natsedge: ${err.message}\n`);
@@ -30,16 +33,26 @@ export async function main(argv: string[]): Promise<void> {
   }
   warnAboutDefaults(config, log);
   const worker = process.env[WORKER_ENV];
+  let running: Gateway | undefined = undefined;
+  // Without TLS there is nothing to reload and SIGHUP keeps its default (the process ends). With
+  // it, the handler goes in before start-up, so that a SIGHUP sent early does not end the process.
+  if (config.tls) process.on("SIGHUP", () => running?.reloadTls("SIGHUP"));
   let gateway: Gateway;
   try {
     ({ gateway } = await Gateway.start(config, log.child(worker === undefined ? {} : { worker }), {
       sharePort: worker !== undefined,
     }));
   } catch (err) {
+    if (err instanceof ConfigError) {
+      // The certificate files changed for the worse since the check above.
+      process.stderr.write(`natsedge: ${err.message}\n`);
+      process.exit(2);
+    }
     if (err instanceof NativeUwsUnavailable) log.fatal(err.message);
     else log.fatal({ err }, "start-up failed");
     process.exit(1);
   }
+  running = gateway;
 
   let stopping = false;
   const stop = (signal: string): void => {

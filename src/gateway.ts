@@ -10,6 +10,7 @@ import { memoryBackend, natsBackend, type Backend } from "./backend.js";
 import type { Config } from "./config/types.js";
 import { attachAdmin } from "./http/admin.js";
 import { ServerApi } from "./http/api.js";
+import { Listener } from "./http/listener.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
 import { Hub } from "./hub.js";
@@ -18,39 +19,22 @@ import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { nodeToken } from "./nats/subjects.js";
 import { SessionSigner } from "./http/session-token.js";
+import { loadCertificate } from "./http/tls.js";
+import { TlsReloader, type ReloadReason } from "./http/tls-reload.js";
 import { LongPollTransport } from "./transport/longpoll.js";
 import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
-import { loadUws, type TemplatedApp, type us_listen_socket } from "./uws.js";
-
-/**
- * The native listen takes (host, port, options, cb); the bundled typings only declare the form
- * without a host. LIBUS_LISTEN_EXCLUSIVE_PORT is 1 in uSockets.
- */
-const EXCLUSIVE_PORT = 1;
-type ListenWithOptions = (
-  host: string,
-  port: number,
-  options: number,
-  cb: (socket: us_listen_socket | false) => void,
-) => TemplatedApp;
-function listenWithOptions(
-  app: TemplatedApp,
-  host: string,
-  port: number,
-  options: number,
-  cb: (socket: us_listen_socket | false) => void,
-): void {
-  (app.listen as unknown as ListenWithOptions).call(app, host, port, options, cb);
-}
+import { loadUws, type TemplatedApp } from "./uws.js";
 
 /** The browser SDK (always) and the chat demo (when enabled), read once at start-up. */
-function attachStatic(app: TemplatedApp, demo: boolean): void {
+function staticRoutes(demo: boolean): (app: TemplatedApp) => void {
   const sdk = readFileSync(fileURLToPath(new URL("./client/index.js", import.meta.url)));
-  app.get("/natsedge-client.js", (res) =>
-    new Reply(res).send(200, sdk, "text/javascript; charset=utf-8", { "Cache-Control": "public, max-age=300" }),
-  );
-  if (demo) app.get("/demo", (res) => new Reply(res).send(200, DEMO_PAGE, "text/html; charset=utf-8"));
+  return (app) => {
+    app.get("/natsedge-client.js", (res) =>
+      new Reply(res).send(200, sdk, "text/javascript; charset=utf-8", { "Cache-Control": "public, max-age=300" }),
+    );
+    if (demo) app.get("/demo", (res) => new Reply(res).send(200, DEMO_PAGE, "text/html; charset=utf-8"));
+  };
 }
 
 export interface ListeningPorts {
@@ -63,10 +47,10 @@ export interface ListeningPorts {
  * from the config, and owns the order of start-up and shutdown.
  */
 export class Gateway {
-  private readonly listenSockets: us_listen_socket[] = [];
   private draining = false;
   private started = false;
   private natsApi: NatsServerApi | undefined;
+  private tlsReloader: TlsReloader | undefined;
 
   private constructor(
     private readonly config: Config,
@@ -74,6 +58,7 @@ export class Gateway {
     private readonly hub: Hub,
     private readonly backend: Backend,
     private readonly transports: { ws: WebSocketTransport; longPoll: LongPollTransport; sse: SseTransport },
+    private readonly listeners: { client: Listener; admin: Listener },
     readonly node: string,
   ) {}
 
@@ -86,7 +71,9 @@ export class Gateway {
     log: Logger,
     opts: { sharePort?: boolean } = {},
   ): Promise<{ gateway: Gateway; ports: ListeningPorts }> {
-    const uws = loadUws();
+    // Both before anything connects: refusing the uWS fallback, and a certificate that cannot be served.
+    loadUws();
+    const certificate = config.tls && loadCertificate(config.tls);
     const node = nodeToken(`${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`);
     const metrics = new Metrics();
     const backend = config.nats
@@ -98,25 +85,37 @@ export class Gateway {
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const ops = new ServerOperations(config, hub);
 
-    const app = uws.App();
     const ctx = { config, hub, limits, verifier, metrics, log, node };
     const signer = new SessionSigner(config.sessionSecret);
     const transports = {
-      ws: new WebSocketTransport(app, ctx, origins),
-      longPoll: new LongPollTransport(app, ctx, origins, signer),
-      sse: new SseTransport(app, ctx, origins, signer),
+      ws: new WebSocketTransport(ctx, origins),
+      longPoll: new LongPollTransport(ctx, origins, signer),
+      sse: new SseTransport(ctx, origins, signer),
     };
-    for (const t of Object.values(transports)) {
-      t.attach();
-      hub.addSink(t);
-    }
-    new ServerApi(config, ops, origins, limits, log).attach(app);
-    attachStatic(app, config.demo);
-    app.any("/*", (res) => new Reply(res).error(404, "not found"));
+    for (const t of Object.values(transports)) hub.addSink(t);
+    const api = new ServerApi(config, ops, origins, limits, log);
+    const statics = staticRoutes(config.demo);
+    const clientRoutes = (app: TemplatedApp): void => {
+      for (const t of Object.values(transports)) t.attach(app);
+      api.attach(app);
+      statics(app);
+      app.any("/*", (res) => new Reply(res).error(404, "not found"));
+    };
 
-    const gateway = new Gateway(config, log, hub, backend, transports, node);
-    const adminApp = uws.App();
-    attachAdmin(adminApp, metrics, { ready: () => gateway.ready });
+    const readiness = { ready: (): boolean => gateway.ready };
+    const listeners = {
+      client: new Listener(
+        { name: "client", host: config.host, port: config.port, share: opts.sharePort ?? false },
+        clientRoutes,
+        certificate,
+      ),
+      admin: new Listener(
+        { name: "admin", host: config.adminHost, port: config.adminPort, share: false },
+        (app) => attachAdmin(app, metrics, readiness),
+        config.adminTls ? certificate : undefined,
+      ),
+    };
+    const gateway = new Gateway(config, log, hub, backend, transports, listeners, node);
 
     await hub.start();
     await backend.start();
@@ -124,29 +123,21 @@ export class Gateway {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
       gateway.natsApi.start();
     }
-    const adminPort = await gateway.listen(adminApp, config.adminHost, config.adminPort, false);
-    const port = await gateway.listen(app, config.host, config.port, opts.sharePort ?? false);
+    const adminPort = listeners.admin.start();
+    const port = listeners.client.start();
+    if (certificate) {
+      const served = config.adminTls ? [listeners.client, listeners.admin] : [listeners.client];
+      gateway.tlsReloader = new TlsReloader(certificate, served, metrics, log);
+    }
     gateway.started = true;
-    log.info({ port, adminPort, node, broker: config.nats ? "nats" : "memory" }, "listening");
+    const tls = certificate ? { tls: true, adminTls: config.adminTls } : {};
+    log.info({ port, adminPort, node, broker: config.nats ? "nats" : "memory", ...tls }, "listening");
     return { gateway, ports: { port, adminPort } };
   }
 
-  /**
-   * uWS shares ports (SO_REUSEPORT) by default, which would let a second gateway on the same port
-   * start silently; only workers share on purpose.
-   */
-  private listen(app: TemplatedApp, host: string, port: number, share: boolean): Promise<number> {
-    const uws = loadUws();
-    return new Promise((resolve, reject) => {
-      listenWithOptions(app, host, port, share ? 0 : EXCLUSIVE_PORT, (socket) => {
-        if (!socket) {
-          reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
-          return;
-        }
-        this.listenSockets.push(socket);
-        resolve(uws.us_socket_local_port(socket));
-      });
-    });
+  /** Serves the certificate files' current contents to new connections, if they changed and are valid. */
+  reloadTls(reason: ReloadReason): void {
+    void this.tlsReloader?.reload(reason);
   }
 
   /**
@@ -158,15 +149,14 @@ export class Gateway {
     this.draining = true;
     const { ws, longPoll, sse } = this.transports;
     this.log.info({ clients: ws.size + sse.size, drainPeriodMs: this.config.drainPeriod }, "draining");
-    const uws = loadUws();
-    const [adminSocket, clientSocket] = this.listenSockets;
-    if (clientSocket) uws.us_listen_socket_close(clientSocket);
+    this.tlsReloader?.close();
+    this.listeners.client.close();
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
     await this.hub.close();
     await this.backend.close();
-    if (adminSocket) uws.us_listen_socket_close(adminSocket);
+    this.listeners.admin.close();
     this.log.info("stopped");
   }
 }

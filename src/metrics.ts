@@ -133,6 +133,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly tlsReloads = new Counter({
+    name: "natsedge_tls_reloads_total",
+    help: "Certificate reloads (SIGHUP or changed files) by result; after an error the previous certificate stays in service",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

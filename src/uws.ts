@@ -33,11 +33,17 @@ export function loadUws(): typeof Uws {
         `does not load (${(err as Error).message.split("\n")[0]}); refusing to run on the slow pure-JS fallback`,
     );
   }
-  const loaded: unknown = require("uWebSockets.js");
+  const loaded = require("uWebSockets.js") as Partial<typeof Uws>;
   if (loaded !== native) {
     throw new NativeUwsUnavailable(
       "uWebSockets.js loaded its pure-JS fallback (is UWS_USE_FALLBACK set?); refusing to run on it",
     );
+  }
+  // A binary built without TLS would have no SSLApp, and tls.certFile could not be served.
+  for (const factory of ["App", "SSLApp"] as const) {
+    if (typeof loaded[factory] !== "function") {
+      throw new NativeUwsUnavailable(`the native uWebSockets.js binary has no ${factory}; refusing to run without it`);
+    }
   }
   cached = loaded as typeof Uws;
   return cached;

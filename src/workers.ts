@@ -57,4 +57,10 @@ export function superviseWorkers(argv: string[], config: Config, log: Logger): v
   log.info({ workers: config.workers, port: config.port }, "supervising workers");
   process.on("SIGTERM", () => stopAll("SIGTERM"));
   process.on("SIGINT", () => stopAll("SIGINT"));
+  // Each worker serves its own copy of the certificate.
+  if (config.tls) {
+    process.on("SIGHUP", () => {
+      for (const c of children.values()) c.kill("SIGHUP");
+    });
+  }
 }

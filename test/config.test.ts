@@ -67,6 +67,7 @@ describe("defaults and the embedded default", () => {
       port: 8000,
       adminHost: "0.0.0.0",
       adminPort: 9100,
+      adminTls: false,
       embedded: true,
       logLevel: "info",
       namespaces: { public: EMBEDDED_PUBLIC },
@@ -116,7 +117,7 @@ describe("defaults and the embedded default", () => {
 
   it("leaves optional settings unset rather than undefined-valued", () => {
     const config = load();
-    for (const key of ["apiKey", "allowedOrigins", "auth", "nats"]) expect(Object.hasOwn(config, key)).toBe(false);
+    for (const key of ["apiKey", "allowedOrigins", "auth", "nats", "tls"]) expect(Object.hasOwn(config, key)).toBe(false);
   });
 
   it("stays embedded with settings that are neither namespaces nor auth, keeping allowedOrigins", () => {
@@ -949,5 +950,40 @@ describe("nats", () => {
       streamReplicas: 3,
       storage: "file",
     });
+  });
+});
+
+describe("tls", () => {
+  it("is off unless both files are set; adminTls defaults to false", () => {
+    const config = load();
+    expect(config.tls).toBeUndefined();
+    expect(config.adminTls).toBe(false);
+  });
+
+  it("resolves the files like the other file settings: against the config file's directory, else the working directory", () => {
+    const file = write("c.yaml", "tls:\n  certFile: keys/cert.pem\n  keyFile: keys/key.pem\nadminTls: true\n");
+    const certFile = writeBeside(file, "keys/cert.pem", "cert");
+    const keyFile = writeBeside(file, "keys/key.pem", "key");
+    expect(load(["--config", file])).toMatchObject({ tls: { certFile, keyFile }, adminTls: true });
+    const env = { NATSEDGE_TLS_CERT_FILE: relative(process.cwd(), certFile), NATSEDGE_TLS_KEY_FILE: keyFile };
+    expect(load(["--admin-tls", "false"], env)).toMatchObject({ tls: { certFile, keyFile }, adminTls: false });
+    // Only the files' readability is checked here; whether they hold a certificate and its key is
+    // checked at start-up (test/tls.test.ts).
+    expect(load(["--tls-cert-file", certFile, "--tls-key-file", keyFile]).tls).toEqual({ certFile, keyFile });
+  });
+
+  it("needs certFile and keyFile together, readable", () => {
+    const pem = write("x.pem", "x");
+    fails(["--tls-cert-file", pem], {}, "tls.certFile (from --tls-cert-file)", "needs tls.keyFile too");
+    fails([], { NATSEDGE_TLS_KEY_FILE: pem }, "tls.keyFile (from NATSEDGE_TLS_KEY_FILE)", "needs tls.certFile too");
+    const missing = join(dir, "nope.pem");
+    fails(["--tls-cert-file", pem, "--tls-key-file", missing], {}, "tls.keyFile (from --tls-key-file)", "cannot be read", "ENOENT");
+  });
+
+  it("rejects adminTls without the files, and tls as anything but a mapping of them", () => {
+    fails(["--admin-tls", "true"], {}, "adminTls (from --admin-tls)", "without tls.certFile and tls.keyFile");
+    fails(["--admin-tls", "yes"], {}, "adminTls (from --admin-tls)", "true or false");
+    fails(["--config", write("c.yaml", "tls: true\n")], {}, "tls (from", "a mapping of certFile, keyFile");
+    fails(["--config", write("c.yaml", "tls:\n  caFile: ca.pem\n")], {}, "tls.caFile (from", "unknown key; allowed here: certFile, keyFile");
   });
 });

@@ -19,6 +19,7 @@ import type {
   NamespaceOptions,
   NatsConfig,
   NatsTls,
+  ServerTls,
 } from "./types.js";
 
 /** Bad configuration. The message is one line naming the key, the value and what is allowed. */
@@ -80,7 +81,8 @@ function isList(value: unknown): value is unknown[] {
   return Array.isArray(value);
 }
 
-function errorText(error: unknown): string {
+/** The first line of an error's message, so that a message built from it stays on one line. */
+export function errorText(error: unknown): string {
   const text = error instanceof Error ? error.message : String(error);
   return text.split("\n")[0] ?? text;
 }
@@ -370,6 +372,9 @@ interface Values {
   port: number;
   adminHost: string;
   adminPort: number;
+  "tls.certFile": string;
+  "tls.keyFile": string;
+  adminTls: boolean;
   apiKey: string;
   sessionSecret: string;
   allowedOrigins: string[];
@@ -439,6 +444,7 @@ const MINUTE = 60 * SECOND;
 const PORT_NOTE = " (0 = pick a free port)";
 const KEY_SOURCE_TEXT = "set one of auth.hmacSecret, auth.publicKey, auth.publicKeyFile or auth.jwksFile";
 const NATS_FILE_NOTE = "; checked to be readable at startup";
+const RELOAD_NOTE = "; checked at startup, reloaded on SIGHUP and when the file changes";
 
 const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   host: { kind: host, about: "Address the client listener (WebSocket and HTTP) binds to", default: "0.0.0.0" },
@@ -449,6 +455,19 @@ const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     defaultText: "the value of host",
   },
   adminPort: { kind: integer(0, 65535, PORT_NOTE), about: "Port of the admin listener", default: "9100" },
+  "tls.certFile": {
+    kind: filePath,
+    about: `Certificate chain (PEM, leaf first) the client listener serves TLS with; needs tls.keyFile${RELOAD_NOTE}`,
+  },
+  "tls.keyFile": {
+    kind: filePath,
+    about: `Private key (PEM, not encrypted) of tls.certFile${RELOAD_NOTE}`,
+  },
+  adminTls: {
+    kind: boolean(),
+    about: "Serve the admin listener over TLS too, with the tls.certFile certificate",
+    default: "false",
+  },
   apiKey: {
     kind: secretText,
     about: "Key for the server HTTP API (/api/*, header Authorization: apikey <key>); unset, that API answers 401",
@@ -871,6 +890,13 @@ function readableFile(raw: Map<Key, Raw>, key: Key, name: string | undefined): s
   return name === undefined ? undefined : readKeyFile(raw, key, name).file;
 }
 
+/** Two settings that only work together: one without the other is an error naming the one given. */
+function checkPair(raw: Map<Key, Raw>, [first, second]: readonly [Key, Key], because: string): void {
+  if (raw.has(first) === raw.has(second)) return;
+  const [given, missing] = raw.has(first) ? [first, second] : [second, first];
+  throw problem(atKey(raw, given), `needs ${missing} too; ${because}`);
+}
+
 /** One credential kind at most: user with password, a token, or a creds file. */
 function checkNatsCredentials(raw: Map<Key, Raw>): void {
   const set = (key: Key): boolean => raw.has(key);
@@ -890,12 +916,7 @@ function checkNatsCredentials(raw: Map<Key, Raw>): void {
         "use either a token or a user and password",
     );
   }
-  if (userPassword.length === 1) {
-    const [given, missing] = set("nats.user")
-      ? (["nats.user", "nats.password"] as const)
-      : (["nats.password", "nats.user"] as const);
-    throw problem(atKey(raw, given), `needs ${missing} too; set both or neither`);
-  }
+  checkPair(raw, ["nats.user", "nats.password"], "set both or neither");
 }
 
 function buildTls(raw: Map<Key, Raw>, get: Get, servers: readonly string[]): NatsTls | undefined {
@@ -909,12 +930,7 @@ function buildTls(raw: Map<Key, Raw>, get: Get, servers: readonly string[]): Nat
       throw problem(atKey(raw, "nats.tls"), `false is not allowed while ${reason}, which requires TLS; unset one of them`);
     }
   }
-  if (raw.has("nats.tls.certFile") !== raw.has("nats.tls.keyFile")) {
-    const [given, missing] = raw.has("nats.tls.certFile")
-      ? (["nats.tls.certFile", "nats.tls.keyFile"] as const)
-      : (["nats.tls.keyFile", "nats.tls.certFile"] as const);
-    throw problem(atKey(raw, given), `needs ${missing} too; a client certificate and its key go together`);
-  }
+  checkPair(raw, ["nats.tls.certFile", "nats.tls.keyFile"], "a client certificate and its key go together");
   if (requested !== true && files.length === 0 && tlsServer === undefined) return undefined;
   const tls: NatsTls = {};
   setIfDefined(tls, "caFile", readableFile(raw, "nats.tls.caFile", get("nats.tls.caFile")));
@@ -944,6 +960,18 @@ function buildNats(raw: Map<Key, Raw>, get: Get, withDefault: WithDefault): Nats
   setIfDefined(nats, "credsFile", readableFile(raw, "nats.credsFile", get("nats.credsFile")));
   setIfDefined(nats, "tls", buildTls(raw, get, servers));
   return nats;
+}
+
+/** The listeners' certificate files: both or neither, readable now; their contents are checked at startup. */
+function buildServerTls(raw: Map<Key, Raw>, get: Get, adminTls: boolean): ServerTls | undefined {
+  checkPair(raw, ["tls.certFile", "tls.keyFile"], "a certificate and its private key go together");
+  const certFile = readableFile(raw, "tls.certFile", get("tls.certFile"));
+  const keyFile = readableFile(raw, "tls.keyFile", get("tls.keyFile"));
+  if (certFile === undefined || keyFile === undefined) {
+    if (adminTls) fail(atKey(raw, "adminTls"), true, "without tls.certFile and tls.keyFile, whose certificate it would serve");
+    return undefined;
+  }
+  return { certFile, keyFile };
 }
 
 /** The no-config default: one open namespace, so that a bare `natsedge` is usable at once. */
@@ -998,6 +1026,8 @@ export function loadConfig(
     const portFrom = raw.get("port")?.origin.label ?? DEFAULT_ORIGIN.label;
     fail(at, adminPort, `a port other than port (${port}, from ${portFrom}) while adminHost equals host`);
   }
+  const adminTls = withDefault("adminTls");
+  const tls = buildServerTls(raw, get, adminTls);
   const auth = buildAuth(raw, get);
   const allowedOrigins = get("allowedOrigins");
   if (allowedOrigins?.includes("*") && auth?.cookie !== undefined) {
@@ -1026,6 +1056,7 @@ export function loadConfig(
     port,
     adminHost,
     adminPort,
+    adminTls,
     embedded,
     logLevel: withDefault("logLevel"),
     namespaces: embedded ? embeddedNamespaces() : namespaces ?? namespaceMap(),
@@ -1048,6 +1079,7 @@ export function loadConfig(
     demo: withDefault("demo"),
     workers,
   };
+  setIfDefined(config, "tls", tls);
   setIfDefined(config, "apiKey", get("apiKey"));
   setIfDefined(config, "sessionSecret", get("sessionSecret"));
   setIfDefined(config, "allowedOrigins", allowedOrigins);

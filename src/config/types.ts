@@ -40,6 +40,14 @@ export interface NatsTls {
   keyFile?: string;
 }
 
+/** The certificate the client listener (and, with adminTls, the admin listener) serves. */
+export interface ServerTls {
+  /** PEM certificate chain, leaf first; absolute path. */
+  certFile: string;
+  /** PEM private key of the leaf certificate; absolute path. */
+  keyFile: string;
+}
+
 export interface NatsConfig {
   servers: string[];
   /** First subject token(s) of every subject natsedge uses, e.g. `natsedge` -> `natsedge.ch.<channel>`. */
@@ -59,6 +67,10 @@ export interface Config {
   port: number;
   adminHost: string;
   adminPort: number;
+  /** Present when the client listener serves TLS (wss://, https://). */
+  tls?: ServerTls;
+  /** The admin listener serves TLS too, with the same certificate; needs `tls`. */
+  adminTls: boolean;
   apiKey?: string;
   /** Signs long-poll and SSE sessions; shared by all replicas. Random per process when unset. */
   sessionSecret?: string;

@@ -87,19 +87,18 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   private readonly presentPerClient = new Map<string, number>();
 
   constructor(
-    private readonly app: TemplatedApp,
     private readonly ctx: SessionContext,
     private readonly origins: OriginPolicy,
     private readonly signer: SessionSigner,
   ) {}
 
-  attach(): void {
-    this.app.options("/lp/*", (res, req) => {
+  attach(app: TemplatedApp): void {
+    app.options("/lp/*", (res, req) => {
       answerPreflight(res, req.getHeader("origin"), req.getHeader("host"), this.origins, "POST, OPTIONS");
     });
-    this.app.post("/lp/rpc", (res, req) => this.request(res, req, (ctx) => this.rpc(ctx)));
-    this.app.post("/lp/poll", (res, req) => this.request(res, req, (ctx) => this.poll(ctx)));
-    this.app.any("/lp/*", (res) => new Reply(res).error(404, "no such long-poll endpoint (POST /lp/rpc, /lp/poll)"));
+    app.post("/lp/rpc", (res, req) => this.request(res, req, (ctx) => this.rpc(ctx)));
+    app.post("/lp/poll", (res, req) => this.request(res, req, (ctx) => this.poll(ctx)));
+    app.any("/lp/*", (res) => new Reply(res).error(404, "no such long-poll endpoint (POST /lp/rpc, /lp/poll)"));
   }
 
   // --- StatelessTransport ---------------------------------------------------------------------

@@ -118,7 +118,6 @@ export class SseTransport implements FanoutSink {
   private accepting = true;
 
   constructor(
-    private readonly app: TemplatedApp,
     private readonly ctx: SessionContext,
     private readonly origins: OriginPolicy,
     private readonly signer: SessionSigner,
@@ -133,8 +132,8 @@ export class SseTransport implements FanoutSink {
     return this.all.size;
   }
 
-  attach(): void {
-    this.app.get("/sse", (res, req) => {
+  attach(app: TemplatedApp): void {
+    app.get("/sse", (res, req) => {
       const reply = new Reply(res);
       const origin = req.getHeader("origin");
       const cors = corsHeaders(origin, req.getHeader("host"), this.origins);

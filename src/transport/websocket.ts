@@ -114,11 +114,15 @@ class WsConnection implements Connection {
 export class WebSocketTransport implements FanoutSink {
   private readonly connections = new Set<WsConnection>();
   private readonly members: Members = new Map();
+  /**
+   * Apps with open sockets, and how many: topics are per app, and after a certificate reload the
+   * previous app keeps its clients while the new one takes new connections.
+   */
+  private readonly apps = new Map<TemplatedApp, number>();
   private readonly sweeper: NodeJS.Timeout;
   private accepting = true;
 
   constructor(
-    private readonly app: TemplatedApp,
     private readonly ctx: SessionContext,
     private readonly origins: OriginPolicy,
   ) {
@@ -132,13 +136,13 @@ export class WebSocketTransport implements FanoutSink {
     return this.connections.size;
   }
 
-  attach(): void {
+  attach(app: TemplatedApp): void {
     const { config, metrics, limits } = this.ctx;
     const uws = loadUws();
     const limit = config.backpressureLimit;
     // uWS idle timeouts tick in 4 s steps and must be at least 8 s; pings go out before it fires.
     const idleTimeout = Math.max(8, Math.round((2 * config.pingInterval) / 4000) * 4);
-    this.app.ws<UserData>("/ws", {
+    app.ws<UserData>("/ws", {
       compression: uws.DISABLED,
       // Up to twice the limit a message is read and refused with a 413 reply the client can act
       // on; beyond that uWS drops the connection without reading it.
@@ -199,6 +203,7 @@ export class WebSocketTransport implements FanoutSink {
         data.conn = conn;
         this.connections.add(conn);
         limits.connections.opened(data.ip);
+        this.apps.set(app, (this.apps.get(app) ?? 0) + 1);
         metrics.connections.inc({ transport: "websocket" });
         setTimeout(() => {
           if (!conn.closed && !conn.session.isConnected) {
@@ -240,6 +245,9 @@ export class WebSocketTransport implements FanoutSink {
         limits.connections.closed(data.ip);
         conn.closed = true;
         this.connections.delete(conn);
+        const open = (this.apps.get(app) ?? 1) - 1;
+        if (open > 0) this.apps.set(app, open);
+        else this.apps.delete(app);
         conn.forgetAll();
         conn.session.closed();
         metrics.connections.dec({ transport: "websocket" });
@@ -248,7 +256,7 @@ export class WebSocketTransport implements FanoutSink {
     });
     // uWS hands a GET of /ws that is not an upgrade it accepts (no or a malformed
     // Sec-WebSocket-Key, no Upgrade header) to the HTTP routes: answered here as RFC 6455 asks.
-    this.app.get("/ws", (res, req) => {
+    app.get("/ws", (res, req) => {
       const reply = new Reply(res);
       if (headTooLarge(req)) return refuseHead(reply, metrics);
       metrics.httpRefused.inc({ reason: "bad_upgrade" });
@@ -263,16 +271,27 @@ export class WebSocketTransport implements FanoutSink {
     let sent = 0;
     let bytes = 0;
     for (const format of FORMATS) {
-      const topic = TOPIC_PREFIX[format] + pub.ch;
-      const n = this.app.numSubscribers(topic);
-      if (n === 0) continue;
-      const frame = encodePubPush(format, pub);
-      this.app.publish(topic, frame, format === "msgpack", false);
-      sent += n;
-      bytes = Math.max(bytes, frame.byteLength);
+      const fanned = this.fanOut(format, pub.ch, () => encodePubPush(format, pub));
+      sent += fanned.sent;
+      bytes = Math.max(bytes, fanned.bytes);
     }
     if (sent > 0) this.checkChannel(pub.ch, bytes);
     return sent;
+  }
+
+  /** Publishes to the channel's topic in every app that has subscribers; encodes only if one has. */
+  private fanOut(format: Format, ch: string, encode: () => Uint8Array): { sent: number; bytes: number } {
+    const topic = TOPIC_PREFIX[format] + ch;
+    let sent = 0;
+    let frame: Uint8Array | undefined;
+    for (const app of this.apps.keys()) {
+      const n = app.numSubscribers(topic);
+      if (n === 0) continue;
+      frame ??= encode();
+      app.publish(topic, frame, format === "msgpack", false);
+      sent += n;
+    }
+    return { sent, bytes: frame?.byteLength ?? 0 };
   }
 
   /**
@@ -299,11 +318,7 @@ export class WebSocketTransport implements FanoutSink {
   }
 
   private presenceEvent(kind: "join" | "leave", ch: string, info: ClientInfo): void {
-    for (const format of FORMATS) {
-      const topic = TOPIC_PREFIX[format] + ch;
-      if (this.app.numSubscribers(topic) === 0) continue;
-      this.app.publish(topic, encodeJoinLeave(format, kind, ch, info), format === "msgpack", false);
-    }
+    for (const format of FORMATS) this.fanOut(format, ch, () => encodeJoinLeave(format, kind, ch, info));
   }
 
   /**

@@ -26,6 +26,8 @@ export interface ClientOptions {
   /** Offer no subprotocol at all (JSON by default on the server). */
   noProtocol?: boolean;
   headers?: Record<string, string>;
+  /** CA certificates trusted for wss:// URLs. */
+  ca?: string | Buffer;
 }
 
 /**
@@ -48,7 +50,7 @@ export class TestClient {
   constructor(url: string, opts: ClientOptions = {}) {
     this.format = opts.format ?? "json";
     const protocol = opts.noProtocol ? undefined : this.format === "json" ? "natsedge.v1.json" : "natsedge.v1.msgpack";
-    this.ws = new WebSocket(url, protocol, { headers: opts.headers });
+    this.ws = new WebSocket(url, protocol, { headers: opts.headers, ca: opts.ca });
     this.opened = new Promise((resolve, reject) => {
       this.ws.once("open", () => resolve());
       this.ws.once("error", reject);

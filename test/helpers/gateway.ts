@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { Signal } from "./signal.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const BIN = path.join(ROOT, "bin", "natsedge.js");
@@ -16,6 +17,11 @@ export interface GatewayProcess {
   adminUrl: string;
   /** Every line the process printed so far (stdout and stderr). */
   lines: string[];
+  /**
+   * The first log record among lines[from...] whose msg is `msg` (and that `where` accepts),
+   * waiting for it if need be.
+   */
+  waitForLog(msg: string, opts?: { from?: number; where?: (rec: Record<string, unknown>) => boolean; timeoutMs?: number }): Promise<Record<string, unknown>>;
   /** Resolves with the exit code (or signal name) once the process is gone. */
   exited: Promise<number | string>;
   stop(signal?: NodeJS.Signals): Promise<number | string>;
@@ -50,6 +56,7 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayProc
   const proc = spawn(process.execPath, [BIN, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
   running.add(proc);
   const lines: string[] = [];
+  const printed = new Signal();
   const exited = new Promise<number | string>((resolve) => {
     proc.on("exit", (code, signal) => {
       running.delete(proc);
@@ -57,19 +64,21 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayProc
       resolve(code ?? signal ?? -1);
     });
   });
-  const ports = await new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
+  // With TLS the listening record says so, and the URLs below become https:// and wss://.
+  const ports = await new Promise<{ port: number; adminPort: number; tls: boolean; adminTls: boolean }>((resolve, reject) => {
     const timer = setTimeout(() => {
       proc.kill("SIGKILL");
       reject(new Error(`gateway not ready in time:\n${lines.join("\n")}`));
     }, opts.readyTimeoutMs ?? 20_000);
     const onLine = (line: string): void => {
       lines.push(line);
+      printed.wake();
       if (!line.startsWith("{")) return;
       try {
-        const rec = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number };
+        const rec = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number; tls?: boolean; adminTls?: boolean };
         if (rec.msg === "listening" && rec.port && rec.adminPort) {
           clearTimeout(timer);
-          resolve({ port: rec.port, adminPort: rec.adminPort });
+          resolve({ port: rec.port, adminPort: rec.adminPort, tls: rec.tls === true, adminTls: rec.adminTls === true });
         }
       } catch {
         /* not a log record */
@@ -82,14 +91,30 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayProc
       reject(new Error(`gateway exited (${code}) before listening:\n${lines.join("\n")}`));
     });
   });
-  const url = `http://127.0.0.1:${ports.port}`;
+  const url = `${ports.tls ? "https" : "http"}://127.0.0.1:${ports.port}`;
   return {
     proc,
-    ...ports,
+    port: ports.port,
+    adminPort: ports.adminPort,
     url,
-    wsUrl: `ws://127.0.0.1:${ports.port}/ws`,
-    adminUrl: `http://127.0.0.1:${ports.adminPort}`,
+    wsUrl: `${ports.tls ? "wss" : "ws"}://127.0.0.1:${ports.port}/ws`,
+    adminUrl: `${ports.adminTls ? "https" : "http"}://127.0.0.1:${ports.adminPort}`,
     lines,
+    waitForLog(msg, { from = 0, where = () => true, timeoutMs = 10_000 } = {}) {
+      const find = (): Record<string, unknown> | undefined => {
+        for (const line of lines.slice(from)) {
+          if (!line.startsWith("{")) continue;
+          try {
+            const rec = JSON.parse(line) as Record<string, unknown>;
+            if (rec.msg === msg && where(rec)) return rec;
+          } catch {
+            /* not a log record */
+          }
+        }
+        return undefined;
+      };
+      return printed.until(find, `log "${msg}"`, timeoutMs, () => `output:\n${lines.slice(from).join("\n")}`);
+    },
     exited,
     async stop(signal: NodeJS.Signals = "SIGTERM") {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
