@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { parseDuration, parseSize } from "../src/config/duration.js";
 import { ConfigError, HELP, loadConfig } from "../src/config/load.js";
 import { defaultMaxConnections } from "../src/limits/open-files.js";
+import { runCli } from "./helpers/gateway.js";
 import type { Config } from "../src/config/types.js";
 
 type Env = Record<string, string | undefined>;
@@ -293,6 +294,27 @@ describe("config files", () => {
     fails(["--config", write("c.yaml", "host: [a]\n")], {}, "host (from", '["a"] is not allowed');
     fails(["--config", write("c.yaml", "pingInterval: 2.5\n")], {}, "pingInterval (from", "2.5 is not allowed");
     fails(["--config", write("c.yaml", "logLevel: {a: 1}\n")], {}, "logLevel (from", "one of fatal");
+  });
+
+  // Found by test/fuzz-config.test.ts: showing such a value threw a TypeError or RangeError, which
+  // the CLI printed as a stack trace with exit code 1 instead of one line with exit code 2.
+  it("rejects values JSON cannot show (an alias inside itself, deep nesting) with one line", async () => {
+    const cycle = write("c.yaml", "port: &a [*a]\n");
+    fails(["--config", cycle], {}, "port (from", "a list that cannot be shown is not allowed");
+    fails(["--config", write("c.yaml", "logLevel: &m {a: *m}\n")], {}, "logLevel (from", "a mapping that cannot be shown");
+    const deep = `{"host":${"[".repeat(200_000)}${"]".repeat(200_000)}}`;
+    fails(["--config", write("c.json", deep)], {}, "host (from", "a list that cannot be shown");
+    const cli = await runCli(["--config", cycle]);
+    expect(cli.code).toBe(2);
+    expect(cli.err.trim().split("\n")).toEqual([expect.stringMatching(/^natsedge: port \(from .*\): a list that cannot be shown/)]);
+  });
+
+  // Found by test/fuzz-config.test.ts: names are echoed as given, and may hold line breaks.
+  it("keeps a message one line when a name in it holds a line break", () => {
+    fails(["--fo\no"], {}, "--fo\\u000ao: unknown flag");
+    fails(["a\r\nb"], {}, "a\\u000d\\u000ab: unexpected argument");
+    fails([], { "NATSEDGE_A\nB": "1" }, "NATSEDGE_A\\u000aB: unknown environment variable");
+    fails(["--config", write("c.json", JSON.stringify({ "a\u2028b": 1 }))], {}, "a\\u2028b (from", "unknown key");
   });
 });
 

@@ -4,13 +4,12 @@
  * here names its own address in X-Forwarded-For (the gateway trusts the proxy 127.0.0.1), so the
  * per-address limits of one attack do not decide another's.
  */
-import { readFileSync } from "node:fs";
 import { headers as natsHeaders, connect as natsConnect, type NatsConnection } from "nats";
 import { Packr } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { api, TestClient, type Frame } from "./helpers/client.js";
-import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { rssKiB, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
 import { headerOf, rawRequest } from "./helpers/raw-http.js";
 import { eventually } from "./helpers/signal.js";
@@ -67,11 +66,6 @@ function upgrade(gw: GatewayProcess, headers: Record<string, string>): Promise<{
     });
     ws.once("error", () => undefined);
   });
-}
-
-function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
-  return Number(m?.[1]);
 }
 
 async function metric(gw: GatewayProcess, line: RegExp): Promise<number> {

@@ -25,6 +25,11 @@ import type {
 /** Bad configuration. The message is one line naming the key, the value and what is allowed. */
 export class ConfigError extends Error {
   override name = "ConfigError";
+
+  constructor(message: string) {
+    // A key, flag, variable or file name may itself hold a line break: escaped, it stays one line.
+    super(message.replace(/[\p{Cc}\u2028\u2029]/gu, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  }
 }
 
 /** Where a raw value came from, for error messages and for resolving relative paths. */
@@ -61,7 +66,13 @@ function show(value: unknown, secret = false): string {
   if (secret && typeof value === "string") return `a value of ${value.length} character${value.length === 1 ? "" : "s"}`;
   if (secret) return `${typeof value === "object" ? "an" : "a"} ${typeof value}`;
   // JSON keeps the message on one line even for multi-line values such as PEM text.
-  const text = JSON.stringify(value) ?? String(value);
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    // A YAML alias that contains itself (`&a [*a]`) or nesting deep enough to overflow the stack.
+    text = Array.isArray(value) ? "a list that cannot be shown" : "a mapping that cannot be shown";
+  }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
 }
 

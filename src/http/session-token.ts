@@ -64,7 +64,17 @@ export class SessionSigner {
     } catch {
       throw new SessionError("session malformed");
     }
-    if (typeof p.c !== "string" || typeof p.u !== "string" || typeof p.x !== "number") {
+    // Signed is not the same as written by issue(): a body of another shape (JSON `null`, a
+    // channels claim that is not a list of strings) must not crash the request or the checks.
+    if (
+      typeof p !== "object" ||
+      p === null ||
+      typeof p.c !== "string" ||
+      typeof p.u !== "string" ||
+      typeof p.x !== "number" ||
+      (p.e !== undefined && typeof p.e !== "number") ||
+      (p.ch !== undefined && !(Array.isArray(p.ch) && p.ch.every((c) => typeof c === "string")))
+    ) {
       throw new SessionError("session malformed");
     }
     if (p.x * 1000 <= now) throw new SessionError("session expired");

@@ -59,10 +59,23 @@ export function decodePayload(data: Uint8Array, contentType: string | undefined)
     const value: unknown = JSON.parse(utf8.decode(bytes));
     // Deeper data would overflow the encoders in fan-out: refused like any invalid payload.
     if (dataProblem(value) !== undefined) return undefined;
+    blankLineBreaks(bytes);
     return Payload.fromJson(bytes, value);
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Pretty-printed JSON spliced into a push frame would put line breaks into a server message, and
+ * clients that read JSON messages line by line (the SDK's decoder does) would get pieces of a
+ * frame. In valid JSON a raw CR or LF can only be whitespace between tokens (inside strings they
+ * must be escaped, and UTF-8 never uses those bytes within a character), so a space replaces it
+ * without changing the value or the rest of the bytes.
+ */
+function blankLineBreaks(bytes: Buffer): void {
+  if (!bytes.includes(0x0a) && !bytes.includes(0x0d)) return;
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] === 0x0a || bytes[i] === 0x0d) bytes[i] = 0x20;
 }
 
 function hasBom(data: Uint8Array): boolean {

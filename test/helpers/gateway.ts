@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -124,6 +124,12 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayProc
       return code;
     },
   };
+}
+
+/** A process's resident set size in KiB, from /proc (to see a gateway's memory grow or not). */
+export function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return Number(m?.[1]);
 }
 
 /** Runs the CLI to completion (for config errors, --help): exit code and output. */
