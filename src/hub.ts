@@ -13,6 +13,11 @@ export interface FanoutSink {
   publication(pub: Publication): number;
   join(ch: string, info: ClientInfo): void;
   leave(ch: string, info: ClientInfo): void;
+  /**
+   * Delivery of a history channel breaks here: its subscribers must recover from history before
+   * they may take another publication (see docs/protocol.md, Recovery contract).
+   */
+  continuityLost(ch: string, reason: string): void;
 }
 
 /** What the hub needs to know of a client session. */
@@ -308,6 +313,21 @@ export class Hub implements BrokerHandler {
       }
     }
     if (sent > 0) this.metrics.messagesSent.inc(sent);
+  }
+
+  onContinuityLost(ch: string, reason: string): void {
+    const state = this.channels.get(ch);
+    if (!state) return;
+    // What was delivered before the break proves nothing about what follows it.
+    state.recent = [];
+    state.lastOffset = undefined;
+    for (const sink of this.sinks) {
+      try {
+        sink.continuityLost(ch, reason);
+      } catch (err) {
+        this.log.error({ err, ch }, "continuity signal failed");
+      }
+    }
   }
 
   onJoin(ch: string, info: ClientInfo): void {

@@ -109,6 +109,11 @@ export class Metrics {
     help: "Publications fetched from the stream to fill gaps in live delivery",
     registers: [this.registry],
   });
+  readonly continuityLost = new Counter({
+    name: "natsedge_continuity_lost_total",
+    help: "Times a history channel's live delivery could not be proven continuous (unfillable gap, failed fill, recreated stream); its subscribers were told to recover",
+    registers: [this.registry],
+  });
   readonly invalidPayloads = new Counter({
     name: "natsedge_invalid_payloads_total",
     help: "Messages from NATS dropped because their payload was not valid JSON/MessagePack",

@@ -467,6 +467,21 @@ export class Session implements HubSession {
     return {};
   }
 
+  /**
+   * The hub cannot prove that the channel's next publication follows the last one delivered: the
+   * subscription ends here and the client is told to subscribe again with `since`, which
+   * recovers exactly from history or answers recovered:false. A subscribe still in progress
+   * needs no signal: it lines history up with live delivery itself.
+   */
+  continuityLost(ch: string, reason: string): void {
+    const sub = this.subs.get(ch);
+    if (this.ended || !sub?.active) return;
+    this.dropSubscription(ch, sub);
+    this.conn.send(
+      encodeFrame(this.conn.format, { push: "unsub", ch, code: ErrorCode.InsufficientState, reason, resubscribe: true }),
+    );
+  }
+
   private dropSubscription(ch: string, sub: Subscription): void {
     this.subs.delete(ch);
     if (!sub.active) return; // the pending subscribe notices and cleans up

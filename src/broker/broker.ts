@@ -7,6 +7,12 @@ export interface BrokerHandler {
   onJoin(ch: string, info: ClientInfo): void;
   onLeave(ch: string, info: ClientInfo): void;
   onControl(msg: ControlMessage): void;
+  /**
+   * The broker cannot prove that the channel's next publication follows the last one it handed
+   * on (a gap it could not fill, a recreated stream). Called before any publication past the
+   * break is handed on, so subscribers can be told to recover from history first.
+   */
+  onContinuityLost(ch: string, reason: string): void;
 }
 
 /** Gateway-wide commands that must reach every replica. */

@@ -62,6 +62,7 @@ export class NatsBroker implements Broker {
     streams.watchEpochs((ns) => {
       for (const cs of this.channels.values()) {
         if (!cs.history || namespaceOf(cs.ch) !== ns) continue;
+        this.lost(cs, "the channel's history stream was recreated (new epoch)");
         cs.last = 0;
         cs.queue.push(CATCH_UP);
         this.startPump(cs);
@@ -248,21 +249,50 @@ export class NatsBroker implements Broker {
       return undefined;
     }
     const last = cs.last as number;
-    if (seq <= last) return undefined; // already delivered (a stream fill overtook the live copy)
+    if (seq <= last) {
+      // Already delivered (a stream fill overtook the live copy), unless the stream started
+      // again: a channel's first message (prev 0) after later ones is the sign of that.
+      if (prev === 0 && last > 0) this.checkEpoch(cs.ch);
+      return undefined;
+    }
     if (prev <= last) {
       this.deliver(cs, msg.data, msg.headers, seq, prev);
       return undefined;
     }
     this.metrics.gapsDetected.inc();
     return this.fill(cs, seq - 1).then(
-      () => {
-        if (seq > (cs.last as number)) this.deliver(cs, msg.data, msg.headers, seq, cs.last as number);
+      (filled) => {
+        if (!filled) this.lost(cs, "a gap in the channel could not be filled from its history");
+        if (seq > (cs.last as number)) this.deliver(cs, msg.data, msg.headers, seq, prev);
       },
       (err: unknown) => {
-        this.log.warn({ err, ch: cs.ch }, "gap fill failed; delivering on");
+        this.log.warn({ err, ch: cs.ch }, "gap fill failed");
+        this.lost(cs, "reading the channel's history to fill a gap failed");
         this.deliver(cs, msg.data, msg.headers, seq, prev);
       },
     );
+  }
+
+  /**
+   * Tells the hub that delivery breaks here, and moves past the break: publications after it are
+   * handed on with their true `prev`, so nothing downstream mistakes them for a continuation.
+   */
+  private lost(cs: ChannelSub, reason: string): void {
+    if (this.channels.get(cs.ch) !== cs) return;
+    this.metrics.continuityLost.inc();
+    this.log.warn({ ch: cs.ch, reason }, "channel continuity lost");
+    this.handler?.onContinuityLost(cs.ch, reason);
+  }
+
+  private readonly epochChecks = new Map<string, number>();
+
+  /** A suspected recreated stream: its epoch is read again (at most once a second per namespace). */
+  private checkEpoch(ch: string): void {
+    const ns = namespaceOf(ch);
+    const now = Date.now();
+    if (now - (this.epochChecks.get(ns) ?? 0) < 1_000) return;
+    this.epochChecks.set(ns, now);
+    this.streams.epoch(ns, true).catch((err: unknown) => this.log.warn({ err, ns }, "stream check failed"));
   }
 
   private deliver(cs: ChannelSub, data: Uint8Array, headers: Msg["headers"], seq: number, prev: number): void {
@@ -277,24 +307,48 @@ export class NatsBroker implements Broker {
 
   /** Fetches what was published while this gateway was away, even if nothing new arrives. */
   private async catchUp(cs: ChannelSub): Promise<void> {
+    let top: number;
     try {
-      const top = await this.lastSequence(cs.ch);
-      if (top > (cs.last as number)) {
-        this.metrics.gapsDetected.inc();
-        await this.fill(cs, top);
-      }
+      top = await this.lastSequence(cs.ch);
+    } catch (err) {
+      // Not known to be a gap: the next live message says whether there is one, and fills it.
+      this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
+      return;
+    }
+    if (top <= (cs.last as number)) return;
+    this.metrics.gapsDetected.inc();
+    try {
+      if (!(await this.fill(cs, top))) this.lost(cs, "a gap in the channel could not be filled from its history");
     } catch (err) {
       this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
+      this.lost(cs, "reading the channel's history to fill a gap failed");
     }
   }
 
-  /** Delivers stored publications of the channel after `cs.last` up to `upTo` (inclusive). */
-  private async fill(cs: ChannelSub, upTo: number): Promise<void> {
+  /**
+   * Delivers stored publications of the channel after `cs.last` up to `upTo` (inclusive). False
+   * when it cannot prove it delivered all of them: the last publication handed on is no longer
+   * in the stream (a channel is trimmed oldest first, so what followed it may be gone too), a
+   * message known to exist did not come, or the gap was larger than MAX_GAP_FILL.
+   */
+  private async fill(cs: ChannelSub, upTo: number): Promise<boolean> {
     const ns = namespaceOf(cs.ch);
     const stream = this.streams.streamOf(ns);
     const subject = this.subjects.channel(cs.ch);
+    const from = cs.last as number;
+    if (from > 0) {
+      let at;
+      try {
+        at = await leaderGet(this.jsm, stream, { seq: from });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      if (at?.subject !== subject) return false;
+    }
     let misses = 0;
-    for (let i = 0; i < MAX_GAP_FILL && (cs.last as number) < upTo && this.channels.get(cs.ch) === cs; i++) {
+    for (let i = 0; (cs.last as number) < upTo; i++) {
+      if (this.channels.get(cs.ch) !== cs) return true; // released: nobody is waiting for it
+      if (i >= MAX_GAP_FILL) return false;
       let m;
       try {
         m = await leaderGet(this.jsm, stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
@@ -302,15 +356,16 @@ export class NatsBroker implements Broker {
         if (!isNotFound(err)) throw err;
         // The message is known to exist (a later one arrived); during a leader change the
         // stream may briefly not answer for it, so give it a moment before giving up.
-        if (++misses > FILL_RETRIES) return;
+        if (++misses > FILL_RETRIES) return false;
         await new Promise((r) => setTimeout(r, 100 * misses));
         continue;
       }
-      if (m.seq > upTo) return;
+      if (m.seq > upTo) return true;
       const prev = cs.last as number;
       this.metrics.gapsFilled.inc();
       this.deliver(cs, m.data, m.header, m.seq, prev);
     }
+    return true;
   }
 
   private async lastSequence(ch: string): Promise<number> {

@@ -5,6 +5,8 @@ export const ErrorCode = {
   Forbidden: 403,
   NotFound: 404,
   AlreadySubscribed: 409,
+  /** `unsub` push: the subscription's continuity is gone; resubscribe with `since`. */
+  InsufficientState: 410,
   TooLarge: 413,
   Timeout: 408,
   RateLimited: 429,
@@ -21,6 +23,8 @@ export const CloseCode = {
   Disconnected: 4003,
   ProtocolViolation: 4004,
   SlowConsumer: 4008,
+  /** SSE: a channel's continuity was lost; reconnect (with Last-Event-ID) to recover. */
+  InsufficientState: 4010,
   RateLimited: 4029,
 } as const;
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

@@ -52,6 +52,12 @@ interface PollChannel {
   /** Position after everything in `entries`; undefined for channels without history. */
   cursor: StreamPosition | undefined;
   recovered?: false;
+  /**
+   * Set when the channel's continuity was lost: nothing after the break is added, and the poll
+   * is answered with the cursor as it stands, so the next poll reads what follows from history.
+   * While the poll still buffers, the break lies after the first `brokenAt` buffered items.
+   */
+  brokenAt?: number;
 }
 
 /** Collects a stateless session's replies for one request. */
@@ -312,9 +318,14 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
         answerNow = true;
       }
     }
+    // Still `buffering` while the buffer drains: accept() then leaves the break to the index.
+    poll.buffered.forEach((p, i) => {
+      const at = poll.channels.get(p.ch)?.brokenAt;
+      if (at === undefined || i < at) this.accept(poll, p);
+    });
     poll.buffering = false;
-    for (const p of poll.buffered) this.accept(poll, p);
     poll.buffered = [];
+    for (const pc of poll.channels.values()) if (pc.brokenAt !== undefined) answerNow = true;
     if (aborted) return cleanup();
 
     if (!answerNow && poll.entries.length === 0 && this.accepting) {
@@ -348,7 +359,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   /** Adds a live publication to a poll if it is past the poll's cursor; answers a held poll soon. */
   private accept(poll: Poll, pub: Publication): void {
     const pc = poll.channels.get(pub.ch);
-    if (!pc) return;
+    if (!pc || (pc.brokenAt !== undefined && !poll.buffering)) return;
     if (pub.offset !== undefined && pc.cursor) {
       if (pub.offset <= pc.cursor.offset) return;
       pc.cursor = { offset: pub.offset, epoch: pc.cursor.epoch };
@@ -436,6 +447,17 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       n++;
     }
     return n;
+  }
+
+  continuityLost(ch: string): void {
+    const set = this.polls.get(ch);
+    if (!set) return;
+    for (const poll of set) {
+      const pc = poll.channels.get(ch);
+      if (!pc || pc.brokenAt !== undefined) continue;
+      pc.brokenAt = poll.buffered.length;
+      poll.answer?.();
+    }
   }
 
   // Join/leave reach long-poll clients only through `presence`: a poll answers publications.

@@ -402,6 +402,16 @@ export class SseTransport implements FanoutSink {
     return set.size;
   }
 
+  /**
+   * A stream cannot be told to resubscribe one channel: it ends, and the browser reconnects at
+   * once with the id of the last event it got, which replays exactly from history (or `reset`).
+   */
+  continuityLost(ch: string, reason: string): void {
+    const set = this.streams.get(ch);
+    if (!set) return;
+    for (const s of [...set]) s.disconnect(CloseCode.InsufficientState, reason, true);
+  }
+
   join(ch: string, info: ClientInfo): void {
     this.presenceEvent("join", ch, info);
   }

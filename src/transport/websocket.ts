@@ -309,6 +309,13 @@ export class WebSocketTransport implements FanoutSink {
     for (const c of m.conns) c.checkBackpressure();
   }
 
+  continuityLost(ch: string, reason: string): void {
+    const m = this.members.get(ch);
+    if (!m) return;
+    // Copied: each session's leave() removes it from the set.
+    for (const c of [...m.conns]) c.session.continuityLost(ch, reason);
+  }
+
   join(ch: string, info: ClientInfo): void {
     this.presenceEvent("join", ch, info);
   }
