@@ -11,7 +11,7 @@ import { connect as natsConnect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestClient, type Frame } from "./helpers/client.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
-import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { metricValue, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
 import { eventually } from "./helpers/signal.js";
 import { openSseClients, SseClient } from "./helpers/sse-client.js";
@@ -27,11 +27,6 @@ namespaces:
 interface Position {
   offset: number;
   epoch: string;
-}
-
-async function metric(gw: GatewayProcess, name: string): Promise<number> {
-  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\d+)`, "m").exec(text)?.[1] ?? 0);
 }
 
 async function rpc(gw: GatewayProcess, path: string, body: unknown): Promise<Frame> {
@@ -78,13 +73,13 @@ describe("continuity: a gateway that cannot vouch for a channel says so", () => 
     const connect = await rpc(gw, "/lp/rpc", { cmds: [{ id: 1, op: "connect" }] });
     const session = ((connect.replies as Frame[])[0]?.ok as { session: string }).session;
     const poll = rpc(gw, "/lp/poll", { session, subs: { [ch]: seen }, timeout: 30 });
-    await eventually(async () => ((await metric(gw, "natsedge_longpoll_held")) >= 1 ? true : undefined), "the poll to be held");
+    await eventually(async () => ((await metricValue(gw, "natsedge_longpoll_held")) >= 1 ? true : undefined), "the poll to be held");
 
     // Cut the gateway off from NATS; meanwhile 10 publications go straight into the stream,
     // which keeps 3: the gateway's last position is trimmed away.
     proxy.refuse = true;
     proxy.drop();
-    await eventually(async () => ((await metric(gw, "natsedge_nats_connected")) === 0 ? true : undefined), "the gateway to notice");
+    await eventually(async () => ((await metricValue(gw, "natsedge_nats_connected")) === 0 ? true : undefined), "the gateway to notice");
     const js = nc.jetstream();
     for (let i = 2; i <= 11; i++) await js.publish(`natsedge.ch.${ch}`, Buffer.from(JSON.stringify(i)));
     proxy.refuse = false;
@@ -119,7 +114,7 @@ describe("continuity: a gateway that cannot vouch for a channel says so", () => 
     const next = await rpc(gw, "/lp/poll", { session, subs: { [ch]: seen }, timeout: 0 });
     expect((next.subs as Record<string, Frame>)[ch]).toMatchObject({ recovered: false });
 
-    expect(await metric(gw, "natsedge_continuity_lost_total")).toBeGreaterThanOrEqual(1);
+    expect(await metricValue(gw, "natsedge_continuity_lost_total")).toBeGreaterThanOrEqual(1);
   });
 
   it("a recreated stream (new epoch) is signalled to live subscribers instead of dropped as duplicates", async () => {

@@ -9,7 +9,7 @@ import { Packr } from "msgpackr";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { api, TestClient, type Frame } from "./helpers/client.js";
-import { rssKiB, startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { metricValue, rssKiB, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
 import { headerOf, rawRequest } from "./helpers/raw-http.js";
 import { eventually } from "./helpers/signal.js";
@@ -66,12 +66,6 @@ function upgrade(gw: GatewayProcess, headers: Record<string, string>): Promise<{
     });
     ws.once("error", () => undefined);
   });
-}
-
-async function metric(gw: GatewayProcess, line: RegExp): Promise<number> {
-  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
-  const m = new RegExp(`^${line.source} (\\d+)`, "m").exec(text);
-  return m ? Number(m[1]) : 0;
 }
 
 async function lp(gw: GatewayProcess, path: string, body: unknown, from: string, headers: Record<string, string> = {}): Promise<{ status: number; body: Frame; retryAfter: string | null }> {
@@ -157,7 +151,7 @@ describe("a gateway facing hostile clients", () => {
     j.sendRaw('{"id":9,"op":"publish","ch":"chat.mixed","data":1e999}');
     expect(await j.waitFor(() => j.replies.get(9), "reply")).toMatchObject({ error: { code: 400, message: expect.stringMatching(/NaN or Infinity/) } });
     // Raw NATS publishers: a BigInt ext and a NaN are dropped and counted; a BOM is stripped.
-    const invalidBefore = await metric(natsGw, /natsedge_invalid_payloads_total/);
+    const invalidBefore = await metricValue(natsGw, "natsedge_invalid_payloads_total");
     const h = natsHeaders();
     h.set("Content-Type", "application/msgpack");
     const js = nc.jetstream();
@@ -166,7 +160,7 @@ describe("a gateway facing hostile clients", () => {
     await js.publish("natsedge.ch.chat.mixed", Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"bom":true}')]));
     const pub = await sub.nextPush((p) => p.push === "pub" && p.ch === "chat.mixed", "the BOM publication");
     expect(pub.data).toEqual({ bom: true });
-    expect(await metric(natsGw, /natsedge_invalid_payloads_total/)).toBe(invalidBefore + 2);
+    expect(await metricValue(natsGw, "natsedge_invalid_payloads_total")).toBe(invalidBefore + 2);
     // History of the channel answers (the JSON client would get 500 if a BigInt had been stored).
     const hist = await sub.request("history", { ch: "chat.mixed", limit: 10 });
     expect((hist.ok as { pubs: Frame[] }).pubs.map((p) => p.data)).toEqual([{ bom: true }]);
@@ -199,8 +193,8 @@ describe("a gateway facing hostile clients", () => {
     }
     expect(statuses.filter((s) => s === 101).length).toBeLessThanOrEqual(11);
     expect(statuses).toContain(429);
-    expect(await metric(gw, /natsedge_connections_refused_total\{reason="per_ip"\}/)).toBeGreaterThan(0);
-    expect(await metric(gw, /natsedge_connections_refused_total\{reason="connect_rate"\}/)).toBeGreaterThan(0);
+    expect(await metricValue(gw, `natsedge_connections_refused_total{reason="per_ip"}`)).toBeGreaterThan(0);
+    expect(await metricValue(gw, `natsedge_connections_refused_total{reason="connect_rate"}`)).toBeGreaterThan(0);
   });
 
   it("refuses a user's third connection across the cluster (429, close 4029), and SSE streams count", async () => {
@@ -273,7 +267,7 @@ describe("a gateway facing hostile clients", () => {
     const session = ((connect.body.replies as Frame[])[0]?.ok as { session: string }).session;
     const held = [0, 1].map(() => lp(gw, "/lp/poll", { session, subs: { "live.held": null }, timeout: 2 }, from));
     // Both are held (no data on live.held): wait until the gateway counts them.
-    await eventually(async () => ((await metric(gw, /natsedge_longpoll_held/)) >= 2 ? true : undefined), "two held polls");
+    await eventually(async () => ((await metricValue(gw, "natsedge_longpoll_held")) >= 2 ? true : undefined), "two held polls");
     const third = await lp(gw, "/lp/poll", { session, subs: { "live.held": null }, timeout: 0 }, from);
     expect(third.status).toBe(429);
     expect(third.retryAfter).toBe("1");
@@ -346,8 +340,8 @@ describe("a gateway facing hostile clients", () => {
     expect(big.status).toBe(431);
     const ws = await rawRequest(gw.port, [`GET /ws HTTP/1.1\r\nHost: x\r\nX-Pad: ${"b".repeat(40_000)}\r\n\r\n`]);
     expect(ws.status).toBe(431);
-    expect(await metric(gw, /natsedge_http_refused_total\{reason="header_too_large"\}/)).toBeGreaterThanOrEqual(2);
-    expect(await metric(gw, /natsedge_http_refused_total\{reason="body_timeout"\}/)).toBeGreaterThanOrEqual(1);
+    expect(await metricValue(gw, `natsedge_http_refused_total{reason="header_too_large"}`)).toBeGreaterThanOrEqual(2);
+    expect(await metricValue(gw, `natsedge_http_refused_total{reason="body_timeout"}`)).toBeGreaterThanOrEqual(1);
   });
 
   it("still serves a normal client on the same process after all of the above", async () => {

@@ -163,3 +163,10 @@ function splitLines(stream: NodeJS.ReadableStream, onLine: (line: string) => voi
     }
   });
 }
+
+/** The value of one series (`name` or `name{label="value"}`) in a gateway's /metrics, 0 if absent. */
+export async function metricValue(gw: GatewayProcess, series: string): Promise<number> {
+  const text = await (await fetch(`${gw.adminUrl}/metrics`)).text();
+  const escaped = series.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return Number(new RegExp(`^${escaped} (\\d+(?:\\.\\d+)?)`, "m").exec(text)?.[1] ?? 0);
+}
