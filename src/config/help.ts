@@ -1,5 +1,5 @@
 /**
- * Layout of the `--help` text. The settings themselves come from the table in load.ts, so the
+ * Layout of the `--help` text. The settings themselves come from the table in settings.ts, so the
  * help cannot drift from what the loader accepts.
  */
 

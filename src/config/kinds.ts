@@ -1,0 +1,291 @@
+/**
+ * The kinds of value a setting can take. Each parses raw input from any source (a string from
+ * an env var or flag, or any YAML/JSON value from a file) and either returns the typed value or
+ * throws a ConfigError that says what is allowed.
+ */
+
+import { isIP } from "node:net";
+import { parseDuration, parseSize } from "./duration.js";
+import { ConfigError, errorText, fail, problem, show, type At } from "./errors.js";
+import type { HistoryOptions, LogLevel, NamespaceOptions } from "./types.js";
+
+export interface Kind<T> {
+  /** What is allowed, phrased to follow "is not allowed: ". */
+  allowed: string;
+  parse(value: unknown, at: At): T;
+}
+
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+export function isList(value: unknown): value is unknown[] {
+  return Array.isArray(value);
+}
+
+export function parseJson(text: string, at: At, shown: unknown): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    throw problem(at, `${show(shown)} is not valid JSON: ${errorText(error)}`);
+  }
+}
+
+/** A whole number: a number in files, or a string of digits anywhere ("1e3", "8.5", "" are not). */
+function toInteger(value: unknown): number | undefined {
+  const number = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
+  return typeof number === "number" && Number.isSafeInteger(number) && number >= 0 ? number : undefined;
+}
+
+export function integer(min: number, max: number, note = ""): Kind<number> {
+  return {
+    allowed: `an integer from ${min} to ${max}${note}`,
+    parse(value, at) {
+      const number = toInteger(value);
+      return number !== undefined && number >= min && number <= max ? number : fail(at, value, this.allowed);
+    },
+  };
+}
+
+/** Numbers in files mean seconds (durations) or bytes (sizes), as plain integers in strings do. */
+function scaled(parseText: (text: string) => number | undefined, scale: number) {
+  return (allowed: string, min: number, max: number): Kind<number> => ({
+    allowed,
+    parse(value, at) {
+      const whole = toInteger(value);
+      const result = typeof value === "string" ? parseText(value) : whole === undefined ? undefined : whole * scale;
+      return result !== undefined && result >= min && result <= max ? result : fail(at, value, allowed);
+    },
+  });
+}
+
+export const duration = scaled(parseDuration, 1000);
+export const size = scaled(parseSize, 1);
+
+function characters(minLength: number, allowed = `a string of at least ${minLength} characters`): Kind<string> {
+  return {
+    allowed,
+    parse: (value, at) => (typeof value === "string" && value.length >= minLength ? value : fail(at, value, allowed)),
+  };
+}
+
+/**
+ * Secrets are compared or used as HMAC keys: a short one can be guessed offline from one signed
+ * token, or online against the API. 32 characters of random base64 carry 192 bits.
+ */
+export const secretText = characters(32, "a string of at least 32 characters (e.g. the output of: openssl rand -base64 32)");
+
+export function matching(pattern: RegExp, allowed: string): Kind<string> {
+  return {
+    allowed,
+    parse: (value, at) => (typeof value === "string" && pattern.test(value) ? value : fail(at, value, allowed)),
+  };
+}
+
+const LABEL = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${LABEL}(\\.${LABEL})*$`, "i");
+
+export const host: Kind<string> = {
+  allowed: "an IP address (IPv6 without brackets) or a host name",
+  parse(value, at) {
+    const valid = typeof value === "string" && (isIP(value) !== 0 || HOSTNAME.test(value));
+    return valid ? value : fail(at, value, this.allowed);
+  },
+};
+
+export function oneOf<T extends string>(values: readonly T[]): Kind<T> {
+  return {
+    allowed: `one of ${values.join(", ")}`,
+    parse(value, at) {
+      return values.find((candidate) => candidate === value) ?? fail(at, value, this.allowed);
+    },
+  };
+}
+
+export const logLevel = oneOf<LogLevel>(["fatal", "error", "warn", "info", "debug", "trace", "silent"]);
+
+/** true or false: booleans in files, the strings "true" and "false" anywhere. */
+export function boolean(allowed = "true or false"): Kind<boolean> {
+  return {
+    allowed,
+    parse(value, at) {
+      if (value === true || value === "true") return true;
+      return value === false || value === "false" ? false : fail(at, value, allowed);
+    },
+  };
+}
+
+/** scheme://host[:port], lower case; host is a name that may start with "*.", an IPv4 or a [IPv6] address. */
+const ORIGIN_HOST = `((\\*\\.)?${LABEL}(\\.${LABEL})*|\\[[0-9a-f:.]+\\])`;
+const ORIGIN = new RegExp(`^[a-z][a-z0-9+.-]*://${ORIGIN_HOST}(:(?<port>\\d{1,5}))?$`);
+
+export const origins: Kind<string[]> = {
+  allowed:
+    'a comma-separated list (in files also a list) of "*" or scheme://host[:port], where host may start with "*."',
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    return entries.map((entry) => {
+      // Browsers send scheme and host in lower case: lower-casing here lets the gateway compare strings.
+      const origin = typeof entry === "string" ? entry.toLowerCase() : "";
+      const match = ORIGIN.exec(origin);
+      const port = Number(match?.groups?.port ?? 1);
+      const valid = origin === "*" || (match !== null && port >= 1 && port <= 65535);
+      return valid ? origin : fail(at, entry, this.allowed);
+    });
+  },
+};
+
+export const PEM = /-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/;
+
+/** PEM text; literal "\n" sequences (how PEM usually survives an env var) become newlines. */
+export const publicKey: Kind<string> = {
+  allowed: "PEM text from -----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY-----",
+  parse(value, at) {
+    const pem = typeof value === "string" ? value.replace(/\\n/g, "\n") : "";
+    return PEM.test(pem) ? pem : fail(at, value, this.allowed);
+  },
+};
+
+export const nonEmpty = characters(1, "a non-empty string");
+
+/** nats://host:port, tls://host:port or host:port; host is a name, an IPv4 or a [IPv6] address. */
+const NATS_SERVER = /^(?:(?<scheme>nats|tls):\/\/)?(?<host>\[[^\]]*\]|[^:/[\]]+):(?<port>\d{1,5})$/;
+
+function natsHost(host: string): boolean {
+  if (host.startsWith("[")) return isIP(host.slice(1, -1)) === 6;
+  // "10.0.0.256" and "1.2.3" would pass as host names; all-numeric hosts must be IPv4 addresses.
+  if (/^[\d.]+$/.test(host)) return isIP(host) === 4;
+  return HOSTNAME.test(host);
+}
+
+/** Entries are normalised to scheme://host:port, host:port becoming nats://host:port. */
+export const natsServers: Kind<string[]> = {
+  allowed:
+    "a comma-separated list (in files also a list) of nats://host:port, tls://host:port or host:port, " +
+    "where host is a host name, an IPv4 address or a [IPv6] address and port is 1 to 65535",
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    return entries.map((entry) => {
+      if (typeof entry === "string" && entry.includes("@")) {
+        // Not echoed: the part before "@" is most likely a password.
+        throw problem(
+          at,
+          "an entry with credentials (user:password@) is not allowed; set nats.user and nats.password, " +
+            "nats.token or nats.credsFile instead",
+        );
+      }
+      const match = typeof entry === "string" ? NATS_SERVER.exec(entry) : null;
+      const { scheme = "nats", host = "", port = "0" } = match?.groups ?? {};
+      const portNumber = Number(port);
+      const valid = match !== null && natsHost(host) && portNumber >= 1 && portNumber <= 65535;
+      return valid ? `${scheme}://${host}:${portNumber}` : fail(at, entry, this.allowed);
+    });
+  },
+};
+
+/** An IP address or a CIDR block (`10.0.0.0/8`, `fd00::/8`); IPv6 without brackets. */
+function addressOrBlock(entry: unknown): string | undefined {
+  if (typeof entry !== "string") return undefined;
+  const [address = "", bits, extra] = entry.split("/");
+  const family = isIP(address);
+  if (family === 0 || extra !== undefined) return undefined;
+  if (bits === undefined) return address.toLowerCase();
+  const max = family === 4 ? 32 : 128;
+  return /^\d{1,3}$/.test(bits) && Number(bits) <= max ? `${address.toLowerCase()}/${Number(bits)}` : undefined;
+}
+
+export const addressList: Kind<string[]> = {
+  allowed: "a comma-separated list (in files also a list) of IP addresses or CIDR blocks, e.g. 10.0.0.0/8,::1",
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    return entries.map((entry) => addressOrBlock(entry) ?? fail(at, entry, this.allowed));
+  },
+};
+
+/** Subject tokens: no wildcards (`*`, `>`), no whitespace, no empty tokens. */
+export const natsPrefix = matching(
+  /^(?=.{1,64}$)[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/,
+  "a string of 1 to 64 characters: tokens of A-Z, a-z, 0-9, _ and - separated by single dots",
+);
+
+export const filePath = characters(
+  1,
+  "a file path, resolved against the config file's directory when set in that file, else the working directory",
+);
+
+const NAMESPACE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const FLAGS = ["presence", "joinLeave", "clientPublish", "anonymous", "personal"] as const;
+const NAMESPACE_OPTIONS = new Set<string>(["history", ...FLAGS]);
+const historySize = integer(1, 100_000);
+const historyTtl = duration("a duration greater than 0, e.g. 30s or 5m", 1, Number.MAX_SAFE_INTEGER);
+
+function child(at: At, name: string): At {
+  return { ...at, key: `${at.key}.${name}` };
+}
+
+function unknownKey(at: At, name: string, allowed: Iterable<string>): ConfigError {
+  return problem(child(at, name), `unknown key; allowed here: ${[...allowed].join(", ")}`);
+}
+
+function history(value: unknown, at: At): HistoryOptions {
+  if (!isObject(value)) return fail(at, value, "a mapping with size and ttl");
+  for (const name of Object.keys(value)) {
+    if (name !== "size" && name !== "ttl") throw unknownKey(at, name, ["size", "ttl"]);
+  }
+  const read = <T>(name: string, kind: Kind<T>): T => {
+    const here = child(at, name);
+    if (value[name] == null) throw problem(here, `missing; history needs both size and ttl (${name}: ${kind.allowed})`);
+    return kind.parse(value[name], here);
+  };
+  return { size: read("size", historySize), ttl: read("ttl", historyTtl) };
+}
+
+function namespace(value: unknown, at: At): NamespaceOptions {
+  // `chat:` with nothing after it is a YAML null: a namespace with every option at its default.
+  const options = value === null ? {} : value;
+  if (!isObject(options)) return fail(at, value, "a mapping of namespace options");
+  for (const name of Object.keys(options)) {
+    if (!NAMESPACE_OPTIONS.has(name)) throw unknownKey(at, name, NAMESPACE_OPTIONS);
+  }
+  const flag = (name: (typeof FLAGS)[number]): boolean => {
+    const option = options[name] ?? false;
+    return typeof option === "boolean" ? option : fail(child(at, name), option, "true or false");
+  };
+  const result: NamespaceOptions = {
+    presence: flag("presence"),
+    joinLeave: flag("joinLeave"),
+    clientPublish: flag("clientPublish"),
+    anonymous: flag("anonymous"),
+    personal: flag("personal"),
+  };
+  if (result.joinLeave && !result.presence) {
+    fail(child(at, "joinLeave"), true, "joinLeave needs presence: true in the same namespace");
+  }
+  if (options.history != null) result.history = history(options.history, child(at, "history"));
+  return result;
+}
+
+/**
+ * Null-prototype, so a client asking for a namespace called "constructor" or "__proto__"
+ * finds nothing rather than something inherited from Object.prototype.
+ */
+export function namespaceMap(): Record<string, NamespaceOptions> {
+  return Object.create(null) as Record<string, NamespaceOptions>;
+}
+
+export const namespaces: Kind<Record<string, NamespaceOptions>> = {
+  allowed: "a mapping (in NATSEDGE_NAMESPACES a JSON object) of namespace name to options; see docs/configuration.md",
+  parse(value, at) {
+    const map = typeof value === "string" ? parseJson(value, at, value) : value;
+    if (!isObject(map)) return fail(at, value, "a mapping of namespace name to options");
+    const result = namespaceMap();
+    for (const [name, options] of Object.entries(map)) {
+      if (!NAMESPACE_NAME.test(name)) fail(at, name, "names of 1 to 64 characters from A-Z, a-z, 0-9, _ and -");
+      result[name] = namespace(options, child(at, name));
+    }
+    return result;
+  },
+};
