@@ -11,7 +11,9 @@ import { NatsLink } from "./nats/connection.js";
 import { RoundTripProbe } from "./nats/probe.js";
 import { PresenceReaper } from "./nats/reaper.js";
 import { Streams, type Jsm } from "./nats/streams.js";
+import { NatsRevocations } from "./nats/revocations.js";
 import { Subjects } from "./nats/subjects.js";
+import { MemoryRevocations, type Revocations } from "./sessions/revocations.js";
 import { MemoryPresence } from "./presence/memory.js";
 import type { Presence } from "./presence/presence.js";
 import { NatsPresence } from "./presence/nats.js";
@@ -21,6 +23,8 @@ export interface Backend {
   broker: Broker;
   history: History;
   presence: Presence;
+  /** Server-side disconnects of long-poll and SSE sessions, known to every replica. */
+  revocations: Revocations;
   /** False while the broker path is known to be broken. */
   ready(): boolean;
   /** Present in NATS mode: what the NATS server API needs. */
@@ -36,6 +40,7 @@ export function memoryBackend(config: Config): Backend {
     broker: new MemoryBroker(history, config.idempotencyWindow),
     history,
     presence: new MemoryPresence(),
+    revocations: new MemoryRevocations(),
     ready: () => true,
     start: async () => undefined,
     close: async () => undefined,
@@ -58,6 +63,7 @@ export async function natsBackend(
   const history = new NatsHistory(jsm, streams, subjects, metrics, link);
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link);
   const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
+  const revocations = new NatsRevocations(link, jsm, link.nc.jetstream(), subjects, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {
     if (event === "reconnect") void probe.probe();
@@ -67,16 +73,19 @@ export async function natsBackend(
     broker,
     history,
     presence,
+    revocations,
     nats: { link, subjects },
     ready: () => link.connected && probe.healthy,
     async start() {
       await presence.start();
+      await revocations.start();
       await probe.start();
       reaper.start();
     },
     async close() {
       reaper.stop();
       probe.stop();
+      await revocations.close();
       await link.drain();
     },
   };

@@ -79,14 +79,14 @@ export class Gateway {
     const backend = config.nats
       ? await natsBackend(config, config.nats, node, metrics, log)
       : memoryBackend(config);
-    const hub = new Hub(backend.broker, backend.history, backend.presence, metrics, log, config.presenceGrace, config.maxPresenceMembers);
+    const hub = new Hub(backend.broker, backend.history, backend.presence, backend.revocations, metrics, log, config.presenceGrace, config.maxPresenceMembers);
     const limits = new Limits(config, backend.presence, metrics, log);
     const verifier = config.auth ? new TokenVerifier(config.auth) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const ops = new ServerOperations(config, hub);
 
     const ctx = { config, hub, limits, verifier, metrics, log, node };
-    const signer = new SessionSigner(config.sessionSecret);
+    const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),
       longPoll: new LongPollTransport(ctx, origins, signer),

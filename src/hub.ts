@@ -5,6 +5,7 @@ import type { Logger } from "./log.js";
 import type { Metrics, PublishSource } from "./metrics.js";
 import { PresenceCapacity } from "./presence/capacity.js";
 import { presenceIdentity, type Presence, type PresenceStats } from "./presence/presence.js";
+import type { Revocations } from "./sessions/revocations.js";
 import { ErrorCode, ProtocolError } from "./protocol/codes.js";
 import type { ClientInfo, Publication } from "./publication.js";
 
@@ -64,6 +65,7 @@ export class Hub implements BrokerHandler {
     private readonly broker: Broker,
     private readonly history: History,
     private readonly presence: Presence,
+    private readonly revocations: Revocations,
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly presenceGraceMs: number,
@@ -104,6 +106,7 @@ export class Hub implements BrokerHandler {
     let state = this.channels.get(ch);
     if (!state) {
       const s: ChannelState = { refs: 0, recent: [], lastOffset: undefined, ready: Promise.resolve() };
+      this.metrics.channelSubscribes.inc();
       s.ready = this.brokerOp(ch, async () => {
         const baseline = await this.broker.subscribe(ch, ns);
         if (s.lastOffset === undefined && baseline !== undefined) s.lastOffset = baseline;
@@ -275,11 +278,15 @@ export class Hub implements BrokerHandler {
     return this.guard(() => this.presence.stats(ch), "presence read failed");
   }
 
+  /**
+   * Closes the user's connections on every replica, and revokes the long-poll and SSE sessions
+   * it holds, which are signed tokens no replica could otherwise take back.
+   */
   disconnectUser(user: string, reason = "disconnected by server"): Promise<void> {
-    return this.guard(
-      () => this.broker.publishControl({ kind: "disconnect", user, code: 4003, reason }),
-      "control publish failed",
-    );
+    return this.guard(async () => {
+      await this.revocations.revoke(user);
+      await this.broker.publishControl({ kind: "disconnect", user, code: 4003, reason });
+    }, "control publish failed");
   }
 
   private async guard<T>(op: () => Promise<T>, what: string): Promise<T> {

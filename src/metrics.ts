@@ -22,6 +22,11 @@ export class Metrics {
     help: "Channels with at least one local subscriber (= broker subscriptions)",
     registers: [this.registry],
   });
+  readonly channelSubscribes = new Counter({
+    name: "natsedge_channel_subscribes_total",
+    help: "Broker subscriptions made for channels (the first local subscriber of a channel)",
+    registers: [this.registry],
+  });
   readonly publications = new Counter({
     name: "natsedge_publications_total",
     help: "Publications accepted, by where they came from",

@@ -88,6 +88,7 @@ describe("defaults and the embedded default", () => {
       maxHeldPolls: 4,
       maxPresenceMembers: 10_000,
       bodyTimeout: 10_000,
+      pollWarmTime: 30_000,
       demo: false,
       workers: 1,
     });

@@ -21,6 +21,8 @@ const CONFIG = `
 apiKey: ${API_KEY}
 sessionSecret: "${SESSION_SECRET}"
 presenceGrace: 0s
+# Channels stay subscribed this long after their last poll; short, so tests see them released.
+pollWarmTime: 1s
 commandRate: 0
 maxSubscriptions: ${MAX_SUBS}
 maxFrameSize: ${MAX_FRAME}
@@ -613,12 +615,29 @@ describe("POST /lp/poll", () => {
     abort.abort();
     expect((await pending) as Error).toMatchObject({ name: "AbortError" });
     await waitMetric("natsedge_longpoll_held", 0, 5_000);
-    await waitMetric("natsedge_channels", 0, 5_000);
-    // "At once": well before the poll's 30 s timeout.
+    // "At once": well before the poll's 30 s timeout; the channels stay warm for pollWarmTime.
     expect(Date.now() - abortedAt).toBeLessThan(3_000);
+    await waitMetric("natsedge_channels", 0, 5_000);
     // A publication after the abort goes nowhere and breaks nothing.
     await apiPublish(a, "after abort");
     expect(await rpc1("ping", {}, session)).toEqual({});
+  });
+
+  it("successive polls keep the channel subscribed (one broker subscription), released after pollWarmTime", async () => {
+    const { session } = await connect();
+    const ch = chan("chat");
+    const before = await metric("natsedge_channel_subscribes_total");
+    let cursor = cursorOf(await poll(session, { [ch]: null }), ch);
+    for (let i = 1; i <= 5; i++) {
+      await apiPublish(ch, { i });
+      const a = await poll(session, { [ch]: cursor }, { timeout: 5 });
+      expect(a.pubs).toEqual([{ ch, offset: i, data: { i } }]);
+      cursor = cursorOf(a, ch);
+    }
+    expect((await metric("natsedge_channel_subscribes_total")) - before).toBe(1);
+    const warmUntil = Date.now();
+    await waitMetric("natsedge_channels", 0, 5_000);
+    expect(Date.now() - warmUntil).toBeGreaterThanOrEqual(500);
   });
 
   it("a long-poll client is present while it polls: join on first poll, listed, leave on unsubscribe", async () => {

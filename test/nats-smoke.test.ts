@@ -1,11 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { TestClient } from "./helpers/client.js";
-import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { api, TestClient, type Frame } from "./helpers/client.js";
+import { metricValue, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
+import { eventually } from "./helpers/signal.js";
+import { SseClient } from "./helpers/sse-client.js";
 import { signToken } from "./helpers/tokens.js";
 
 const SECRET = "nats-smoke-hmac-secret-0123456789abcdef";
+const API_KEY = "nats-smoke-api-key-0123456789abcdefgh";
 const CONFIG = `
+apiKey: ${API_KEY}
+sessionSecret: nats-smoke-session-secret-0123456789abcdef
 auth:
   hmacSecret: "${SECRET}"
 maxConnectionsPerUser: 2
@@ -85,5 +90,43 @@ describe("two replicas over one nats-server", () => {
     expect(fourth).toBeDefined();
     first.close();
     fourth?.close();
+  });
+
+  it("a server-side disconnect ends the user's WebSocket, SSE and long-poll sessions on every replica", async () => {
+    const [a, b] = gws as [GatewayProcess, GatewayProcess];
+    const token = await signToken({ sub: "victor" }, SECRET);
+    const post = async (gw: GatewayProcess, path: string, body: unknown): Promise<{ status: number; body: Frame }> => {
+      const res = await fetch(gw.url + path, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as Frame };
+    };
+    const connect = await post(a, "/lp/rpc", { cmds: [{ id: 1, op: "connect", token }] });
+    const session = ((connect.body.replies as Frame[])[0]?.ok as { session: string }).session;
+    const held = post(a, "/lp/poll", { session, subs: { "live.quiet": null }, timeout: 20 });
+    const ws = await TestClient.connect(b.wsUrl, token);
+    const sse = await SseClient.open(b.url, `ch=live.quiet&session=${encodeURIComponent(session)}`);
+    await sse.waitFor(() => sse.events.find((e) => e.event === "subscribed"), "SSE subscribed");
+    // Wait for the poll to be held before disconnecting (a poll answered at once proves nothing).
+    await eventually(async () => ((await metricValue(a, "natsedge_longpoll_held")) === 1 ? true : undefined), "the poll to be held");
+
+    const started = Date.now();
+    expect((await api(b.url, "POST", "/api/disconnect", { key: API_KEY, body: { user: "victor" } })).status).toBe(200);
+    expect((await ws.closed).code).toBe(4003);
+    const bye = await sse.waitFor(() => sse.events.find((e) => e.event === "disconnect"), "SSE disconnect");
+    expect(JSON.parse(bye.data)).toMatchObject({ code: 4003, reconnect: false });
+    const answer = await held;
+    expect(answer.status).toBe(401);
+    expect(answer.body).toMatchObject({ error: { code: 401, message: expect.stringMatching(/ended by the server/) } });
+    expect(Date.now() - started).toBeLessThan(5_000);
+    // The session is revoked on both replicas: its next requests are refused.
+    for (const gw of [a, b]) {
+      const again = await post(gw, "/lp/poll", { session, subs: { "live.quiet": null }, timeout: 0 });
+      expect(again.status).toBe(401);
+      const rpc = await post(gw, "/lp/rpc", { session, cmds: [{ id: 1, op: "ping" }] });
+      expect(rpc.status).toBe(401);
+    }
+    // A disconnect is not a ban: a new session works.
+    const fresh = await post(a, "/lp/rpc", { cmds: [{ id: 1, op: "connect", token }] });
+    const newSession = ((fresh.body.replies as Frame[])[0]?.ok as { session: string }).session;
+    expect((await post(b, "/lp/poll", { session: newSession, subs: { "live.quiet": null }, timeout: 0 })).status).toBe(200);
   });
 });

@@ -263,6 +263,7 @@ export function loadConfig(
     maxHeldPolls: withDefault("maxHeldPolls"),
     maxPresenceMembers: withDefault("maxPresenceMembers"),
     bodyTimeout: withDefault("bodyTimeout"),
+    pollWarmTime: withDefault("pollWarmTime"),
     demo: withDefault("demo"),
     workers,
   };

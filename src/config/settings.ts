@@ -65,6 +65,7 @@ export interface Values {
   maxHeldPolls: number;
   maxPresenceMembers: number;
   bodyTimeout: number;
+  pollWarmTime: number;
   demo: boolean;
   workers: number;
   "nats.servers": string[];
@@ -249,6 +250,11 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: integer(1, 1_000_000),
     about: "Members a presence channel may have; a subscribe beyond it is refused with 429",
     default: "10000",
+  },
+  pollWarmTime: {
+    kind: duration("a duration from 1s to 10m", SECOND, 10 * MINUTE),
+    about: "How long a replica keeps a channel subscribed in NATS after its last long poll ended (no SUB/UNSUB per poll)",
+    default: "30s",
   },
   bodyTimeout: {
     kind: duration("a duration from 1s to 5m", SECOND, 5 * MINUTE),

@@ -114,6 +114,8 @@ export interface Config {
   maxPresenceMembers: number;
   /** Time to receive a whole HTTP request body, ms. */
   bodyTimeout: number;
+  /** How long a channel stays subscribed after its last long poll on this replica, ms. */
+  pollWarmTime: number;
   /** Present when NATS servers are configured; the in-memory broker is used otherwise. */
   nats?: NatsConfig;
   /** Serve the chat demo page at /demo. */

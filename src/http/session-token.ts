@@ -1,9 +1,10 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Claims } from "../auth/jwt.js";
 import type { Identity } from "../session.js";
+import { SESSION_TTL_MS } from "../sessions/revocations.js";
 
-/** Sessions of tokens without `exp` (and of anonymous clients) last this long. */
-const DEFAULT_SESSION_TTL_S = 24 * 3600;
+/** A session lives until its token's `exp`, at most this long (a revocation must outlive it). */
+const SESSION_TTL_S = SESSION_TTL_MS / 1000;
 const MAX_SESSION_LENGTH = 8192;
 
 interface SessionPayload {
@@ -11,6 +12,8 @@ interface SessionPayload {
   u: string;
   /** Expiry, seconds since the epoch. */
   x: number;
+  /** Issued, ms since the epoch: a revocation ends the sessions issued up to it. */
+  t?: number;
   /** The token's claims that permissions need. */
   ch?: string[];
   i?: unknown;
@@ -27,7 +30,11 @@ export class SessionError extends Error {}
 export class SessionSigner {
   private readonly key: Buffer;
 
-  constructor(secret: string | undefined) {
+  constructor(
+    secret: string | undefined,
+    /** When a user's sessions were last revoked by a server-side disconnect, if they were. */
+    private readonly revokedAt: (user: string) => number | undefined = () => undefined,
+  ) {
     // Random per process when unset: fine for one process, useless across replicas (documented).
     this.key = secret === undefined ? randomBytes(32) : Buffer.from(secret, "utf8");
   }
@@ -37,7 +44,8 @@ export class SessionSigner {
     const payload: SessionPayload = {
       c: identity.client,
       u: identity.user,
-      x: claims?.exp ?? Math.floor(now / 1000) + DEFAULT_SESSION_TTL_S,
+      x: Math.min(claims?.exp ?? Infinity, Math.floor(now / 1000) + SESSION_TTL_S),
+      t: now,
     };
     if (claims?.channels !== undefined) payload.ch = claims.channels;
     if (claims?.info !== undefined) payload.i = claims.info;
@@ -73,11 +81,14 @@ export class SessionSigner {
       typeof p.u !== "string" ||
       typeof p.x !== "number" ||
       (p.e !== undefined && typeof p.e !== "number") ||
+      (p.t !== undefined && typeof p.t !== "number") ||
       (p.ch !== undefined && !(Array.isArray(p.ch) && p.ch.every((c) => typeof c === "string")))
     ) {
       throw new SessionError("session malformed");
     }
     if (p.x * 1000 <= now) throw new SessionError("session expired");
+    const revoked = p.u === "" ? undefined : this.revokedAt(p.u);
+    if (revoked !== undefined && (p.t ?? 0) <= revoked) throw new SessionError("session ended by the server (disconnected)");
     const identity: Identity & { expires: number } = { client: p.c, user: p.u, expires: p.x };
     if (p.u !== "") {
       const claims: Claims = { sub: p.u };

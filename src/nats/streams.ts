@@ -10,6 +10,7 @@ import {
 } from "nats";
 import type { NamespaceOptions, NatsConfig } from "../config/types.js";
 import type { Logger } from "../log.js";
+import { SESSION_TTL_MS } from "../sessions/revocations.js";
 import type { Subjects } from "./subjects.js";
 
 /**
@@ -73,6 +74,13 @@ export class Streams {
       subjects: [this.subjects.allNodes()],
       max_msgs_per_subject: 1,
       max_age: nanos(NODE_TTL_MS),
+      allow_direct: true,
+    });
+    await this.ensure({
+      name: this.subjects.revokedStream(),
+      subjects: [this.subjects.allRevoked()],
+      max_msgs_per_subject: 1,
+      max_age: nanos(SESSION_TTL_MS),
       allow_direct: true,
     });
     const idem = this.subjects.idempotentSubjects();

@@ -97,6 +97,19 @@ export class Subjects {
     return `${this.streamBase()}_nodes`;
   }
 
+  /** A user's session revocation (the moment, ms); `revoked("")` is the prefix of them all. */
+  revoked(user: string): string {
+    return user === "" ? `${this.prefix}.revoked.` : `${this.prefix}.revoked.${encodeToken(user)}`;
+  }
+
+  allRevoked(): string {
+    return `${this.prefix}.revoked.>`;
+  }
+
+  revokedStream(): string {
+    return `${this.streamBase()}_revoked`;
+  }
+
   idempotentStream(): string {
     return `${this.streamBase()}_idem`;
   }

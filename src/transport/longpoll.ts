@@ -5,7 +5,7 @@ import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
 import { ITEMS_PER_TOKEN } from "../limits/limits.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
-import type { FanoutSink } from "../hub.js";
+import type { FanoutSink, HubSession } from "../hub.js";
 import type { Format } from "../protocol/codec.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { pack, unpack } from "../protocol/msgpack.js";
@@ -22,6 +22,7 @@ const MAX_TIMEOUT_S = 60;
  */
 const PRESENCE_TTL_MS = 45_000;
 const MSGPACK = "application/msgpack";
+
 
 type Cursor = StreamPosition | null;
 
@@ -87,6 +88,8 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   /** Long-poll clients present on this gateway; `held` polls pin the entry (a poll may outlast the TTL). */
   private readonly present = new Map<string, PresentEntry>();
   private accepting = true;
+  /** Channels held subscribed after their last poll ended (see keepWarm). */
+  private readonly warm = new Map<string, NodeJS.Timeout>();
   /** Polls in progress per session client id, to cap what one session holds. */
   private readonly held = new Map<string, number>();
   /** Presence entries per long-poll client on this gateway (each lives PRESENCE_TTL past its last poll). */
@@ -259,7 +262,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       for (const ch of joined) {
         this.polls.get(ch)?.delete(poll);
         if (this.polls.get(ch)?.size === 0) this.polls.delete(ch);
-        this.ctx.hub.unsubscribe(ch);
+        this.keepWarm(ch);
       }
       joined.length = 0;
       // The poll is over (answered or abandoned): the client stays present PRESENCE_TTL from now.
@@ -330,6 +333,17 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
 
     if (!answerNow && poll.entries.length === 0 && this.accepting) {
       this.ctx.metrics.longPollHeld.inc();
+      // A server-side disconnect of the user ends a held poll at once (HubSession); later
+      // requests of the session are refused by its revocation.
+      let ended = false;
+      const holder: HubSession = {
+        user: identity.user,
+        disconnect: () => {
+          ended = true;
+          poll.answer?.();
+        },
+      };
+      if (identity.user !== "") this.ctx.hub.register(holder);
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => poll.answer?.(), timeoutS * 1000);
         poll.answer = () => {
@@ -338,7 +352,12 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
           resolve();
         };
       });
+      if (identity.user !== "") this.ctx.hub.unregister(holder);
       this.ctx.metrics.longPollHeld.dec();
+      if (ended) {
+        cleanup();
+        throw new SessionError("session ended by the server (disconnected)");
+      }
     }
     // Only entries that still exist are released: an `unsubscribe` that arrived while this poll
     // was held has already announced the leave, and re-adding the entry here would announce a new
@@ -469,6 +488,32 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     this.accepting = false;
     for (const set of this.polls.values()) for (const poll of set) poll.answer?.();
     for (const [key, p] of this.present) this.dropPresence(key, p);
+    for (const [ch, timer] of this.warm) {
+      clearTimeout(timer);
+      this.ctx.hub.unsubscribe(ch);
+    }
+    this.warm.clear();
+  }
+
+  /**
+   * Takes over a finished poll's hold on a channel for pollWarmTime: a client polls again right
+   * after an answer, and without this every poll would subscribe and unsubscribe the channel in
+   * NATS.
+   * One warm hold per channel; a later poll's hold is released and the timer starts again.
+   */
+  private keepWarm(ch: string): void {
+    const timer = this.warm.get(ch);
+    if (timer) {
+      this.ctx.hub.unsubscribe(ch);
+      timer.refresh();
+      return;
+    }
+    const t = setTimeout(() => {
+      this.warm.delete(ch);
+      this.ctx.hub.unsubscribe(ch);
+    }, this.ctx.config.pollWarmTime);
+    t.unref();
+    this.warm.set(ch, t);
   }
 }
 
