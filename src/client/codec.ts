@@ -21,14 +21,25 @@ export const jsonCodec: Codec = {
   parse: (b) => JSON.parse(new TextDecoder().decode(b)) as Frame,
 };
 
-/** Imported only when asked for, so that the JSON build has no dependency. */
+/**
+ * Imported only when asked for, so that the JSON build has no dependency. The options are the
+ * gateway's (src/protocol/msgpack.ts): plain MessagePack without extension types, which it
+ * refuses (close 4004), so `undefined` goes out as nil; and 64-bit integers, as a backend may
+ * pack even small ones, come in as numbers rather than BigInt.
+ */
 export async function msgpackCodec(): Promise<Codec> {
   const m = (await import("msgpackr")) as unknown as {
     Packr: new (o: object) => { pack(v: unknown): Uint8Array };
     Unpackr: new (o: object) => { unpackMultiple(b: Uint8Array): unknown[]; unpack(b: Uint8Array): unknown };
   };
-  const packr = new m.Packr({ useRecords: false });
-  const unpackr = new m.Unpackr({ useRecords: false, mapsAsObjects: true });
+  const packr = new m.Packr({ useRecords: false, moreTypes: false, encodeUndefinedAsNil: true });
+  const unpackr = new m.Unpackr({
+    useRecords: false,
+    mapsAsObjects: true,
+    int64AsType: "number",
+    structuredClone: false,
+    moreTypes: false,
+  });
   const bytes = (d: unknown): Uint8Array =>
     d instanceof Uint8Array ? d : new Uint8Array(d instanceof ArrayBuffer ? d : (d as { buffer: ArrayBuffer }).buffer);
   return {

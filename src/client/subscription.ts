@@ -76,9 +76,15 @@ export class Subscription<T = unknown> {
     return (await this.owner.command({ op: "presence_stats", ch: this.channel })) as { clients: number; users: number };
   }
 
-  /** Retained publications, oldest first: the newest `limit`, or (with `since`) those after it. */
-  async history(opts: { limit?: number; since?: Position } = {}): Promise<{ pubs: Publication<T>[] } & Position> {
-    const r = await this.owner.command({ op: "history", ch: this.channel, ...opts });
+  /**
+   * Retained publications, oldest first: the newest `limit`, or (with `since`) those after it.
+   * `reverse` is passed to the gateway as the command's `reverse` field.
+   */
+  async history(opts: { limit?: number; since?: Position; reverse?: boolean } = {}): Promise<{ pubs: Publication<T>[] } & Position> {
+    const cmd: Frame = { op: "history", ch: this.channel };
+    // Only the options given: a field left undefined would reach a MessagePack gateway as nil.
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined) cmd[k] = v;
+    const r = await this.owner.command(cmd);
     const pubs = (r.pubs as Frame[]).map((p) => ({ ...p, ch: this.channel }) as Publication<T>);
     return { pubs, offset: r.offset as number, epoch: r.epoch as string };
   }
