@@ -1,6 +1,6 @@
 import { backoff } from "./backoff.js";
 import { jsonCodec, msgpackCodec, type Codec } from "./codec.js";
-import { NatsedgeError } from "./errors.js";
+import { errorFrom, NatsedgeError } from "./errors.js";
 import { LongPoll } from "./longpoll.js";
 import {
   applyState,
@@ -360,7 +360,8 @@ export class Client {
 
   /**
    * A subscribe failed. Transient errors (503 broker unavailable or moving too fast, 429) are
-   * retried with backoff; anything else ends the subscription, so that it does not fail again on
+   * retried with backoff, and no sooner than a `retryAfter` the gateway gave (within
+   * maxReconnectDelay); anything else ends the subscription, so that it does not fail again on
    * every reconnect.
    */
   private subscribeFailed(sub: AnySub, err: NatsedgeError): void {
@@ -368,9 +369,10 @@ export class Client {
     sub.active = false;
     if (err.code === 429 || err.code === 503) {
       const { minReconnectDelay: min, maxReconnectDelay: max } = this.opts;
+      const asked = Math.min(max, (err.retryAfter ?? 0) * 1000);
       this.retries.set(
         sub,
-        setTimeout(() => this.resubscribe(sub), min + backoff(2, min, max)),
+        setTimeout(() => this.resubscribe(sub), Math.max(asked, min + backoff(2, min, max))),
       );
     } else {
       this.subs.delete(sub.channel);
@@ -394,7 +396,7 @@ export class Client {
         this.pending.delete(f.id as number);
         clearTimeout(p.timer);
         const err = f.error as { code: number; message: string } | undefined;
-        if (err) p.reject(new NatsedgeError(err.code, err.message));
+        if (err) p.reject(errorFrom(err));
         else {
           const ok = (f.ok ?? {}) as Frame;
           p.apply?.(ok);
@@ -414,7 +416,15 @@ export class Client {
     if (f.push === "pub") deliver(sub, f, this.call);
     else if (f.push === "join") this.call(sub.handlers.onJoin, f.info as ClientInfo);
     else if (f.push === "leave") this.call(sub.handlers.onLeave, f.info as ClientInfo);
-    else if (f.push === "unsub") this.subscribeFailed(sub, new NatsedgeError(f.code as number, String(f.reason)));
+    else if (f.push === "unsub" && f.resubscribe === true) {
+      // The gateway could not prove that its next publication follows the last one delivered
+      // and has dropped the subscription: resuming from the position either recovers exactly
+      // or answers recovered:false.
+      sub.active = false;
+      this.resubscribe(sub);
+    } else if (f.push === "unsub") {
+      this.subscribeFailed(sub, errorFrom({ code: f.code as number, message: String(f.reason), retryAfter: f.retryAfter }));
+    }
   }
 
   /** A transport ended. Its outstanding commands fail; if it was current, reconnect. */

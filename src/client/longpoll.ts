@@ -1,5 +1,5 @@
 import type { Codec } from "./codec.js";
-import { NatsedgeError } from "./errors.js";
+import { errorFrom, NatsedgeError } from "./errors.js";
 import type { Attach, Frame, PolledChannel, Transport, TransportHost } from "./transport.js";
 
 /** How long the gateway may hold a poll (s). */
@@ -57,8 +57,8 @@ export class LongPoll implements Transport {
       if (res.ok) throw new NatsedgeError(502, "unreadable long-poll answer");
     }
     if (!res.ok) {
-      const e = out.error as { code: number; message: string } | undefined;
-      throw new NatsedgeError(e?.code ?? res.status, e?.message ?? `HTTP ${res.status}`);
+      const e = out.error as { code?: number; message?: string; retryAfter?: unknown } | undefined;
+      throw errorFrom({ code: e?.code ?? res.status, message: e?.message ?? `HTTP ${res.status}`, retryAfter: e?.retryAfter });
     }
     return out;
   }
@@ -137,7 +137,7 @@ export class LongPoll implements Transport {
       }
       for (const [ch, e] of Object.entries((out.errors ?? {}) as Record<string, { code: number; message: string }>)) {
         this.channels.delete(ch);
-        polled.get(ch)?.refuse(new NatsedgeError(e.code, e.message));
+        polled.get(ch)?.refuse(errorFrom(e));
       }
     }
     this.polling = false;
