@@ -132,14 +132,6 @@ class ScriptedGateway {
   }
 }
 
-interface Recorded {
-  sub: Subscription<{ n: number }>;
-  pubs: Publication<{ n: number }>[];
-  subscribed: number;
-  unrecovered: Position[];
-  errors: NatsedgeError[];
-}
-
 const clients: Client[] = [];
 const gateways: ScriptedGateway[] = [];
 afterEach(() => {
@@ -147,17 +139,21 @@ afterEach(() => {
   for (const g of gateways.splice(0)) g.close();
 });
 
-async function setup(
-  format: Format = "json",
-  opts: ClientOptions = {},
-): Promise<{ gw: ScriptedGateway; client: Client; r: Recorded; peer: Peer; ch: string }> {
+async function setup(format: Format = "json", opts: ClientOptions = {}) {
   const gw = await ScriptedGateway.start(format);
   gateways.push(gw);
   const client = new Client(gw.url, { WebSocket, transports: ["websocket"], format, ...opts });
   clients.push(client);
   client.on("error", () => tick.wake());
   const ch = "chat.room";
-  const r = { pubs: [], subscribed: 0, unrecovered: [], errors: [] } as unknown as Recorded;
+  // What the handlers saw; each call wakes `tick`.
+  const r = {
+    sub: undefined as unknown as Subscription<{ n: number }>,
+    pubs: [] as Publication<{ n: number }>[],
+    subscribed: 0,
+    unrecovered: [] as Position[],
+    errors: [] as NatsedgeError[],
+  };
   r.sub = client.subscribe<{ n: number }>(ch, {
     onPublication: (p) => {
       r.pubs.push(p);
@@ -181,6 +177,7 @@ async function setup(
 }
 
 const pub = (ch: string, offset: number, n: number): Frame => ({ push: "pub", ch, offset, data: { n } });
+type Recorded = Awaited<ReturnType<typeof setup>>["r"];
 const ns = (r: Recorded): number[] => r.pubs.map((p) => p.data.n);
 const offsets = (r: Recorded): unknown[] => r.pubs.map((p) => p.offset);
 
