@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { DEMO_PAGE } from "./demo/page.js";
 import { hostname } from "node:os";
@@ -26,13 +26,24 @@ import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp } from "./uws.js";
 
-/** The browser SDK (always) and the chat demo (when enabled), read once at start-up. */
+/**
+ * The browser SDK (always) and the chat demo (when enabled), read once at start-up. The SDK is
+ * several ES modules that import each other by relative paths, so they are served side by side
+ * under /natsedge-client/; /natsedge-client.js, the URL pages import, re-exports the entry.
+ */
 function staticRoutes(demo: boolean): (app: TemplatedApp) => void {
-  const sdk = readFileSync(fileURLToPath(new URL("./client/index.js", import.meta.url)));
+  const dir = fileURLToPath(new URL("./client/", import.meta.url));
+  const modules = readdirSync(dir)
+    .filter((f) => f.endsWith(".js"))
+    .map((f) => [f, readFileSync(dir + f)] as const);
+  const entry = 'export * from "./natsedge-client/index.js";\n';
+  const js = "text/javascript; charset=utf-8";
+  const cache = { "Cache-Control": "public, max-age=300" };
   return (app) => {
-    app.get("/natsedge-client.js", (res) =>
-      new Reply(res).send(200, sdk, "text/javascript; charset=utf-8", { "Cache-Control": "public, max-age=300" }),
-    );
+    app.get("/natsedge-client.js", (res) => new Reply(res).send(200, entry, js, cache));
+    for (const [name, body] of modules) {
+      app.get(`/natsedge-client/${name}`, (res) => new Reply(res).send(200, body, js, cache));
+    }
     if (demo) app.get("/demo", (res) => new Reply(res).send(200, DEMO_PAGE, "text/html; charset=utf-8"));
   };
 }
