@@ -20,12 +20,14 @@ interface ChannelSub {
   /** Offset of the last publication handed on; undefined until the baseline is known. */
   last: number | undefined;
   /** Live messages (and catch-up requests) waiting while the baseline is fetched or a gap is filled. */
-  queue: Array<Msg | typeof CATCH_UP>;
+  queue: Array<Msg | typeof CATCH_UP | typeof RESTART>;
   busy: boolean;
 }
 
 const PUBLISH_TIMEOUT_MS = 5_000;
 const CATCH_UP = Symbol("catch-up");
+/** After a continuity break: live delivery goes on from the channel's current top. */
+const RESTART = Symbol("restart");
 const FILL_RETRIES = 3;
 /** Live messages queued per channel while a gap is filled; beyond it the queue becomes one catch-up. */
 const MAX_QUEUE = 1_000;
@@ -63,8 +65,7 @@ export class NatsBroker implements Broker {
       for (const cs of this.channels.values()) {
         if (!cs.history || namespaceOf(cs.ch) !== ns) continue;
         this.lost(cs, "the channel's history stream was recreated (new epoch)");
-        cs.last = 0;
-        cs.queue.push(CATCH_UP);
+        cs.queue.push(RESTART);
         this.startPump(cs);
       }
     });
@@ -228,8 +229,8 @@ export class NatsBroker implements Broker {
     cs.busy = true;
     try {
       while (cs.queue.length > 0 && this.channels.get(cs.ch) === cs) {
-        const item = cs.queue.shift() as Msg | typeof CATCH_UP;
-        const pending = item === CATCH_UP ? this.catchUp(cs) : this.sequenced(cs, item);
+        const item = cs.queue.shift() as Msg | typeof CATCH_UP | typeof RESTART;
+        const pending = item === CATCH_UP ? this.catchUp(cs) : item === RESTART ? this.restart(cs) : this.sequenced(cs, item);
         if (pending) await pending;
       }
     } finally {
@@ -317,11 +318,26 @@ export class NatsBroker implements Broker {
     }
     if (top <= (cs.last as number)) return;
     this.metrics.gapsDetected.inc();
+    let filled = false;
     try {
-      if (!(await this.fill(cs, top))) this.lost(cs, "a gap in the channel could not be filled from its history");
+      filled = await this.fill(cs, top);
+      if (!filled) this.lost(cs, "a gap in the channel could not be filled from its history");
     } catch (err) {
       this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
       this.lost(cs, "reading the channel's history to fill a gap failed");
+    }
+    // Subscribers were told to recover from history: live delivery resumes after the top, and
+    // the same break is not found again by the next message.
+    if (!filled && this.channels.get(cs.ch) === cs) cs.last = Math.max(cs.last as number, top);
+  }
+
+  /** Live delivery goes on from the channel's current top (a recreated stream starts anew). */
+  private async restart(cs: ChannelSub): Promise<void> {
+    try {
+      cs.last = await this.lastSequence(cs.ch);
+    } catch (err) {
+      this.log.warn({ err, ch: cs.ch }, "reading the channel's position failed");
+      cs.last = 0;
     }
   }
 
