@@ -9,7 +9,7 @@ import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { NatsLink } from "./nats/connection.js";
 import { RoundTripProbe } from "./nats/probe.js";
-import { PresenceReaper } from "./nats/reaper.js";
+import { PresenceReaper } from "./presence/reaper.js";
 import { Streams, type Jsm } from "./nats/streams.js";
 import { NatsRevocations } from "./nats/revocations.js";
 import { Subjects } from "./nats/subjects.js";
@@ -62,7 +62,7 @@ export async function natsBackend(
   const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log);
   const history = new NatsHistory(jsm, streams, subjects, metrics, link);
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link);
-  const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
+  const reaper = new PresenceReaper(presence, broker, config.namespaces, log);
   const revocations = new NatsRevocations(link, jsm, link.nc.jetstream(), subjects, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {

@@ -13,7 +13,7 @@ import { ServerApi } from "./http/api.js";
 import { Listener } from "./http/listener.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
-import { Hub } from "./hub.js";
+import { Hub } from "./hub/hub.js";
 import { Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
@@ -90,7 +90,13 @@ export class Gateway {
     const backend = config.nats
       ? await natsBackend(config, config.nats, node, metrics, log)
       : memoryBackend(config);
-    const hub = new Hub(backend.broker, backend.history, backend.presence, backend.revocations, metrics, log, config.presenceGrace, config.maxPresenceMembers);
+    const hub = new Hub({
+      ...backend,
+      metrics,
+      log,
+      presenceGraceMs: config.presenceGrace,
+      maxPresenceMembers: config.maxPresenceMembers,
+    });
     const limits = new Limits(config, backend.presence, metrics, log);
     const verifier = config.auth ? new TokenVerifier(config.auth) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);

@@ -4,7 +4,7 @@ import { AuthError } from "./auth/jwt.js";
 import { matchesAny } from "./auth/patterns.js";
 import { anonymousAllowed, personalOwner, resolveChannel, type ResolvedChannel } from "./channels.js";
 import type { Config } from "./config/types.js";
-import type { Hub, HubSession } from "./hub.js";
+import type { Hub, HubSession } from "./hub/hub.js";
 import type { TokenBucket } from "./limits/bucket.js";
 import { ITEMS_PER_TOKEN, type Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";

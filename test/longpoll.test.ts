@@ -126,6 +126,7 @@ interface PollAnswer {
   subs: Record<string, { offset?: number; epoch?: string; recovered?: boolean }>;
   pubs: Frame[];
   errors?: Record<string, { code: number; message: string }>;
+  presence?: Frame[];
 }
 
 async function pollRaw(
@@ -638,6 +639,24 @@ describe("POST /lp/poll", () => {
     const warmUntil = Date.now();
     await waitMetric("natsedge_channels", 0, 5_000);
     expect(Date.now() - warmUntil).toBeGreaterThanOrEqual(500);
+  });
+
+  it("a held poll is answered with the join and leave of others in its channels", async () => {
+    const ch = chan("chat");
+    const lp = await connect();
+    const start = cursorOf(await poll(lp.session, { [ch]: null }), ch);
+    const pending = poll(lp.session, { [ch]: start }, { timeout: 10 });
+    await waitMetric("natsedge_longpoll_held", 1);
+    const ws = shared.track(await TestClient.connect(shared.gw.wsUrl, await sign("dora")));
+    ok(await ws.request("subscribe", { ch }));
+    const answer = await pending;
+    expect(answer.pubs).toEqual([]);
+    expect(answer.presence).toEqual([{ ch, push: "join", info: { client: expect.any(String), user: "dora" } }]);
+    // The leave, in the next held poll.
+    const next = poll(lp.session, { [ch]: cursorOf(answer, ch) }, { timeout: 10 });
+    await waitMetric("natsedge_longpoll_held", 1);
+    ok(await ws.request("unsubscribe", { ch }));
+    expect((await next).presence).toEqual([{ ch, push: "leave", info: { client: expect.any(String), user: "dora" } }]);
   });
 
   it("a long-poll client is present while it polls: join on first poll, listed, leave on unsubscribe", async () => {

@@ -1,6 +1,6 @@
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import type { Config } from "../config/types.js";
-import type { Hub } from "../hub.js";
+import type { Hub } from "../hub/hub.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { Format } from "../protocol/codec.js";
 import { Payload } from "../protocol/payload.js";

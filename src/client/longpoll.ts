@@ -139,6 +139,9 @@ export class LongPoll implements Transport {
         this.channels.delete(ch);
         polled.get(ch)?.refuse(errorFrom(e));
       }
+      // Join and leave of the channels polled, as the pushes WebSocket would have carried.
+      const presence = ((out.presence as Frame[] | undefined) ?? []).filter((e) => e.push === "join" || e.push === "leave");
+      if (presence.length > 0) this.host.receive(presence);
     }
     this.polling = false;
   }

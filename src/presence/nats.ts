@@ -44,7 +44,7 @@ export class NatsPresence implements Presence {
   }
 
   /** Gateways whose heartbeat has not expired; cached briefly, it is asked on every join. */
-  live(): Promise<Set<string>> {
+  private live(): Promise<Set<string>> {
     const now = Date.now();
     if (!this.liveNodes || now - this.liveNodes.at > LIVE_NODES_CACHE_MS) {
       const nodes = this.subjectCounts(this.subjects.nodesStream(), this.subjects.allNodes()).then(
@@ -77,7 +77,7 @@ export class NatsPresence implements Presence {
   }
 
   /** Purging the subject leaves nothing behind, so per-subject counts stay exact. */
-  async purge(subject: string): Promise<void> {
+  private async purge(subject: string): Promise<void> {
     await this.jsm.streams.purge(this.subjects.presenceStream(), { filter: subject });
   }
 
@@ -131,12 +131,55 @@ export class NatsPresence implements Presence {
     return { clients: members.length, users: users.size };
   }
 
-  async lastValue(subject: string): Promise<Uint8Array> {
+  /** Whether this gateway is the one that reaps: the live gateway with the smallest id. */
+  async leads(): Promise<boolean> {
+    return [...(await this.live())].sort()[0] === this.node;
+  }
+
+  /**
+   * Removes the entries of gateways whose heartbeat expired, and returns the leaves they make:
+   * one per channel and identity that has no entry on a live gateway left.
+   */
+  async reapDead(): Promise<{ reaped: number; leaves: Array<{ ch: string; info: ClientInfo }> }> {
+    const live = await this.live();
+    const counts = await this.subjectCounts(this.subjects.presenceStream(), this.subjects.allPresence());
+    const survivors = new Set<string>();
+    const dead: Array<{ subject: string; ch: string; identity: string; client: string }> = [];
+    for (const subject of Object.keys(counts)) {
+      const p = this.subjects.parsePresence(subject);
+      if (!p) continue;
+      if (live.has(p.node)) survivors.add(p.ch + "\u0000" + p.identity);
+      else dead.push({ subject, ...p });
+    }
+    const leaves: Array<{ ch: string; info: ClientInfo }> = [];
+    for (const d of dead) {
+      const info = await this.entryInfo(d.subject, d.client);
+      await this.purge(d.subject);
+      const key = d.ch + "\u0000" + d.identity;
+      if (survivors.has(key) || !info) continue;
+      survivors.add(key); // one leave per identity, however many dead connections it had
+      leaves.push({ ch: d.ch, info });
+    }
+    return { reaped: dead.length, leaves };
+  }
+
+  private async entryInfo(subject: string, client: string): Promise<ClientInfo | undefined> {
+    try {
+      const v = unpack(await this.lastValue(subject)) as { user: string; info?: unknown };
+      const info: ClientInfo = { client, user: v.user };
+      if (v.info !== undefined) info.info = v.info;
+      return info;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async lastValue(subject: string): Promise<Uint8Array> {
     return (await this.jsm.direct.getMessage(this.subjects.presenceStream(), { last_by_subj: subject })).data;
   }
 
   /** Subject -> message count for the stream's subjects matching `filter`. */
-  async subjectCounts(stream: string, filter: string): Promise<Record<string, number>> {
+  private async subjectCounts(stream: string, filter: string): Promise<Record<string, number>> {
     const info = await this.jsm.streams.info(stream, { subjects_filter: filter });
     return info.state.subjects ?? {};
   }

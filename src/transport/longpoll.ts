@@ -5,7 +5,7 @@ import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
 import { ITEMS_PER_TOKEN } from "../limits/limits.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
-import type { FanoutSink, HubSession } from "../hub.js";
+import type { FanoutSink, HubSession } from "../hub/hub.js";
 import type { Format } from "../protocol/codec.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { pack, unpack } from "../protocol/msgpack.js";
@@ -22,6 +22,8 @@ const MAX_TIMEOUT_S = 60;
  */
 const PRESENCE_TTL_MS = 45_000;
 const MSGPACK = "application/msgpack";
+/** Join/leave events one poll answer carries at most (the per-channel event budget bounds them too). */
+const MAX_EVENTS_PER_ANSWER = 100;
 
 
 type Cursor = StreamPosition | null;
@@ -36,6 +38,8 @@ interface Poll {
   /** While reading history, live publications are kept here and merged afterwards. */
   buffering: boolean;
   buffered: Publication[];
+  /** Join and leave events of the polled channels, for the answer. */
+  presence: Array<{ ch: string; push: "join" | "leave"; info: ClientInfo }>;
   answer: (() => void) | undefined;
 }
 
@@ -235,6 +239,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       errors: keyedByClient(),
       buffering: true,
       buffered: [],
+      presence: [],
       answer: undefined,
     };
     // A malformed cursor makes the whole request malformed (400), like a bad `subs` or `timeout`:
@@ -372,6 +377,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     }
     const fields: Record<string, unknown> = { subs: subsOut };
     if (Object.keys(poll.errors).length > 0) fields.errors = poll.errors;
+    if (poll.presence.length > 0) fields.presence = poll.presence;
     c.reply.send(200, encodeObjectWithPubs(poll.format, fields, poll.entries), contentTypeOf(poll.format), c.cors);
   }
 
@@ -479,9 +485,28 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     }
   }
 
-  // Join/leave reach long-poll clients only through `presence`: a poll answers publications.
-  join(): void {}
-  leave(): void {}
+  join(ch: string, info: ClientInfo): void {
+    this.presenceEvent("join", ch, info);
+  }
+
+  leave(ch: string, info: ClientInfo): void {
+    this.presenceEvent("leave", ch, info);
+  }
+
+  /**
+   * A join or leave in a channel a poll holds goes into its answer (answered soon, like a
+   * publication). Between polls there is no one to tell: like live delivery without history,
+   * events that happen while no poll is held are not kept.
+   */
+  private presenceEvent(push: "join" | "leave", ch: string, info: ClientInfo): void {
+    const set = this.polls.get(ch);
+    if (!set) return;
+    for (const poll of set) {
+      if (poll.buffering || poll.presence.length >= MAX_EVENTS_PER_ANSWER) continue;
+      poll.presence.push({ ch, push, info });
+      if (poll.answer) queueMicrotask(() => poll.answer?.());
+    }
+  }
 
   /** Answers every held poll now and refuses new requests; presence entries leave with the hub. */
   drain(): void {

@@ -6,7 +6,7 @@ import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
-import type { FanoutSink, HubSession } from "../hub.js";
+import type { FanoutSink, HubSession } from "../hub/hub.js";
 import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodeChannelPub } from "../protocol/push.js";
 import type { ClientInfo, Publication, StreamPosition } from "../publication.js";

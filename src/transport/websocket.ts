@@ -1,5 +1,5 @@
 import { readCookie } from "../auth/cookie.js";
-import type { FanoutSink } from "../hub.js";
+import type { FanoutSink } from "../hub/hub.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
 import { Reply } from "../http/respond.js";

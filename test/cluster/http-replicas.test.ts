@@ -23,6 +23,8 @@ function yaml(sessionSecret: string): string {
     "presenceGrace: 0s",
     "commandRate: 0",
     "drainPeriod: 0s",
+    // Polled channels stay subscribed this long: short, so the cleanup checks see them go.
+    "pollWarmTime: 1s",
     "auth:",
     `  hmacSecret: "${JWT_SECRET}"`,
     "namespaces:",

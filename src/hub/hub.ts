@@ -1,0 +1,210 @@
+import type { Broker, BrokerHandler, ControlMessage, PublishOptions, PublishResult } from "../broker/broker.js";
+import type { HistoryOptions, NamespaceOptions } from "../config/types.js";
+import type { History, HistoryQuery, HistoryResult } from "../history/history.js";
+import type { Logger } from "../log.js";
+import type { Metrics, PublishSource } from "../metrics.js";
+import { PresenceAnnouncer } from "../presence/announcer.js";
+import { PresenceCapacity } from "../presence/capacity.js";
+import type { Presence, PresenceStats } from "../presence/presence.js";
+import type { ClientInfo, Publication } from "../publication.js";
+import type { Revocations } from "../sessions/revocations.js";
+import { backendCall } from "./backend-call.js";
+import { ChannelTable } from "./channels.js";
+import { UserRegistry, type HubSession } from "./users.js";
+
+export type { HubSession } from "./users.js";
+
+/** Where the hub hands publications and presence events for local delivery (a transport). */
+export interface FanoutSink {
+  publication(pub: Publication): number;
+  join(ch: string, info: ClientInfo): void;
+  leave(ch: string, info: ClientInfo): void;
+  /**
+   * Delivery of a history channel breaks here: its subscribers must recover from history before
+   * they may take another publication (see docs/protocol.md, Recovery contract).
+   */
+  continuityLost(ch: string, reason: string): void;
+}
+
+export interface HubParts {
+  broker: Broker;
+  history: History;
+  presence: Presence;
+  revocations: Revocations;
+  metrics: Metrics;
+  log: Logger;
+  presenceGraceMs: number;
+  maxPresenceMembers: number;
+}
+
+/**
+ * The gateway's centre and the single entry point transports and the server API use: channels
+ * held in the broker (channels.ts), fan-out of what the broker delivers to the transports'
+ * sinks, publish, history, presence (policy in presence/), and server-side disconnects of the
+ * users registered here (users.ts).
+ */
+export class Hub implements BrokerHandler {
+  private readonly channels: ChannelTable;
+  private readonly users = new UserRegistry();
+  private readonly sinks: FanoutSink[] = [];
+  private readonly announcer: PresenceAnnouncer;
+  private readonly capacity: PresenceCapacity;
+  private readonly broker: Broker;
+  private readonly metrics: Metrics;
+  private readonly log: Logger;
+
+  constructor(private readonly parts: HubParts) {
+    const { broker, presence, metrics, log } = parts;
+    this.broker = broker;
+    this.metrics = metrics;
+    this.log = log;
+    this.channels = new ChannelTable(broker, metrics, log);
+    this.announcer = new PresenceAnnouncer(presence, broker, metrics, log, parts.presenceGraceMs);
+    this.capacity = new PresenceCapacity(presence, parts.maxPresenceMembers);
+  }
+
+  start(): Promise<void> {
+    return this.broker.start(this);
+  }
+
+  addSink(sink: FanoutSink): void {
+    this.sinks.push(sink);
+  }
+
+  register(session: HubSession): void {
+    this.users.register(session);
+  }
+
+  unregister(session: HubSession): void {
+    this.users.unregister(session);
+  }
+
+  /** Resolves once the broker delivers the channel to this gateway. */
+  subscribe(ch: string, ns: NamespaceOptions): Promise<void> {
+    return this.channels.hold(ch, ns);
+  }
+
+  unsubscribe(ch: string): void {
+    this.channels.release(ch);
+  }
+
+  /**
+   * Live publications with offsets after `after` that this gateway has already fanned out, or
+   * undefined when they are no longer all in the recent buffer.
+   */
+  recentAfter(ch: string, after: number): Publication[] | undefined {
+    const recent = this.channels.recent(ch);
+    return recent ? recent.after(after) : [];
+  }
+
+  /** The newest offset delivered live in this channel, if any has been seen since subscribing. */
+  lastOffset(ch: string): number | undefined {
+    return this.channels.recent(ch)?.lastOffset;
+  }
+
+  publish(pub: Publication, opts: PublishOptions, source: PublishSource): Promise<PublishResult> {
+    return backendCall(
+      async () => {
+        const result = await this.broker.publish(pub, opts);
+        this.metrics.publications.inc({ source });
+        return result;
+      },
+      "broker publish failed",
+      this.log,
+    );
+  }
+
+  readHistory(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
+    return backendCall(() => this.parts.history.read(ch, opts, query), "history read failed", this.log);
+  }
+
+  join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
+    return this.announcer.join(ch, info, announce);
+  }
+
+  leave(ch: string, info: ClientInfo, announce: boolean): void {
+    this.announcer.leave(ch, info, announce);
+  }
+
+  /** Throws ProtocolError 429 when the channel's presence is full (before a client joins it). */
+  presenceRoom(ch: string): Promise<void> {
+    return backendCall(() => this.capacity.admit(ch), "presence read failed", this.log);
+  }
+
+  presenceOf(ch: string): Promise<Record<string, { user: string; info?: unknown }>> {
+    return backendCall(() => this.parts.presence.get(ch), "presence read failed", this.log);
+  }
+
+  presenceStats(ch: string): Promise<PresenceStats> {
+    return backendCall(() => this.parts.presence.stats(ch), "presence read failed", this.log);
+  }
+
+  /**
+   * Closes the user's connections on every replica, and revokes the long-poll and SSE sessions
+   * it holds, which are signed tokens no replica could otherwise take back.
+   */
+  disconnectUser(user: string, reason = "disconnected by server"): Promise<void> {
+    return backendCall(
+      async () => {
+        await this.parts.revocations.revoke(user);
+        await this.broker.publishControl({ kind: "disconnect", user, code: 4003, reason });
+      },
+      "control publish failed",
+      this.log,
+    );
+  }
+
+  // --- BrokerHandler: deliveries from the broker ---------------------------------------------
+
+  onPublication(pub: Publication): void {
+    const recent = this.channels.recent(pub.ch);
+    if (!recent) return;
+    recent.add(pub);
+    this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - pub.ts) / 1000);
+    let sent = 0;
+    for (const sink of this.sinks) {
+      try {
+        sent += sink.publication(pub);
+      } catch (err) {
+        // One undeliverable publication must not stop the broker's delivery loop.
+        this.log.error({ err, ch: pub.ch }, "fan-out failed");
+      }
+    }
+    if (sent > 0) this.metrics.messagesSent.inc(sent);
+  }
+
+  onContinuityLost(ch: string, reason: string): void {
+    const recent = this.channels.recent(ch);
+    if (!recent) return;
+    recent.forget();
+    for (const sink of this.sinks) {
+      try {
+        sink.continuityLost(ch, reason);
+      } catch (err) {
+        this.log.error({ err, ch }, "continuity signal failed");
+      }
+    }
+  }
+
+  onJoin(ch: string, info: ClientInfo): void {
+    if (!this.channels.has(ch)) return;
+    for (const sink of this.sinks) sink.join(ch, info);
+  }
+
+  onLeave(ch: string, info: ClientInfo): void {
+    if (!this.channels.has(ch)) return;
+    for (const sink of this.sinks) sink.leave(ch, info);
+  }
+
+  onControl(msg: ControlMessage): void {
+    if (msg.kind !== "disconnect") return;
+    for (const s of this.users.sessionsOf(msg.user)) s.disconnect(msg.code, msg.reason, false);
+  }
+
+  async close(): Promise<void> {
+    await this.announcer.flush();
+    await this.broker.close();
+    await this.parts.history.close();
+    await this.parts.presence.close();
+  }
+}

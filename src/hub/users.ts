@@ -1,0 +1,29 @@
+/** What the hub needs to know of a client session: whom it belongs to and how to end it. */
+export interface HubSession {
+  readonly user: string;
+  disconnect(code: number, reason: string, reconnect: boolean): void;
+}
+
+/** The sessions on this gateway by user, so a server-side disconnect finds them. */
+export class UserRegistry {
+  private readonly byUser = new Map<string, Set<HubSession>>();
+
+  register(session: HubSession): void {
+    let set = this.byUser.get(session.user);
+    if (!set) this.byUser.set(session.user, (set = new Set()));
+    set.add(session);
+  }
+
+  unregister(session: HubSession): void {
+    const set = this.byUser.get(session.user);
+    if (!set) return;
+    set.delete(session);
+    if (set.size === 0) this.byUser.delete(session.user);
+  }
+
+  /** A copy: ending a session unregisters it. */
+  sessionsOf(user: string): HubSession[] {
+    const set = this.byUser.get(user);
+    return set ? [...set] : [];
+  }
+}
