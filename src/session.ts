@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { Claims, TokenVerifier } from "./auth/jwt.js";
 import { AuthError } from "./auth/jwt.js";
-import { matchesAny } from "./auth/patterns.js";
-import { anonymousAllowed, personalOwner, resolveChannel, type ResolvedChannel } from "./channels.js";
+import { anonymousAllowed, resolveChannel, type ResolvedChannel } from "./channels.js";
+import { allowed, checkAccess } from "./delivery/access.js";
+import { clientInfo, type Identity } from "./delivery/identity.js";
 import type { Config } from "./config/types.js";
 import type { Hub, HubSession } from "./hub/hub.js";
 import type { TokenBucket } from "./limits/bucket.js";
@@ -34,12 +35,7 @@ export interface Connection {
   readonly budgetKey?: string;
 }
 
-/** Who a client is, as carried between requests of a stateless transport. */
-export interface Identity {
-  client: string;
-  user: string;
-  claims?: Claims;
-}
+export type { Identity } from "./delivery/identity.js";
 
 /**
  * What a stateless transport (long-poll) does instead of holding a connection: it hands the
@@ -121,9 +117,7 @@ export class Session implements HubSession {
   }
 
   get info(): ClientInfo {
-    const info: ClientInfo = { client: this.client, user: this.user };
-    if (this.claims?.info !== undefined) info.info = this.claims.info;
-    return info;
+    return clientInfo(this.identity);
   }
 
   /** Queues decoded frames from one transport message; replies go out in command order. */
@@ -285,7 +279,7 @@ export class Session implements HubSession {
     this.armExpiry();
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
     for (const [ch, sub] of this.subs) {
-      if (!this.allowed(sub.resolved)) {
+      if (!allowed(this.identity, sub.resolved)) {
         this.dropSubscription(ch, sub);
         this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
       }
@@ -311,13 +305,6 @@ export class Session implements HubSession {
 
   // --- channels -----------------------------------------------------------------------------
 
-  /** Validates a channel and checks this client may subscribe to it (the HTTP transports' subscribe). */
-  authorize(ch: unknown): ResolvedChannel {
-    const r = resolveChannel(this.ctx.config.namespaces, ch);
-    this.checkAccess(r);
-    return r;
-  }
-
   /** Resolves once every command received so far has been answered. */
   settled(): Promise<void> {
     return this.queue;
@@ -327,21 +314,8 @@ export class Session implements HubSession {
     return resolveChannel(this.ctx.config.namespaces, cmd.ch);
   }
 
-  private allowed(r: ResolvedChannel): boolean {
-    if (r.options.personal && personalOwner(r.ch) !== this.user) return false;
-    return this.claims?.channels === undefined || matchesAny(this.claims.channels, r.ch);
-  }
-
   private checkAccess(r: ResolvedChannel): void {
-    if (this.user === "" && !r.options.anonymous) {
-      throw new ProtocolError(ErrorCode.Unauthenticated, `channel ${r.ch} requires a token`);
-    }
-    if (r.options.personal && personalOwner(r.ch) !== this.user) {
-      throw new ProtocolError(ErrorCode.Forbidden, `channel ${r.ch} is another user's personal channel`);
-    }
-    if (this.claims?.channels !== undefined && !matchesAny(this.claims.channels, r.ch)) {
-      throw new ProtocolError(ErrorCode.Forbidden, `token does not allow channel ${r.ch}`);
-    }
+    checkAccess(this.identity, r);
   }
 
   private async subscribe(cmd: Frame): Promise<Reply> {

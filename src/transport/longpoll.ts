@@ -2,6 +2,8 @@ import type { ResolvedChannel } from "../channels.js";
 import { corsHeaders, answerPreflight } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { authorize } from "../delivery/access.js";
+import { clientInfo } from "../delivery/identity.js";
 import { ITEMS_PER_TOKEN } from "../limits/limits.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
@@ -231,7 +233,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     requested: Array<[string, unknown]>,
     timeoutS: number,
   ): Promise<void> {
-    const session = new Session(new Collector(c.format, this), this.ctx, undefined, identity);
+    const info = clientInfo(identity);
     const poll: Poll = {
       format: c.format,
       channels: new Map(),
@@ -250,7 +252,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     for (const [ch, raw] of requested) cursors.set(ch, cursorOf(raw));
     for (const [ch] of requested) {
       try {
-        const r = session.authorize(ch);
+        const r = authorize(this.ctx.config.namespaces, identity, ch);
         poll.channels.set(ch, { r, cursor: undefined });
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
@@ -271,7 +273,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       }
       joined.length = 0;
       // The poll is over (answered or abandoned): the client stays present PRESENCE_TTL from now.
-      for (const r of pinned) this.release(r, session.info);
+      for (const r of pinned) this.release(r, info);
       pinned.length = 0;
     };
     c.reply.onAbort(() => {
@@ -298,7 +300,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     let answerNow = Object.keys(poll.errors).length > 0;
     for (const [ch, pc] of poll.channels) {
       try {
-        if (await this.touchPresence(pc.r, session.info)) pinned.push(pc.r);
+        if (await this.touchPresence(pc.r, info)) pinned.push(pc.r);
       } catch (err) {
         poll.channels.delete(ch);
         poll.errors[ch] = toError(err);

@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
 import { anonymousAllowed, type ResolvedChannel } from "../channels.js";
+import { authorize } from "../delivery/access.js";
 import { corsHeaders } from "../http/cors.js";
 import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
 import type { OriginPolicy } from "../http/origin.js";
@@ -10,7 +11,8 @@ import type { FanoutSink, HubSession } from "../hub/hub.js";
 import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodeChannelPub } from "../protocol/push.js";
 import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
-import { Session, type Connection, type Identity, type SessionContext } from "../session.js";
+import { clientInfo } from "../delivery/identity.js";
+import type { Identity, SessionContext } from "../session.js";
 import type { HttpResponse, TemplatedApp } from "../uws.js";
 
 const HEARTBEAT_MS = 15_000;
@@ -24,15 +26,6 @@ const MAX_TIMER = 2_147_483_647;
 const EVENT_PUB = Buffer.from("event: pub\ndata: ");
 const EVENT_END = Buffer.from("\n\n");
 
-/** Placeholder connection: the SSE stream only needs a Session for identity and permissions. */
-const NO_CONNECTION: Connection = {
-  format: "json",
-  transport: "sse",
-  send: () => undefined,
-  close: () => undefined,
-  join: () => undefined,
-  leave: () => undefined,
-};
 
 class SseStream implements HubSession {
   closed = false;
@@ -190,13 +183,13 @@ export class SseTransport implements FanoutSink {
         throw new ProtocolError(ErrorCode.RateLimited, "too many requests", budget.retryAfter());
       }
     }
-    const session = new Session(NO_CONNECTION, this.ctx, undefined, identity);
+    const info = clientInfo(identity);
     const names = query.getAll("ch");
     const max = this.ctx.config.maxSubscriptions;
     if (names.length === 0 || names.length > max || new Set(names).size !== names.length) {
       throw new ProtocolError(ErrorCode.BadRequest, `give 1 to ${max} distinct ch parameters`);
     }
-    const channels = names.map((ch) => session.authorize(ch));
+    const channels = names.map((ch) => authorize(this.ctx.config.namespaces, identity, ch));
     // Event ids carry every history channel's cursor; an id the resume could not take back would
     // silently restart from now, so such a stream is refused up front.
     const idBudget = channels.reduce((n, r) => n + (r.options.history ? Buffer.byteLength(r.ch) + CURSOR_JSON_BYTES : 0), 2);
@@ -206,16 +199,16 @@ export class SseTransport implements FanoutSink {
     const parsed = parseEventId(lastEventId);
     const resume = parsed ?? new Map<string, StreamPosition>();
     for (const r of channels) if (r.options.presence) await this.ctx.hub.presenceRoom(r.ch);
-    await this.ctx.limits.users.add(session.info).catch((err: unknown) => {
+    await this.ctx.limits.users.add(info).catch((err: unknown) => {
       if (err instanceof ProtocolError) this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
       throw err;
     });
     if (reply.aborted) {
-      this.ctx.limits.users.remove(session.info);
+      this.ctx.limits.users.remove(info);
       return false;
     }
 
-    const stream = new SseStream(reply.res, identity, session.info, channels, this.ctx.config.backpressureLimit, ip);
+    const stream = new SseStream(reply.res, identity, info, channels, this.ctx.config.backpressureLimit, ip);
     if ("expires" in identity && typeof identity.expires === "number") stream.expires = identity.expires;
     stream.onEnd = () => this.close(stream);
     reply.done = true; // the stream owns the response from here on
