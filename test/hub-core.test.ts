@@ -1,0 +1,252 @@
+/**
+ * The hub's parts in-process, against a scriptable broker and the memory presence, with fake
+ * timers: the order of broker calls per channel, continuity breaks, the recent buffer's proof of
+ * coverage, and the presence announcer's grace period and races.
+ */
+import pino from "pino";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { Broker, BrokerHandler, ControlMessage, PublishOptions, PublishResult } from "../src/broker/broker.js";
+import { Hub, type FanoutSink } from "../src/hub/hub.js";
+import { RecentPublications } from "../src/hub/recent.js";
+import { Metrics } from "../src/metrics.js";
+import { PresenceAnnouncer } from "../src/presence/announcer.js";
+import { MemoryPresence } from "../src/presence/memory.js";
+import { Payload } from "../src/protocol/payload.js";
+import type { ClientInfo, Publication } from "../src/publication.js";
+import { MemoryRevocations } from "../src/sessions/revocations.js";
+import { MemoryHistory } from "../src/history/memory.js";
+
+const log = pino({ level: "silent" });
+const NS = { presence: true, joinLeave: true, clientPublish: true, anonymous: true, personal: false, history: { size: 10, ttl: 60_000 } };
+
+/** A broker whose subscribe calls wait until the test lets them go, and which records everything. */
+class ScriptedBroker implements Broker {
+  handler: BrokerHandler | undefined;
+  readonly calls: string[] = [];
+  readonly joins: Array<[string, string]> = [];
+  readonly leaves: Array<[string, string]> = [];
+  private readonly gates: Array<{ ch: string; open: (baseline: number | undefined) => void; fail: (e: Error) => void }> = [];
+
+  async start(handler: BrokerHandler): Promise<void> {
+    this.handler = handler;
+  }
+  async publish(_pub: Publication, _opts: PublishOptions): Promise<PublishResult> {
+    return {};
+  }
+  async publishJoin(ch: string, info: ClientInfo): Promise<void> {
+    this.joins.push([ch, info.user]);
+  }
+  async publishLeave(ch: string, info: ClientInfo): Promise<void> {
+    this.leaves.push([ch, info.user]);
+  }
+  async publishControl(_msg: ControlMessage): Promise<void> {}
+  subscribe(ch: string): Promise<number | undefined> {
+    this.calls.push(`sub ${ch}`);
+    return new Promise((open, fail) => this.gates.push({ ch, open, fail }));
+  }
+  async unsubscribe(ch: string): Promise<void> {
+    this.calls.push(`unsub ${ch}`);
+  }
+  async close(): Promise<void> {}
+  /** Lets the oldest pending subscribe finish; the test must know one is pending. */
+  release(baseline?: number): void {
+    const gate = this.gates.shift();
+    if (!gate) throw new Error("no subscribe is pending");
+    gate.open(baseline);
+  }
+  failNext(): void {
+    const gate = this.gates.shift();
+    if (!gate) throw new Error("no subscribe is pending");
+    gate.fail(new Error("no responders"));
+  }
+}
+
+class RecordingSink implements FanoutSink {
+  readonly pubs: number[] = [];
+  readonly lost: string[] = [];
+  publication(pub: Publication): number {
+    this.pubs.push(pub.offset ?? -1);
+    return 1;
+  }
+  join(): void {}
+  leave(): void {}
+  continuityLost(ch: string): void {
+    this.lost.push(ch);
+  }
+}
+
+function pub(ch: string, offset: number, prev: number): Publication {
+  return { ch, data: Payload.fromValue(offset), offset, prev, ts: Date.now() };
+}
+
+async function settle(): Promise<void> {
+  for (let i = 0; i < 10; i++) await Promise.resolve();
+}
+
+describe("Hub with a scripted broker", () => {
+  let broker: ScriptedBroker;
+  let hub: Hub;
+  let sink: RecordingSink;
+  beforeEach(async () => {
+    broker = new ScriptedBroker();
+    const presence = new MemoryPresence();
+    hub = new Hub({
+      broker,
+      history: new MemoryHistory(),
+      presence,
+      revocations: new MemoryRevocations(),
+      metrics: new Metrics(),
+      log,
+      presenceGraceMs: 0,
+      maxPresenceMembers: 10,
+    });
+    sink = new RecordingSink();
+    hub.addSink(sink);
+    await hub.start();
+  });
+
+  it("makes one broker subscription for many subscribers, and runs broker calls per channel in order", async () => {
+    const a = hub.subscribe("c.x", NS);
+    const b = hub.subscribe("c.x", NS);
+    await settle();
+    broker.release(5);
+    await Promise.all([a, b]);
+    expect(broker.calls).toEqual(["sub c.x"]);
+    expect(hub.lastOffset("c.x")).toBe(5);
+    hub.unsubscribe("c.x");
+    hub.unsubscribe("c.x");
+    // Subscribing again at once: the unsubscribe goes first, then a new subscribe.
+    const c = hub.subscribe("c.x", NS);
+    await settle();
+    broker.release(7);
+    await c;
+    expect(broker.calls).toEqual(["sub c.x", "unsub c.x", "sub c.x"]);
+  });
+
+  it("forgets a channel whose broker subscription failed, so the next subscriber tries again", async () => {
+    const a = hub.subscribe("c.y", NS);
+    await settle();
+    broker.failNext();
+    await expect(a).rejects.toMatchObject({ code: 503 });
+    const b = hub.subscribe("c.y", NS);
+    await settle();
+    broker.release(0);
+    await b;
+    expect(broker.calls).toEqual(["sub c.y", "sub c.y"]);
+  });
+
+  it("proves coverage from the recent buffer only through each publication's link to its predecessor", async () => {
+    const s = hub.subscribe("c.z", NS);
+    await settle();
+    broker.release(10);
+    await s;
+    broker.handler?.onPublication(pub("c.z", 12, 10));
+    broker.handler?.onPublication(pub("c.z", 15, 12));
+    expect(hub.recentAfter("c.z", 10)?.map((p) => p.offset)).toEqual([12, 15]);
+    expect(hub.recentAfter("c.z", 12)?.map((p) => p.offset)).toEqual([15]);
+    expect(hub.recentAfter("c.z", 15)).toEqual([]);
+    // Before the buffer's first link: not provable.
+    expect(hub.recentAfter("c.z", 9)).toBeUndefined();
+    expect(sink.pubs).toEqual([12, 15]);
+  });
+
+  it("on a continuity break forgets what it delivered and tells every sink before anything past it", async () => {
+    const s = hub.subscribe("c.w", NS);
+    await settle();
+    broker.release(0);
+    await s;
+    broker.handler?.onPublication(pub("c.w", 1, 0));
+    broker.handler?.onContinuityLost("c.w", "a gap");
+    expect(sink.lost).toEqual(["c.w"]);
+    expect(hub.lastOffset("c.w")).toBeUndefined();
+    // A publication past the break carries its true predecessor: no proof of coverage from 1.
+    broker.handler?.onPublication(pub("c.w", 9, 5));
+    expect(hub.recentAfter("c.w", 1)).toBeUndefined();
+    // Channels this gateway does not hold are not signalled.
+    broker.handler?.onContinuityLost("c.other", "a gap");
+    expect(sink.lost).toEqual(["c.w"]);
+  });
+});
+
+describe("RecentPublications", () => {
+  it("keeps the last 64 and says when an offset is no longer covered", () => {
+    const r = new RecentPublications();
+    r.baseline(0);
+    for (let i = 1; i <= 100; i++) r.add(pub("c.r", i, i - 1));
+    expect(r.lastOffset).toBe(100);
+    expect(r.after(90)?.length).toBe(10);
+    expect(r.after(36)?.length).toBe(64);
+    expect(r.after(35)).toBeUndefined();
+  });
+});
+
+describe("PresenceAnnouncer with fake timers", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  const alice1: ClientInfo = { client: "a1", user: "alice" };
+  const alice2: ClientInfo = { client: "a2", user: "alice" };
+
+  function setup(graceMs: number): { broker: ScriptedBroker; presence: MemoryPresence; announcer: PresenceAnnouncer } {
+    const broker = new ScriptedBroker();
+    const presence = new MemoryPresence();
+    return { broker, presence, announcer: new PresenceAnnouncer(presence, broker, new Metrics(), log, graceMs) };
+  }
+
+  it("announces a join per user, and a leave only when the user's last connection left after the grace", async () => {
+    const { broker, presence, announcer } = setup(5_000);
+    await announcer.join("c.p", alice1, true);
+    await announcer.join("c.p", alice2, true);
+    expect(broker.joins).toEqual([["c.p", "alice"]]);
+    announcer.leave("c.p", alice1, true);
+    await vi.advanceTimersByTimeAsync(5_000);
+    expect(broker.leaves).toEqual([]); // alice is still there with a2
+    announcer.leave("c.p", alice2, true);
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(broker.leaves).toEqual([]);
+    expect((await presence.stats("c.p")).clients).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(broker.leaves).toEqual([["c.p", "alice"]]);
+    expect((await presence.stats("c.p")).clients).toBe(0);
+  });
+
+  it("a reconnect within the grace period makes no leave and no second join", async () => {
+    const { broker, announcer } = setup(5_000);
+    await announcer.join("c.q", alice1, true);
+    announcer.leave("c.q", alice1, true);
+    await vi.advanceTimersByTimeAsync(2_000);
+    await announcer.join("c.q", alice1, true);
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(broker.joins).toEqual([["c.q", "alice"]]);
+    expect(broker.leaves).toEqual([]);
+  });
+
+  it("a leave racing its own join waits for it: no ghost entry", async () => {
+    const { broker, presence, announcer } = setup(0);
+    const joining = announcer.join("c.g", alice1, true);
+    announcer.leave("c.g", alice1, true);
+    await joining;
+    await vi.advanceTimersByTimeAsync(0);
+    expect((await presence.stats("c.g")).clients).toBe(0);
+    expect(broker.joins).toEqual([["c.g", "alice"]]);
+    expect(broker.leaves).toEqual([["c.g", "alice"]]);
+  });
+
+  it("announces at most 50 events per channel per second", async () => {
+    const { broker, announcer } = setup(0);
+    vi.setSystemTime(new Date("2026-12-04T00:00:00.000Z"));
+    for (let i = 0; i < 80; i++) await announcer.join("c.b", { client: `c${i}`, user: `u${i}` }, true);
+    expect(broker.joins.length).toBe(50);
+    vi.setSystemTime(new Date("2026-12-04T00:00:01.000Z"));
+    await announcer.join("c.b", { client: "late", user: "late" }, true);
+    expect(broker.joins.length).toBe(51);
+  });
+
+  it("flush() runs the pending leaves at once (shutdown)", async () => {
+    const { broker, announcer } = setup(60_000);
+    await announcer.join("c.f", alice1, true);
+    announcer.leave("c.f", alice1, true);
+    await announcer.flush();
+    expect(broker.leaves).toEqual([["c.f", "alice"]]);
+  });
+});
