@@ -8,6 +8,7 @@ import { NatsHistory } from "./history/nats.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { NatsLink } from "./nats/connection.js";
+import { JsLimiter } from "./nats/js-limiter.js";
 import { RoundTripProbe } from "./nats/probe.js";
 import { PresenceReaper } from "./nats/reaper.js";
 import { Streams, type Jsm } from "./nats/streams.js";
@@ -54,9 +55,10 @@ export async function natsBackend(
   const jsm = (await link.nc.jetstreamManager()) as Jsm;
   const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
   await retry(() => streams.ensureAll(), "JetStream streams not ready", log);
-  const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log);
+  const limiter = new JsLimiter();
+  const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log, limiter);
   const history = new NatsHistory(jsm, streams, subjects, metrics, link);
-  const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link);
+  const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link, limiter);
   const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {
