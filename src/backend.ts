@@ -57,7 +57,7 @@ export async function natsBackend(
   await retry(() => streams.ensureAll(), "JetStream streams not ready", log);
   const limiter = new JsLimiter();
   const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log, limiter);
-  const history = new NatsHistory(jsm, streams, subjects, metrics, link);
+  const history = new NatsHistory(jsm, streams, subjects, metrics, link, limiter);
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link, limiter);
   const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
