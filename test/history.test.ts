@@ -7,7 +7,7 @@
  * then end to end through gateways in memory and NATS mode.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { JetStreamClient, NatsConnection } from "nats";
+import { connect as natsConnect, type JetStreamClient, type NatsConnection } from "nats";
 import type { HistoryOptions, NamespaceOptions, NatsConfig } from "../src/config/types.js";
 import type { HistoryQuery, HistoryResult } from "../src/history/history.js";
 import { MemoryHistory } from "../src/history/memory.js";
@@ -21,7 +21,10 @@ import { Streams, type Jsm } from "../src/nats/streams.js";
 import { Subjects } from "../src/nats/subjects.js";
 import { Payload } from "../src/protocol/payload.js";
 import type { StreamPosition } from "../src/publication.js";
+import { api } from "./helpers/client.js";
+import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
+import { eventually } from "./helpers/signal.js";
 
 const PREFIX = "hist";
 const ns = (size: number): NamespaceOptions => ({
@@ -307,5 +310,63 @@ describe("trimming while a since read walks", () => {
     expect(incomplete).toBeGreaterThan(0);
     await history.close();
     expect(await consumersOf("tiny")).toBe(0);
+  });
+});
+
+describe("history through gateways in memory and NATS mode", () => {
+  const KEY = "history-test-api-key-0123456789ab";
+  const CONFIG = "namespaces:\n  e: {history: {size: 20, ttl: 1h}, clientPublish: true, anonymous: true}\n";
+  const gws: GatewayProcess[] = [];
+  beforeAll(async () => {
+    gws.push(await startGateway({ config: { yaml: CONFIG }, args: ["--api-key", KEY] }));
+    gws.push(await startGateway({ config: { yaml: CONFIG }, args: ["--api-key", KEY, "--nats", nats.servers] }));
+  });
+  afterAll(async () => {
+    await Promise.all(gws.map((g) => g.stop()));
+  });
+
+  it("answers limit and reverse alike over HTTP in both modes, and leaves no consumer behind", async () => {
+    const ch = "e.x";
+    for (const gw of gws) {
+      for (let i = 1; i <= 30; i++) {
+        expect((await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: ch, data: i } })).status).toBe(200);
+      }
+    }
+    const range = (from: number, to: number): number[] =>
+      from <= to ? Array.from({ length: to - from + 1 }, (_, i) => from + i) : range(to, from).reverse();
+    const cases: Array<[string, number[]]> = [
+      ["", range(11, 30)],
+      ["&limit=1", [30]],
+      ["&limit=5", range(26, 30)],
+      ["&limit=50", range(11, 30)],
+      ["&reverse=true", range(30, 11)],
+      ["&limit=1&reverse=true", [30]],
+      ["&limit=5&reverse=true", range(30, 26)],
+      ["&limit=3&reverse=false", range(28, 30)],
+    ];
+    for (const [query, expected] of cases) {
+      for (const gw of gws) {
+        const res = await api(gw.url, "GET", `/api/history?channel=${ch}${query}`, { key: KEY });
+        expect(res.status, query).toBe(200);
+        expect((res.body.pubs as Array<{ data: unknown }>).map((p) => p.data), `${gw.url} ${query}`).toEqual(expected);
+      }
+    }
+    for (const gw of gws) {
+      const bad = await api(gw.url, "GET", `/api/history?channel=${ch}&reverse=yes`, { key: KEY });
+      expect(bad).toEqual({ status: 400, body: { error: { code: 400, message: "reverse must be true or false" } } });
+    }
+    // The same over NATS request/reply, with a JSON boolean.
+    const nc = await natsConnect({ servers: nats.servers });
+    try {
+      const reply = await nc.request("natsedge.api.history", JSON.stringify({ channel: ch, limit: 2, reverse: true }), { timeout: 5_000 });
+      const body = JSON.parse(new TextDecoder().decode(reply.data)) as { pubs: Array<{ data: unknown }> };
+      expect(body.pubs.map((p) => p.data)).toEqual([30, 29]);
+    } finally {
+      await nc.close();
+    }
+    await eventually(
+      async () => ((await jsm.streams.info("natsedge_ns_e")).state.consumer_count === 0 ? true : undefined),
+      "the gateway's history consumers to be deleted",
+    );
   });
 });
