@@ -180,20 +180,28 @@ describe("what a NATS history read costs", () => {
       const newest1 = await counted(ch, o, { limit: 1 });
       const newest10 = await counted(ch, o, { limit: 10 });
       const reverse5 = await counted(ch, o, { limit: 5, reverse: true });
-      const last = newest10.pubs[5]?.offset as number;
-      const since = await counted(ch, o, { since: { offset: last, epoch: top.position.epoch } });
-      const back = await counted(ch, o, { since: { offset: last, epoch: top.position.epoch }, limit: 3, reverse: true });
+      const position = (i: number): StreamPosition => ({ offset: newest10.pubs[i]?.offset as number, epoch: top.position.epoch });
+      const since2 = await counted(ch, o, { since: position(7) });
+      const since4 = await counted(ch, o, { since: position(5) });
+      const back = await counted(ch, o, { since: position(5), limit: 3, reverse: true });
       expect(datas(newest1)).toEqual([ch === short ? 10 : 3_000]);
       expect(datas(reverse5)).toEqual(datas(newest10).slice(5).reverse());
-      expect(datas(since)).toEqual(datas(newest10).slice(6));
-      expect(since.complete).toBe(true);
+      expect(datas(since2)).toEqual(datas(newest10).slice(8));
+      expect(datas(since4)).toEqual(datas(newest10).slice(6));
+      expect([since2.complete, since4.complete]).toEqual([true, true]);
       expect(datas(back)).toEqual(datas(newest10).slice(2, 5).reverse());
-      cost[ch] = [top.reads, newest1.reads, newest10.reads, reverse5.reads, since.reads, back.reads];
+      cost[ch] = [top.reads, newest1.reads, newest10.reads, reverse5.reads, since2.reads, since4.reads, back.reads];
     }
     expect(cost[long]).toEqual(cost[short]);
-    // last_by_subj, then a consumer: create, one pull, delete; `since` adds the coverage re-check,
-    // reverse with since one consumer that counts what lies after it.
-    expect(cost[short]).toEqual([1, 4, 4, 4, 5, 6]);
+    expect(cost[short]).toEqual([
+      1, // last_by_subj
+      1, // the same message is the newest one
+      4, // last_by_subj, then a consumer: create, one pull, delete
+      4,
+      4, // last_by_subj, two next_by_subj gets, the coverage re-check
+      9, // three gets, then coverage and a consumer (create, pull, delete), the re-check
+      6, // a consumer counting what lies after `since`, then one to read
+    ]);
     // Reading all of a long channel costs a pull per 1,000 messages, no more.
     const all = await counted(long, o, {});
     expect(all.pubs).toHaveLength(3_000);

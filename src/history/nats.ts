@@ -18,6 +18,8 @@ const MAX_PROBES = 8;
 const MIN_SLACK = 64;
 /** Times a newest-N read goes further back when it came up short (a race, invalid payloads). */
 const MAX_ROUNDS = 3;
+/** Publications a `since` read fetches with message gets before it turns to a consumer. */
+const GET_WALK = 3;
 
 /** One read: where it reads, what it has spent, and the channel's newest sequence when it began. */
 interface Read {
@@ -43,7 +45,10 @@ interface Item {
  * replica would hand out stale positions), then walks the channel with an ephemeral consumer
  * filtered to its subject (see SubjectCursor): O(1) JetStream requests plus the messages
  * returned, whatever the channel's length. Such a consumer may run on any replica of the stream,
- * so a walk goes on until it has seen the leader's newest sequence.
+ * so a walk goes on until it has seen the leader's newest sequence. Two cases need no consumer:
+ * the newest one is the message `last_by_subj` returned, and a `since` read that finds the
+ * newest within GET_WALK leader gets (a recovery after a short absence) stops there, since a
+ * consumer costs more than a few gets (in a cluster its creation goes through the meta leader).
  *
  * The newest N without `since` need the sequence where they begin, which nats-server 2.9 cannot
  * look up by subject. Creating a consumer at a start sequence answers how many of the channel's
@@ -56,8 +61,8 @@ interface Item {
  * no per-subject "previous" link in stored messages, so coverage is proven only when the message
  * at `since` itself is still retained (a subject's messages are dropped oldest first), when
  * nothing was published after it, or when the stream has never dropped anything. It is checked
- * again after the walk, because a consumer passes silently over messages trimmed away in front of
- * it. Otherwise the answer is `recovered:false`, and the client reloads instead of silently
+ * before a consumer is created, and again after the walk, because a walk passes silently over
+ * messages trimmed away in front of it. Otherwise the answer is `recovered:false`, and the client reloads instead of silently
  * missing data.
  */
 export class NatsHistory implements History {
@@ -81,7 +86,8 @@ export class NatsHistory implements History {
     const ctx: CursorContext = { nc: this.link.nc, jsm: this.jsm, limiter: this.limiter, cost: { reads: 0 }, cleanup: this.cleanup };
     const r: Read = { ctx, ch, stream: this.streams.streamOf(ns), subject: this.subjects.channel(ch), top: 0 };
     // The first request of a read is admitted or refused; the rest finish what was admitted.
-    r.top = (await this.get(r, "admit", { last_by_subj: r.subject }))?.seq ?? 0;
+    const top = await this.get(r, "admit", { last_by_subj: r.subject });
+    r.top = top?.seq ?? 0;
     const { since, limit, reverse = false } = query;
     let offset = r.top;
     const answer = (pubs: Publication[], complete: boolean): HistoryResult => ({
@@ -92,7 +98,10 @@ export class NatsHistory implements History {
     });
 
     if (!since) {
-      if (limit === 0 || r.top === 0) return answer([], true);
+      if (limit === 0 || !top) return answer([], true);
+      // The newest one is the message that gave the position.
+      const newestOne = limit === 1 ? this.decodeStored(ch, top) : undefined;
+      if (newestOne) return answer([newestOne], true);
       const newest = await this.newest(r, limit, undefined);
       offset = Math.max(r.top, newest.last);
       return answer(newest.pubs, true);
@@ -103,8 +112,7 @@ export class NatsHistory implements History {
       return answer((await this.newest(r, limit, since.offset)).pubs, true);
     }
     if (since.offset === r.top) return answer([], true);
-    if (since.offset === 0 && !(await this.coveredFromStart(r, opts.size))) return answer([], false);
-    const walk = limit === 0 ? { pubs: [], last: since.offset } : await this.after(r, since.offset, limit ?? opts.size);
+    const walk = limit === 0 ? { pubs: [], last: since.offset } : await this.after(r, since.offset, limit ?? opts.size, opts.size);
     if (!walk) return answer([], false);
     offset = Math.max(r.top, walk.last);
     await this.beforeRecheck?.();
@@ -114,24 +122,38 @@ export class NatsHistory implements History {
 
   /**
    * The channel's publications after `since`, oldest first, at most `max`, read up to its newest
-   * message at least; undefined when the message at `since` is gone (or not this channel's).
+   * message at least; undefined when, before a consumer was worth creating, the position turned
+   * out not to be covered.
    */
-  private async after(r: Read, since: number, max: number): Promise<{ pubs: Publication[]; last: number } | undefined> {
-    // Starting at `since` itself proves, for free, that it was still there when the walk began.
-    const cursor = await SubjectCursor.open(r.ctx, r.stream, r.subject, since, "wait");
+  private async after(r: Read, since: number, max: number, size: number): Promise<{ pubs: Publication[]; last: number } | undefined> {
+    const pubs: Publication[] = [];
+    let last = since;
+    const add = (seq: number, pub: Publication | undefined): void => {
+      if (pub) pubs.push({ ...pub, prev: last });
+      last = seq;
+    };
+    // A client back after a short absence missed a handful of publications: a few leader gets
+    // cost less than a consumer, whose creation goes through the meta leader in a cluster.
+    for (let i = 0; i < GET_WALK && pubs.length < max && last < r.top; i++) {
+      const m = await this.get(r, "wait", { next_by_subj: r.subject, seq: last + 1 });
+      if (!m) return { pubs, last };
+      add(m.seq, this.decodeStored(r.ch, m));
+    }
+    if (pubs.length >= max || last >= r.top) return { pubs, last };
+    // A longer walk is worth it only from a position that still holds (asked meanwhile).
+    const [holds, opened] = await Promise.allSettled([
+      this.covered(r, since, size),
+      SubjectCursor.open(r.ctx, r.stream, r.subject, last + 1, "wait"),
+    ]);
+    if (opened.status === "rejected") throw opened.reason;
+    const cursor = opened.value;
     try {
-      if (since > 0) {
-        const first = await this.take(r, cursor, since - 1, r.top, max + 1);
-        if (first?.seq !== since) return undefined;
-      }
-      const pubs: Publication[] = [];
-      let last = since;
+      if (holds.status === "rejected") throw holds.reason;
+      if (!holds.value) return undefined;
       while (pubs.length < max && last < r.top) {
         const m = await this.take(r, cursor, last, r.top, max - pubs.length);
         if (!m) break;
-        const pub = this.decode(r.ch, m);
-        if (pub) pubs.push({ ...pub, prev: last });
-        last = m.seq;
+        add(m.seq, this.decode(r.ch, m));
       }
       return { pubs, last };
     } finally {
@@ -249,6 +271,12 @@ export class NatsHistory implements History {
     const next = await this.get(r, "wait", { next_by_subj: r.subject, seq: last + 1 });
     if (!next || next.seq > bound) return undefined;
     throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable (history replica behind the stream leader)");
+  }
+
+  private decodeStored(ch: string, m: StoredMsg): Publication | undefined {
+    const pub = decodePublication(ch, m.data, m.header, { offset: m.seq, time: m.time.getTime() });
+    if (!pub) this.metrics.invalidPayloads.inc();
+    return pub;
   }
 
   private decode(ch: string, m: Delivered): Publication | undefined {
