@@ -13,6 +13,8 @@ import { LOAD_TESTS, REPO } from "./topology.js";
 const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
 const DOCS = path.join(REPO, "docs", "benchmarks.md");
 const SCENARIOS = ["fanout", "idle", "latency", "personal", "longpoll", "storm", "history"];
+/** The scenarios the targets section is computed from. */
+const TARGET_SCENARIOS = ["fanout", "idle", "latency"];
 
 export function machineInfo() {
   const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
@@ -276,7 +278,7 @@ function historyMd(r) {
   return [
     `### history: \`GET /api/history\`, one request at a time, namespace history size ${f(p.historySize)}; channels of ${f(p.small)} and ${f(p.big)} publications (the big one interleaved ${p.interleave}:1 with another channel), ${p.size} B each`,
     "",
-    when(r),
+    `${when(r)} Machine: ${r.machine ? `${r.machine.nproc} × ${r.machine.cpuModel}, ${r.machine.natsServer}` : "?"}.`,
     "",
     table(
       ["channel holds", "limit", "returned", "reads", "p50 / p99 / max (ms)", "JetStream requests per read", "by kind (per read)", "CPU % of a core: gateways / nats-server / other jobs"],
@@ -333,10 +335,18 @@ function replaceSection(doc, name, body) {
 export function updateDocs(result) {
   let doc = existsSync(DOCS) ? readFileSync(DOCS, "utf8") : "# Benchmarks\n";
   const results = Object.fromEntries(SCENARIOS.map((s) => [s, result?.scenario === s ? result : latest(s)]));
-  const newest = Object.values(results).filter(Boolean).sort((a, b) => (a.finishedAt < b.finishedAt ? 1 : -1))[0];
-  doc = replaceSection(doc, "machine", machineMd(newest?.machine));
-  doc = replaceSection(doc, "targets", targetsMd(results));
-  for (const s of SCENARIOS) doc = replaceSection(doc, s, results[s] ? markdownFor(results[s]) : `_${s}: not run yet_`);
+  // The machine and the targets describe the figures the targets are taken from; a checkout
+  // without those results (results/ is not in git) must not wipe what the document says of them.
+  const targetRuns = TARGET_SCENARIOS.map((s) => results[s]).filter(Boolean);
+  if (targetRuns.length > 0) {
+    const newest = targetRuns.sort((a, b) => (a.finishedAt < b.finishedAt ? 1 : -1))[0];
+    doc = replaceSection(doc, "machine", machineMd(newest.machine));
+    doc = replaceSection(doc, "targets", targetsMd(results));
+  }
+  for (const s of SCENARIOS) {
+    if (results[s]) doc = replaceSection(doc, s, markdownFor(results[s]));
+    else if (!doc.includes(`<!-- bench:${s}:start -->`)) doc = replaceSection(doc, s, `_${s}: not run yet_`);
+  }
   writeFileSync(DOCS, doc);
   return DOCS;
 }
