@@ -216,7 +216,13 @@ export class NatsHistory implements History {
     let lo: { x: number; count: number; cursor: SubjectCursor } | undefined;
     let x = Math.max(1, upper - n + 1);
     for (let probe = 1; ; probe++) {
-      const cursor = await SubjectCursor.open(r.ctx, r.stream, r.subject, x, "wait");
+      let cursor: SubjectCursor;
+      try {
+        cursor = await SubjectCursor.open(r.ctx, r.stream, r.subject, x, "wait");
+      } catch (err) {
+        lo?.cursor.close();
+        throw err;
+      }
       const count = Math.max(0, cursor.pendingAtStart - base);
       if (count >= n || x <= 1) {
         lo?.cursor.close();
