@@ -7,7 +7,7 @@ export interface HistoryQuery {
    * can be returned.
    */
   since?: StreamPosition;
-  /** At most this many: the oldest after `since`, else the newest. */
+  /** At most this many: the oldest after `since`, else (and with `reverse`) the newest. */
   limit?: number;
   /**
    * Newest first. Without `since`: the newest `limit` (or all), newest first. With `since`: the
