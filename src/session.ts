@@ -518,7 +518,15 @@ export class Session implements HubSession {
     // A client cannot know the namespace's size: asking for more returns what is retained.
     const limit = optionalInteger(cmd, "limit", 1, MAX_LIMIT);
     const since = optionalPosition(cmd, "since");
-    const result = await this.ctx.hub.readHistory(r.ch, opts, { limit: limit === undefined ? undefined : Math.min(limit, opts.size), since });
+    const reverse = cmd.reverse;
+    if (reverse !== undefined && typeof reverse !== "boolean") {
+      throw new ProtocolError(ErrorCode.BadRequest, "reverse must be true or false");
+    }
+    const result = await this.ctx.hub.readHistory(r.ch, opts, {
+      limit: limit === undefined ? undefined : Math.min(limit, opts.size),
+      since,
+      reverse: reverse === true,
+    });
     this.charge(result.reads);
     if (since && !result.complete) {
       throw new ProtocolError(

@@ -1,7 +1,7 @@
 /**
  * Markdown for results, and the generated sections of docs/benchmarks.md:
  *   <!-- bench:<name>:start --> ... <!-- bench:<name>:end -->
- * for name in machine, targets, fanout, idle, latency, personal, longpoll. Everything outside the
+ * for name in machine, targets, fanout, idle, latency, personal, longpoll, storm, history. Everything outside the
  * markers is hand-written and left alone.
  */
 import { execFileSync } from "node:child_process";
@@ -12,7 +12,9 @@ import { LOAD_TESTS, REPO } from "./topology.js";
 
 const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
 const DOCS = path.join(REPO, "docs", "benchmarks.md");
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "longpoll", "storm"];
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "longpoll", "storm", "history"];
+/** The scenarios the targets section is computed from. */
+const TARGET_SCENARIOS = ["fanout", "idle", "latency"];
 
 export function machineInfo() {
   const cpuinfo = readFileSync("/proc/cpuinfo", "utf8");
@@ -269,11 +271,38 @@ function stormMd(r) {
   ].join("\n");
 }
 
+function historyMd(r) {
+  const p = r.params;
+  const s = r.systems.natsedge;
+  if (!s) return "_history: natsedge only, not run_";
+  return [
+    `### history: \`GET /api/history\`, one request at a time, namespace history size ${f(p.historySize)}; channels of ${f(p.small)} and ${f(p.big)} publications (the big one interleaved ${p.interleave}:1 with another channel), ${p.size} B each`,
+    "",
+    `${when(r)} Machine: ${r.machine ? `${r.machine.nproc} × ${r.machine.cpuModel}, ${r.machine.natsServer}` : "?"}.`,
+    "",
+    table(
+      ["channel holds", "limit", "returned", "reads", "p50 / p99 / max (ms)", "JetStream requests per read", "by kind (per read)", "CPU % of a core: gateways / nats-server / other jobs"],
+      s.cases.map((c) => [
+        f(c.held),
+        f(c.limit),
+        f(c.returned),
+        f(c.reads),
+        `${ms(c.latencyMs.p50)} / ${ms(c.latencyMs.p99)} / ${ms(c.latencyMs.max)}`,
+        f(c.jsRequestsPerRead, 1),
+        Object.entries(c.jsRequestsBySubject)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", "),
+        `${f(c.cpu?.gatewayPctOfCore)} / ${f(c.cpu?.natsPctOfCore)} / ${f(c.cpu?.otherLoadPctOfCore)}`,
+      ]),
+    ),
+  ].join("\n");
+}
+
 function genericMd(r) {
   return `### ${r.scenario}\n\n${when(r)}\n\n\`\`\`json\n${JSON.stringify(r.systems, null, 2).slice(0, 4000)}\n\`\`\``;
 }
 
-const FORMATTERS = { fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, longpoll: longpollMd, storm: stormMd };
+const FORMATTERS = { fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, longpoll: longpollMd, storm: stormMd, history: historyMd };
 
 export function markdownFor(r) {
   return (FORMATTERS[r.scenario] ?? genericMd)(r);
@@ -306,10 +335,18 @@ function replaceSection(doc, name, body) {
 export function updateDocs(result) {
   let doc = existsSync(DOCS) ? readFileSync(DOCS, "utf8") : "# Benchmarks\n";
   const results = Object.fromEntries(SCENARIOS.map((s) => [s, result?.scenario === s ? result : latest(s)]));
-  const newest = Object.values(results).filter(Boolean).sort((a, b) => (a.finishedAt < b.finishedAt ? 1 : -1))[0];
-  doc = replaceSection(doc, "machine", machineMd(newest?.machine));
-  doc = replaceSection(doc, "targets", targetsMd(results));
-  for (const s of SCENARIOS) doc = replaceSection(doc, s, results[s] ? markdownFor(results[s]) : `_${s}: not run yet_`);
+  // The machine and the targets describe the figures the targets are taken from; a checkout
+  // without those results (results/ is not in git) must not wipe what the document says of them.
+  const targetRuns = TARGET_SCENARIOS.map((s) => results[s]).filter(Boolean);
+  if (targetRuns.length > 0) {
+    const newest = targetRuns.sort((a, b) => (a.finishedAt < b.finishedAt ? 1 : -1))[0];
+    doc = replaceSection(doc, "machine", machineMd(newest.machine));
+    doc = replaceSection(doc, "targets", targetsMd(results));
+  }
+  for (const s of SCENARIOS) {
+    if (results[s]) doc = replaceSection(doc, s, markdownFor(results[s]));
+    else if (!doc.includes(`<!-- bench:${s}:start -->`)) doc = replaceSection(doc, s, `_${s}: not run yet_`);
+  }
   writeFileSync(DOCS, doc);
   return DOCS;
 }

@@ -92,7 +92,11 @@ export class ServerOperations {
     const opts = r.options.history;
     if (!opts) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no history`);
     const limit = integerParam(params.limit, "limit", 1, MAX_LIMIT);
-    const result = await this.hub.readHistory(r.ch, opts, { limit: limit === undefined ? undefined : Math.min(limit, opts.size) });
+    const reverse = booleanParam(params.reverse, "reverse");
+    const result = await this.hub.readHistory(r.ch, opts, {
+      limit: limit === undefined ? undefined : Math.min(limit, opts.size),
+      reverse,
+    });
     return new Encoded(
       encodeObjectWithPubs(
         format,
@@ -101,6 +105,13 @@ export class ServerOperations {
       ),
     );
   }
+}
+
+/** Accepts a boolean or (from a query string) `true` / `false`. */
+function booleanParam(value: unknown, key: string): boolean {
+  if (value === undefined || value === null || value === false || value === "false") return false;
+  if (value === true || value === "true") return true;
+  throw new ProtocolError(ErrorCode.BadRequest, `${key} must be true or false`);
 }
 
 /** Accepts a number or (from a query string) its decimal text. */

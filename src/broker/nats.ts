@@ -6,6 +6,7 @@ import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import { decodeEvent, decodePublication, encodeEvent, encodePublication, H } from "../nats/codec.js";
 import type { NatsLink } from "../nats/connection.js";
+import type { JsLimiter } from "../nats/js-limiter.js";
 import { isNotFound, leaderGet, type Jsm, type Streams } from "../nats/streams.js";
 import type { Subjects } from "../nats/subjects.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
@@ -54,6 +55,7 @@ export class NatsBroker implements Broker {
     private readonly namespaces: Record<string, NamespaceOptions>,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly limiter: JsLimiter,
   ) {
     this.nc = link.nc;
     this.js = link.nc.jetstream({ timeout: PUBLISH_TIMEOUT_MS });
@@ -367,7 +369,8 @@ export class NatsBroker implements Broker {
       if (i >= MAX_GAP_FILL) return false;
       let m;
       try {
-        m = await leaderGet(this.jsm, stream, { next_by_subj: subject, seq: (cs.last as number) + 1 });
+        const seq = (cs.last as number) + 1;
+        m = await this.limiter.wait(() => leaderGet(this.jsm, stream, { next_by_subj: subject, seq }));
       } catch (err) {
         if (!isNotFound(err)) throw err;
         // The message is known to exist (a later one arrived); during a leader change the
@@ -387,9 +390,9 @@ export class NatsBroker implements Broker {
   private async lastSequence(ch: string): Promise<number> {
     try {
       // From the stream leader: a lagging replica's baseline would be behind what clients were told.
-      const m = await leaderGet(this.jsm, this.streams.streamOf(namespaceOf(ch)), {
-        last_by_subj: this.subjects.channel(ch),
-      });
+      const m = await this.limiter.wait(() =>
+        leaderGet(this.jsm, this.streams.streamOf(namespaceOf(ch)), { last_by_subj: this.subjects.channel(ch) }),
+      );
       return m.seq;
     } catch (err) {
       if (isNotFound(err)) return 0;

@@ -2,10 +2,19 @@ import type { HistoryOptions } from "../config/types.js";
 import type { Publication, StreamPosition } from "../publication.js";
 
 export interface HistoryQuery {
-  /** Only publications after this position; with another epoch nothing can be returned. */
+  /**
+   * Only publications after this position (with `reverse`: before it); with another epoch nothing
+   * can be returned.
+   */
   since?: StreamPosition;
-  /** At most this many, the oldest first. */
+  /** At most this many: the oldest after `since`, else (and with `reverse`) the newest. */
   limit?: number;
+  /**
+   * Newest first. Without `since`: the newest `limit` (or all), newest first. With `since`: the
+   * newest `limit` (or all) publications *before* `since.offset`, newest first, so that a client
+   * pages back through a channel by passing the offset of the oldest entry it holds.
+   */
+  reverse?: boolean;
 }
 
 export interface HistoryResult {
@@ -14,7 +23,9 @@ export interface HistoryResult {
   position: StreamPosition;
   /**
    * With `since`: true when `pubs` is exactly everything published after it (the history still
-   * reached back that far and the epoch matched).
+   * reached back that far and the epoch matched). With `since` and `reverse`: true when the epoch
+   * matched and `since` is not ahead of the channel; what aged out before `since` is simply not
+   * there, as at the start of a channel.
    */
   complete: boolean;
   /**

@@ -39,19 +39,23 @@ export class MemoryHistory implements History {
   async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
     const s = this.stream(ch, opts);
     const position = { offset: s.top, epoch: s.epoch };
-    const { since, limit } = query;
-    if (!since) {
-      const pubs = limit === undefined ? s.pubs.slice() : s.pubs.slice(Math.max(0, s.pubs.length - limit));
-      return { pubs, position, complete: true, reads: pubs.length };
-    }
-    if (since.epoch !== s.epoch || since.offset > s.top || since.offset < 0) {
-      return { pubs: [], position, complete: false, reads: 0 };
+    const { since, limit, reverse = false } = query;
+    const answer = (pubs: Publication[], complete: boolean): HistoryResult => ({
+      pubs: reverse ? pubs.reverse() : pubs,
+      position,
+      complete,
+      reads: pubs.length,
+    });
+    if (since && (since.epoch !== s.epoch || since.offset > s.top || since.offset < 0)) return answer([], false);
+    if (!since || reverse) {
+      const end = since ? s.pubs.findIndex((p) => (p.offset as number) >= since.offset) : -1;
+      const before = end < 0 ? s.pubs : s.pubs.slice(0, end);
+      return answer(limit === undefined ? before.slice() : before.slice(Math.max(0, before.length - limit)), true);
     }
     const oldest = s.pubs[0]?.offset ?? s.top + 1;
-    if (oldest > since.offset + 1) return { pubs: [], position, complete: false, reads: 0 };
+    if (oldest > since.offset + 1) return answer([], false);
     const from = since.offset + 1 - oldest;
-    const pubs = s.pubs.slice(from, limit === undefined ? undefined : from + limit);
-    return { pubs, position, complete: true, reads: pubs.length };
+    return answer(s.pubs.slice(from, limit === undefined ? undefined : from + limit), true);
   }
 
   keepWhile(inUse: (ch: string) => boolean): void {

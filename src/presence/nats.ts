@@ -3,6 +3,7 @@ import type { Logger } from "../log.js";
 import type { NatsLink } from "../nats/connection.js";
 import { pack, unpack } from "../protocol/msgpack.js";
 import type { ClientInfo } from "../publication.js";
+import type { JsLimiter } from "../nats/js-limiter.js";
 import { isNotFound, NODE_TTL_MS, type Jsm } from "../nats/streams.js";
 import type { Subjects } from "../nats/subjects.js";
 import { MAX_PRESENCE_LIST, presenceIdentity, tooManyMembers, type Presence, type PresenceStats } from "./presence.js";
@@ -15,6 +16,10 @@ const LIVE_NODES_CACHE_MS = 1_000;
  * member's info. Counting and membership questions are answered from the stream's per-subject
  * state (one request, no consumers). Entries of a gateway that died are ignored as soon as its
  * heartbeat expires, and removed by the reaper.
+ *
+ * Every JetStream request passes the gateway's limiter. Only the reads a client asked for
+ * (`presence`, `presence_stats`, the capacity check before a join) may be refused when it is
+ * full; joins, leaves and the reaper queue, since dropping them would leave presence wrong.
  */
 export class NatsPresence implements Presence {
   /** Subjects of this gateway's own entries, to remove them without a lookup. */
@@ -29,6 +34,7 @@ export class NatsPresence implements Presence {
     readonly node: string,
     private readonly log: Logger,
     private readonly link: NatsLink,
+    private readonly limiter: JsLimiter,
   ) {}
 
   async start(): Promise<void> {
@@ -78,7 +84,7 @@ export class NatsPresence implements Presence {
 
   /** Purging the subject leaves nothing behind, so per-subject counts stay exact. */
   private async purge(subject: string): Promise<void> {
-    await this.jsm.streams.purge(this.subjects.presenceStream(), { filter: subject });
+    await this.limiter.wait(() => this.jsm.streams.purge(this.subjects.presenceStream(), { filter: subject }));
   }
 
   async has(ch: string, identity: string): Promise<boolean> {
@@ -93,7 +99,7 @@ export class NatsPresence implements Presence {
   private async members(ch: string): Promise<Array<{ subject: string; client: string; identity: string }>> {
     this.link.require();
     const [counts, live] = await Promise.all([
-      this.subjectCounts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch)),
+      this.counts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch), "admit"),
       this.live(),
     ]);
     // One client may hold entries on several gateways (a long-poll client served round-robin):
@@ -113,7 +119,7 @@ export class NatsPresence implements Presence {
     const entries = await Promise.all(
       members.map(async (m) => {
         try {
-          const msg = await this.jsm.direct.getMessage(stream, { last_by_subj: m.subject });
+          const msg = await this.limiter.wait(() => this.jsm.direct.getMessage(stream, { last_by_subj: m.subject }));
           return [m.client, unpack(msg.data) as { user: string; info?: unknown }] as const;
         } catch (err) {
           if (isNotFound(err)) return undefined; // left in the meantime
@@ -175,12 +181,17 @@ export class NatsPresence implements Presence {
   }
 
   private async lastValue(subject: string): Promise<Uint8Array> {
-    return (await this.jsm.direct.getMessage(this.subjects.presenceStream(), { last_by_subj: subject })).data;
+    const stream = this.subjects.presenceStream();
+    return (await this.limiter.wait(() => this.jsm.direct.getMessage(stream, { last_by_subj: subject }))).data;
   }
 
   /** Subject -> message count for the stream's subjects matching `filter`. */
-  private async subjectCounts(stream: string, filter: string): Promise<Record<string, number>> {
-    const info = await this.jsm.streams.info(stream, { subjects_filter: filter });
+  private subjectCounts(stream: string, filter: string): Promise<Record<string, number>> {
+    return this.counts(stream, filter, "wait");
+  }
+
+  private async counts(stream: string, filter: string, gate: "admit" | "wait"): Promise<Record<string, number>> {
+    const info = await this.limiter[gate](() => this.jsm.streams.info(stream, { subjects_filter: filter }));
     return info.state.subjects ?? {};
   }
 
