@@ -229,7 +229,9 @@ export class Session implements HubSession {
         try {
           await this.ctx.limits.users.add(this.info);
         } catch (err) {
-          if (!(err instanceof ProtocolError)) throw err;
+          // At the limit: refused and closed. A backend failure (503) is answered like any
+          // failed command, and the client may try to connect again.
+          if (!(err instanceof ProtocolError) || err.code !== ErrorCode.RateLimited) throw err;
           this.sendError(idOf(cmd), err);
           this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
           this.disconnect(CloseCode.RateLimited, err.message, true);

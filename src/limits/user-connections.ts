@@ -1,3 +1,4 @@
+import { backendCall } from "../hub/backend-call.js";
 import type { Logger } from "../log.js";
 import type { Presence } from "../presence/presence.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
@@ -29,11 +30,11 @@ export class UserConnections {
   async add(info: ClientInfo): Promise<void> {
     if (this.max === 0 || info.user === "") return;
     const key = keyOf(info.user);
-    const { clients } = await this.presence.stats(key);
+    const { clients } = await backendCall(() => this.presence.stats(key), "user connection count failed", this.log);
     if (clients >= this.max) {
       throw new ProtocolError(ErrorCode.RateLimited, `user has too many connections (limit ${this.max})`);
     }
-    await this.presence.add(key, { client: info.client, user: info.user });
+    await backendCall(() => this.presence.add(key, { client: info.client, user: info.user }), "user connection entry failed", this.log);
   }
 
   remove(info: ClientInfo): void {
