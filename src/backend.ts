@@ -60,15 +60,15 @@ export async function natsBackend(
   const reaper = new PresenceReaper(presence, broker, subjects, config.namespaces, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {
-    if (event === "reconnect") void probe.probe();
-    else probe.healthy = false;
+    if (event === "reconnect") probe.reconnected();
+    else probe.disconnected();
   });
   return {
     broker,
     history,
     presence,
     nats: { link, subjects },
-    ready: () => link.connected && probe.healthy,
+    ready: () => probe.healthy(),
     async start() {
       await presence.start();
       await probe.start();
