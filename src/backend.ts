@@ -57,9 +57,9 @@ export async function natsBackend(
 ): Promise<Backend> {
   const link = await NatsLink.open(nats, `natsedge ${node}`, log, metrics);
   const subjects = new Subjects(nats.prefix);
-  const jsm = (await link.nc.jetstreamManager()) as Jsm;
+  const jsm = await untilDone(async () => (await link.nc.jetstreamManager()) as Jsm, "JetStream not ready yet", log);
   const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
-  await retry(() => streams.ensureAll(), "JetStream streams not ready", log);
+  await untilDone(() => streams.ensureAll(), "JetStream streams not ready yet", log);
   const limiter = new JsLimiter();
   const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log, limiter);
   const history = new NatsHistory(jsm, streams, subjects, metrics, link, limiter);
@@ -68,8 +68,8 @@ export async function natsBackend(
   const revocations = new NatsRevocations(link, jsm, link.nc.jetstream(), subjects, log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {
-    if (event === "reconnect") void probe.probe();
-    else probe.healthy = false;
+    if (event === "reconnect") probe.reconnected();
+    else probe.disconnected();
   });
   return {
     broker,
@@ -77,10 +77,10 @@ export async function natsBackend(
     presence,
     revocations,
     nats: { link, subjects },
-    ready: () => link.connected && probe.healthy,
+    ready: () => probe.healthy(),
     async start() {
-      await presence.start();
-      await revocations.start();
+      await untilDone(() => presence.start(), "presence heartbeat not stored yet", log);
+      await untilDone(() => revocations.start(), "session revocations not loaded yet", log);
       await probe.start();
       reaper.start();
     },
@@ -94,17 +94,18 @@ export async function natsBackend(
 }
 
 /**
- * A freshly started NATS cluster answers before JetStream has elected its leaders; start-up
- * waits that out (bounded) instead of failing on the first timeout.
+ * A NATS cluster that is still forming answers before JetStream has a meta leader (and a stream
+ * before it has a leader): start-up waits that out, however long it takes, instead of exiting,
+ * which would only restart the same wait. Each attempt logs why it failed, and /readyz says 503
+ * meanwhile, so a wait on a configuration JetStream keeps refusing is visible rather than silent.
  */
-async function retry(op: () => Promise<void>, what: string, log: Logger, limitMs = 120_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  for (let delay = 250; ; delay = Math.min(delay * 2, 5_000)) {
+async function untilDone<T>(op: () => Promise<T>, what: string, log: Logger): Promise<T> {
+  const started = Date.now();
+  for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 5_000)) {
     try {
       return await op();
     } catch (err) {
-      if (Date.now() + delay > deadline) throw err;
-      log.warn({ err: (err as Error).message, retryInMs: delay }, what);
+      log.warn({ err: (err as Error).message, attempt, waitedMs: Date.now() - started, retryInMs: delay }, what);
       await new Promise((r) => setTimeout(r, delay));
     }
   }

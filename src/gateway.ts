@@ -87,9 +87,19 @@ export class Gateway {
     const certificate = config.tls && loadCertificate(config.tls);
     const node = nodeToken(`${hostname()}-${process.pid}-${randomBytes(2).toString("hex")}`);
     const metrics = new Metrics();
-    const backend = config.nats
-      ? await natsBackend(config, config.nats, node, metrics, log)
-      : memoryBackend(config);
+    // The admin port opens before the backend is waited for (NATS may still be starting, or
+    // JetStream electing its leaders): orchestrators see the process alive (/healthz 200) but
+    // not ready (/readyz 503) instead of a port that does not answer. The client port stays
+    // closed until start-up completes.
+    let gateway: Gateway | undefined = undefined;
+    const admin = new Listener(
+      { name: "admin", host: config.adminHost, port: config.adminPort, share: false },
+      (app) => attachAdmin(app, metrics, { ready: () => gateway?.ready ?? false }),
+      config.adminTls ? certificate : undefined,
+    );
+    const adminPort = admin.start();
+    log.info({ adminPort, node }, "admin listening; not ready until start-up completes");
+    const backend = config.nats ? await natsBackend(config, config.nats, node, metrics, log) : memoryBackend(config);
     const hub = new Hub({
       ...backend,
       metrics,
@@ -119,20 +129,15 @@ export class Gateway {
       app.any("/*", (res) => new Reply(res).error(404, "not found"));
     };
 
-    const readiness = { ready: (): boolean => gateway.ready };
     const listeners = {
       client: new Listener(
         { name: "client", host: config.host, port: config.port, share: opts.sharePort ?? false },
         clientRoutes,
         certificate,
       ),
-      admin: new Listener(
-        { name: "admin", host: config.adminHost, port: config.adminPort, share: false },
-        (app) => attachAdmin(app, metrics, readiness),
-        config.adminTls ? certificate : undefined,
-      ),
+      admin,
     };
-    const gateway = new Gateway(config, log, hub, backend, transports, listeners, node);
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, node);
 
     await hub.start();
     await backend.start();
@@ -140,7 +145,6 @@ export class Gateway {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
       gateway.natsApi.start();
     }
-    const adminPort = listeners.admin.start();
     const port = listeners.client.start();
     if (certificate) {
       const served = config.adminTls ? [listeners.client, listeners.admin] : [listeners.client];

@@ -184,7 +184,7 @@ beforeAll(async () => {
   const res = await fetch(`${g.url}/sse?ch=chat.m`, { signal: sse.signal });
   const reader = (res.body as ReadableStream<Uint8Array>).getReader();
   await reader.read();
-  // A broker round trip has been measured (the probe runs at start and every 5 s).
+  // A broker round trip has been measured (the probe runs at start and every 500 ms).
   const text = await (await fetch(`${g.adminUrl}/metrics`)).text();
   sse.abort();
   a.terminate();

@@ -23,6 +23,8 @@ interface ChannelSub {
   /** Live messages (and catch-up requests) waiting while the baseline is fetched or a gap is filled. */
   queue: Array<Msg | typeof CATCH_UP | typeof RESTART>;
   busy: boolean;
+  /** Catch-up reads that failed in a row; while above zero, one is retried on a timer. */
+  catchUpFailures: number;
 }
 
 const PUBLISH_TIMEOUT_MS = 5_000;
@@ -34,6 +36,8 @@ const FILL_RETRIES = 3;
 const MAX_QUEUE = 1_000;
 /** Upper bound on publications fetched to fill one gap; past it the channel skips ahead (and says so). */
 const MAX_GAP_FILL = 10_000;
+/** A failed catch-up read is tried again after 500 ms, doubling up to this. */
+const CATCH_UP_RETRY_MAX_MS = 5_000;
 
 /**
  * The NATS broker: one core subscription per channel per gateway. History channels are read from
@@ -164,7 +168,15 @@ export class NatsBroker implements Broker {
 
   async subscribe(ch: string, ns: NamespaceOptions): Promise<number | undefined> {
     const history = ns.history !== undefined;
-    const cs: ChannelSub = { ch, history, sub: undefined as unknown as Subscription, last: undefined, queue: [], busy: history };
+    const cs: ChannelSub = {
+      ch,
+      history,
+      sub: undefined as unknown as Subscription,
+      last: undefined,
+      queue: [],
+      busy: history,
+      catchUpFailures: 0,
+    };
     cs.sub = this.nc.subscribe(this.deliverySubject(ch, history), {
       callback: (err, msg) => {
         if (!err) this.guarded(() => this.onMessage(cs, msg));
@@ -314,10 +326,14 @@ export class NatsBroker implements Broker {
     try {
       top = await this.lastSequence(cs.ch);
     } catch (err) {
-      // Not known to be a gap: the next live message says whether there is one, and fills it.
-      this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
+      // Not known to be a gap. A live message would reveal one and fill it, but in a quiet
+      // channel none may come: what was missed would wait for the next publication. So the read
+      // is tried again (a stream leader election right after a reconnect fails it for seconds).
+      if (cs.catchUpFailures++ === 0) this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
+      this.retryCatchUp(cs);
       return;
     }
+    cs.catchUpFailures = 0;
     if (top <= (cs.last as number)) return;
     this.metrics.gapsDetected.inc();
     let filled = false;
@@ -385,6 +401,16 @@ export class NatsBroker implements Broker {
       this.deliver(cs, m.data, m.header, m.seq, prev);
     }
     return true;
+  }
+
+  private retryCatchUp(cs: ChannelSub): void {
+    const delay = Math.min(CATCH_UP_RETRY_MAX_MS, 250 * 2 ** Math.min(cs.catchUpFailures, 10));
+    setTimeout(() => {
+      // Disconnected meanwhile: the reconnect queues a catch-up of its own.
+      if (this.channels.get(cs.ch) !== cs || !this.link.connected) return;
+      cs.queue.push(CATCH_UP);
+      this.startPump(cs);
+    }, delay).unref();
   }
 
   private async lastSequence(ch: string): Promise<number> {

@@ -17,6 +17,7 @@ import {
   gatewayYaml,
   logRecords,
   metric,
+  moveStreamLeader,
   natsServerOf,
   nOf,
   pubsIn,
@@ -95,20 +96,12 @@ describe("kill -9 of a NATS node mid-stream (3-node cluster, streamReplicas 3)",
     const ch = "chat.fo-nats";
     admin = await connect({ servers: cluster.servers });
     const jsm = await admin.jetstreamManager();
-    const leaderOf = async (): Promise<string | undefined> => (await jsm.streams.info(STREAM)).cluster?.leader;
 
     // Phase 1 kills the node replica 1 is connected to. It must not lead the channel's stream, so
     // publishing goes on at full rate while replica 1 is away and it has a real gap to fill.
     const victim = nodeOf(cluster, natsServerOf(gws[0] as GatewayProcess)) as NatsNode;
     expect(victim, `replica 1 NATS server: ${natsServerOf(gws[0] as GatewayProcess)}`).toBeDefined();
-    for (let i = 0; i < 10 && (await leaderOf()) === victim.name; i++) {
-      await admin.request(`$JS.API.STREAM.LEADER.STEPDOWN.${STREAM}`, undefined, { timeout: 5_000 }).catch(() => undefined);
-      await waitUntil(async () => {
-        const l = await leaderOf();
-        return l !== undefined && l !== victim.name ? l : undefined;
-      }, "a new stream leader", 15_000, 200).catch(() => undefined);
-    }
-    const leader1 = await leaderOf();
+    const leader1 = await moveStreamLeader(admin, STREAM, victim.name);
     expect(leader1).toBeDefined();
     expect(leader1).not.toBe(victim.name);
     const onVictim = gws.filter((g) => nodeOf(cluster, natsServerOf(g)) === victim);

@@ -271,3 +271,21 @@ export async function within<T>(promise: Promise<T>, ms: number, what: string): 
     clearTimeout(timer);
   }
 }
+
+/**
+ * Asks the stream's leader to step down until another node than `away` leads it (bounded), and
+ * returns the leader then: a test that kills `away` wants the stream to stay led, or wants its
+ * leader out of reach.
+ */
+export async function moveStreamLeader(nc: NatsConnection, stream: string, away: string): Promise<string | undefined> {
+  const jsm = await nc.jetstreamManager();
+  const leaderOf = async (): Promise<string | undefined> => (await jsm.streams.info(stream)).cluster?.leader;
+  for (let i = 0; i < 10 && (await leaderOf()) === away; i++) {
+    await nc.request(`$JS.API.STREAM.LEADER.STEPDOWN.${stream}`, undefined, { timeout: 5_000 }).catch(() => undefined);
+    await waitUntil(async () => {
+      const l = await leaderOf();
+      return l !== undefined && l !== away ? l : undefined;
+    }, "a new stream leader", 15_000, 200).catch(() => undefined);
+  }
+  return leaderOf();
+}

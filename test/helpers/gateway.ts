@@ -38,6 +38,8 @@ export interface StartOptions {
   /** Written to a temp file and passed with --config (YAML or JSON by extension). */
   config?: { yaml?: string; json?: unknown };
   readyTimeoutMs?: number;
+  /** Sees every line as it is printed, also before the gateway is listening (start-up progress). */
+  onLine?: (line: string) => void;
 }
 
 /** Starts a real gateway process on free loopback ports and waits for its "listening" line. */
@@ -73,6 +75,7 @@ export async function startGateway(opts: StartOptions = {}): Promise<GatewayProc
     const onLine = (line: string): void => {
       lines.push(line);
       printed.wake();
+      opts.onLine?.(line);
       if (!line.startsWith("{")) return;
       try {
         const rec = JSON.parse(line) as { msg?: string; port?: number; adminPort?: number; tls?: boolean; adminTls?: boolean };

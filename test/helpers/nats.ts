@@ -56,9 +56,11 @@ function launch(node: NatsNode): void {
 
 /**
  * Starts `size` nats-server processes with JetStream on free loopback ports (a cluster when
- * size > 1) and waits until JetStream answers on every node.
+ * size > 1) and waits until JetStream answers on every node. `args` are added to every node's
+ * command line (e.g. `--no_advertise`, so that clients reach the cluster only through the URLs
+ * they were given, such as a fault proxy's).
  */
-export async function startNats(size = 1): Promise<NatsCluster> {
+export async function startNats(size = 1, opts: { args?: string[] } = {}): Promise<NatsCluster> {
   const nodes: NatsNode[] = [];
   for (let i = 0; i < size; i++) {
     const port = await freePort();
@@ -78,7 +80,7 @@ export async function startNats(size = 1): Promise<NatsCluster> {
   }
   const routes = nodes.map((n) => `nats-route://127.0.0.1:${n.clusterPort}`).join(",");
   for (const node of nodes) {
-    node.args = ["-a", "127.0.0.1", "-p", String(node.port), "-js", "-sd", node.storeDir, "-n", node.name];
+    node.args = ["-a", "127.0.0.1", "-p", String(node.port), "-js", "-sd", node.storeDir, "-n", node.name, ...(opts.args ?? [])];
     if (size > 1) {
       node.args.push("--cluster_name", "natsedge-test", "--cluster", `nats://127.0.0.1:${node.clusterPort}`, "--routes", routes);
     }
