@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type ClientOptions, type Frame } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { eventually } from "./helpers/signal.js";
 import { signToken } from "./helpers/tokens.js";
 
 const KEY = "api-test-key-0123-0123456789abcd";
@@ -185,12 +186,15 @@ describe("endpoints", () => {
     a.close();
     await a.closed;
     // A departed client stays for the presence grace period (200ms here), then goes.
-    const deadline = Date.now() + 5_000;
-    let after: Record<string, Frame> = clients;
-    while (Object.keys(after).length !== 1 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-      after = (await api(gw.url, "GET", "/api/presence?channel=chat.pres", { key: KEY })).body.clients as Record<string, Frame>;
-    }
+    const after = await eventually(
+      async () => {
+        const now = (await api(gw.url, "GET", "/api/presence?channel=chat.pres", { key: KEY })).body.clients as Record<string, Frame>;
+        return Object.keys(now).length === 1 ? now : undefined;
+      },
+      "one client left in presence",
+      5_000,
+      20,
+    );
     expect(Object.values(after)).toEqual([{ user: "" }]);
     // No presence in that namespace.
     expect((await api(gw.url, "GET", "/api/presence?channel=news.x", { key: KEY })).status).toBe(400);

@@ -26,6 +26,7 @@ import type { Config } from "../src/config/types.js";
 import { api, TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { freePort, startNats, type NatsCluster } from "./helpers/nats.js";
+import { Signal } from "./helpers/signal.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const DEPLOY = path.join(ROOT, "deploy");
@@ -34,10 +35,6 @@ const tmp = mkdtempSync(path.join(tmpdir(), "natsedge-deploy-artifacts-"));
 type Obj = Record<string, unknown>;
 
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
 
 /** The path of a program (PATH or /usr/sbin), failing the test with what to install. */
 function tool(name: string, debianPackage: string): string {
@@ -268,10 +265,9 @@ describe("Prometheus config and alert rules", () => {
     const kill = setTimeout(() => proc.kill("SIGKILL"), 60_000);
     try {
       const get = async (p: string): Promise<Obj> => (await (await fetch(url + p, { signal: AbortSignal.timeout(3_000) })).json()) as Obj;
-      const until = async <T>(what: string, check: () => Promise<T | undefined>): Promise<T> => {
-        const deadline = Date.now() + 30_000;
+      const until = <T>(what: string, check: () => Promise<T | undefined>): Promise<T> => {
         let last: unknown;
-        for (;;) {
+        const attempt = async (): Promise<T | undefined> => {
           try {
             const v = await check();
             if (v !== undefined) return v;
@@ -279,9 +275,9 @@ describe("Prometheus config and alert rules", () => {
             last = err;
           }
           if (proc.exitCode !== null) throw new Error(`prometheus exited: ${log}`);
-          if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (${String(last)}); prometheus log: ${log}`);
-          await sleep(250);
-        }
+          return undefined;
+        };
+        return new Signal().until(attempt, what, 30_000, () => `last error: ${String(last)}; prometheus log: ${log}`, 250);
       };
       const target = await until("the gateway target to be up", async () => {
         const targets = ((await get("/api/v1/targets")).data as Obj).activeTargets as Obj[];

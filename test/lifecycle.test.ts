@@ -8,6 +8,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type Frame } from "./helpers/client.js";
 import { runCli, startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { eventually, Signal } from "./helpers/signal.js";
 
 const KEY = "lifecycle-key-0123-0123456789abc";
 const LOOPBACK = ["--host", "127.0.0.1", "--port", "0", "--admin-port", "0"];
@@ -47,16 +48,15 @@ async function scrape(gw: GatewayProcess): Promise<{ text: string; samples: Samp
 const val = (s: Samples, series: string): number => s.get(series) ?? 0;
 
 /** Polls /metrics until `check` holds (bounded); returns the samples that satisfied it. */
-async function metricsUntil(gw: GatewayProcess, check: (s: Samples) => boolean, what: string): Promise<Samples> {
-  const deadline = Date.now() + 5_000;
+function metricsUntil(gw: GatewayProcess, check: (s: Samples) => boolean, what: string): Promise<Samples> {
   let last: Samples = new Map();
-  while (Date.now() < deadline) {
-    last = (await scrape(gw)).samples;
-    if (check(last)) return last;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  const ours = [...last].filter(([k]) => k.startsWith("natsedge_"));
-  throw new Error(`metrics never satisfied: ${what}; natsedge series: ${JSON.stringify(ours)}`);
+  return new Signal().until(
+    async () => (check((last = (await scrape(gw)).samples)) ? last : undefined),
+    `metrics: ${what}`,
+    5_000,
+    () => `natsedge series: ${JSON.stringify([...last].filter(([k]) => k.startsWith("natsedge_")))}`,
+    25,
+  );
 }
 
 const CONN = 'natsedge_connections{transport="websocket"}';
@@ -182,16 +182,19 @@ describe("graceful shutdown", () => {
 
     // Readiness turns false while the drain runs (the admin port closes only at the end).
     let readiness = 200;
-    const deadline = Date.now() + 5_000;
-    while (Date.now() < deadline) {
-      try {
-        readiness = (await fetch(`${term.adminUrl}/readyz`)).status;
-      } catch {
-        break; // admin port already closed: the drain finished before we saw it
-      }
-      if (readiness === 503) break;
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    await eventually(
+      async () => {
+        try {
+          readiness = (await fetch(`${term.adminUrl}/readyz`)).status;
+        } catch {
+          return true; // admin port already closed: the drain finished before we saw it
+        }
+        return readiness === 503 ? true : undefined;
+      },
+      "/readyz 503 while draining",
+      5_000,
+      5,
+    );
     expect(readiness).toBe(503);
 
     // The client listener is closed: upgrades and HTTP both fail.

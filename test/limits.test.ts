@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_PRESENCE_LIST } from "../src/presence/presence.js";
 import { TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { eventually } from "./helpers/signal.js";
 
 const CONFIG = `
 namespaces:
@@ -51,16 +52,15 @@ describe("limits", () => {
     // answered again.
     const leaving = clients.pop() as TestClient;
     expect((await leaving.request("unsubscribe", { ch: "room.big" })).ok).toEqual({});
-    const deadline = Date.now() + 10_000;
-    let members = 0;
-    while (Date.now() < deadline) {
-      const r = await asker.request("presence", { ch: "room.big" });
-      if (r.ok) {
-        members = Object.keys((r.ok as { clients: object }).clients).length;
-        break;
-      }
-      await new Promise((res) => setTimeout(res, 50));
-    }
+    const members = await eventually(
+      async () => {
+        const r = await asker.request("presence", { ch: "room.big" });
+        return r.ok ? Object.keys((r.ok as { clients: object }).clients).length : undefined;
+      },
+      "the presence list answered again",
+      10_000,
+      50,
+    );
     expect(members).toBe(MAX_PRESENCE_LIST);
   }, 120_000);
 

@@ -7,6 +7,8 @@
 import { Packr, Unpackr } from "msgpackr";
 import { describe, expect, it } from "vitest";
 import { api, TestClient, type Format, type Frame } from "./helpers/client.js";
+import { metricValue } from "./helpers/gateway.js";
+import { eventually } from "./helpers/signal.js";
 import { ok, useGateway } from "./helpers/suite.js";
 import { signToken } from "./helpers/tokens.js";
 
@@ -155,31 +157,11 @@ async function apiPublish(ch: string, data: unknown): Promise<Cursor> {
   return res.body as unknown as Cursor;
 }
 
-/** Sum of a series on the admin /metrics (over all label sets unless `labels` is given). */
-async function metric(name: string, labels?: string): Promise<number> {
-  const text = await (await fetch(`${shared.gw.adminUrl}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    const m = /^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (labels !== undefined && m[2] !== `{${labels}}`) continue;
-    sum += Number(m[3]);
-  }
-  return sum;
-}
-
-async function waitUntil<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 10_000, everyMs = 20): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+/** A series on the admin /metrics: `name` or `name{label="value"}`. */
+const metric = (series: string): Promise<number> => metricValue(shared.gw, series);
 
 const waitMetric = (name: string, want: number, timeoutMs = 10_000): Promise<number> =>
-  waitUntil(async () => ((await metric(name)) === want ? want : undefined), `${name} == ${want}`, timeoutMs);
+  eventually(async () => ((await metric(name)) === want ? want : undefined), `${name} == ${want}`, timeoutMs, 20);
 
 const cursorOf = (a: PollAnswer, ch: string): Cursor => {
   const s = a.subs[ch];
@@ -327,13 +309,15 @@ describe("POST /lp/rpc", () => {
     expect(await rpc1("ping", {}, session)).toEqual({});
     const ch = chan("chat");
     // Bounded: the token expires within 2 s; allow 8.
-    const deadline = Date.now() + 8_000;
-    let status = 200;
-    while (Date.now() < deadline) {
-      status = (await post("/lp/rpc", { session, cmds: [{ id: 1, op: "ping" }] })).status;
-      if (status !== 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const status = await eventually(
+      async () => {
+        const s = (await post("/lp/rpc", { session, cmds: [{ id: 1, op: "ping" }] })).status;
+        return s !== 200 ? s : undefined;
+      },
+      "the session to be refused",
+      8_000,
+      100,
+    );
     expect(status).toBe(401);
     expect(Date.now()).toBeGreaterThanOrEqual(exp * 1000);
     const p = await pollRaw(session, { [ch]: null }, { timeout: 0 });
@@ -434,7 +418,7 @@ describe("POST /lp/poll", () => {
     expect(a.subs[ch]).toEqual({ offset: 0, epoch: start.epoch });
     expect(a.ms).toBeGreaterThanOrEqual(950);
     expect(a.ms).toBeLessThan(5_000);
-    expect(await metric("natsedge_longpoll_requests_total", 'outcome="timeout"')).toBeGreaterThanOrEqual(1);
+    expect(await metric('natsedge_longpoll_requests_total{outcome="timeout"}')).toBeGreaterThanOrEqual(1);
   });
 
   it.each(FORMATS)("a cursor out of the retained history gets recovered:false and the position (%s)", async (format) => {
@@ -550,7 +534,7 @@ describe("POST /lp/poll", () => {
     }
     // The gateway is unharmed.
     expect(await rpc1("ping", {}, session)).toEqual({});
-    expect(await metric("natsedge_longpoll_requests_total", 'outcome="error"')).toBeGreaterThanOrEqual(cases.length);
+    expect(await metric('natsedge_longpoll_requests_total{outcome="error"}')).toBeGreaterThanOrEqual(cases.length);
   });
 
   it("CORS: preflight for allowed origins only; answers carry the CORS headers and Cache-Control: no-store", async () => {

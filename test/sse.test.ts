@@ -8,8 +8,9 @@ import { createServer, type Server } from "node:http";
 import { connect as connectSocket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type Frame } from "./helpers/client.js";
-import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
+import { metricValue, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { freePort } from "./helpers/nats.js";
+import { Signal } from "./helpers/signal.js";
 import { ok } from "./helpers/suite.js";
 import { signToken } from "./helpers/tokens.js";
 import { openSseClients as open, SseClient, type SseEvent } from "./helpers/sse-client.js";
@@ -88,38 +89,19 @@ async function publish(ch: string, data: unknown, base = gw.url): Promise<{ offs
   return res.body as { offset: number; epoch: string };
 }
 
-async function metric(g: GatewayProcess, name: string, labels?: string): Promise<number> {
-  const text = await (await fetch(`${g.adminUrl}/metrics`)).text();
-  let sum = 0;
-  for (const line of text.split("\n")) {
-    const m = /^([A-Za-z_:][A-Za-z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    if (labels !== undefined && m[2] !== `{${labels}}`) continue;
-    sum += Number(m[3]);
-  }
-  return sum;
-}
-
 async function waitMetric(g: GatewayProcess, name: string, labels: string | undefined, want: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const series = labels === undefined ? name : `${name}{${labels}}`;
   let last = NaN;
-  while (Date.now() < deadline) {
-    last = await metric(g, name, labels);
-    if (last === want) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`${name}{${labels ?? ""}} is ${last}, not ${want}, after ${timeoutMs} ms`);
+  await new Signal().until(
+    async () => ((last = await metricValue(g, series)) === want ? true : undefined),
+    `${series} == ${want}`,
+    timeoutMs,
+    () => `it is ${last}`,
+    25,
+  );
 }
 
 const SSE = 'transport="sse"';
-
-async function waitUntilTrue(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 // --- tests ----------------------------------------------------------------------------------------
 
@@ -406,9 +388,15 @@ describe("SSE slow consumer", () => {
       await normal.next("subscribed");
       // The slow client: a raw socket that reads the response head and first event, then stops.
       let received = "";
-      sock.on("data", (d: Buffer) => (received += d.toString("utf8")));
+      const arrived = new Signal();
+      sock.on("data", (d: Buffer) => {
+        received += d.toString("utf8");
+        arrived.wake();
+      });
+      const receivedUntil = (text: string, what: string, timeoutMs = 10_000): Promise<true> =>
+        arrived.until(() => (received.includes(text) ? true : undefined), what, timeoutMs, () => `received: ${received.slice(-2000)}`);
       sock.write(`GET /sse?${query([ch])} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n`);
-      await waitUntilTrue(() => received.includes("event: subscribed"), "the slow client's subscribed event");
+      await receivedUntil("event: subscribed", "the slow client's subscribed event");
       sock.pause();
       await waitMetric(g, "natsedge_connections", SSE, 2);
 
@@ -416,15 +404,15 @@ describe("SSE slow consumer", () => {
       let published = 0;
       for (; published < 2_000; ) {
         await publish(ch, { n: ++published, pad }, g.url);
-        if (published % 10 === 0 && (await metric(g, "natsedge_connections", SSE)) === 1) break;
+        if (published % 10 === 0 && (await metricValue(g, `natsedge_connections{${SSE}}`)) === 1) break;
       }
-      expect(await metric(g, "natsedge_connections", SSE), `still 2 SSE connections after ${published} publications`).toBe(1);
+      expect(await metricValue(g, `natsedge_connections{${SSE}}`), `still 2 SSE connections after ${published} publications`).toBe(1);
       // The reading client got every publication, in order.
       const pubs = await normal.take(published, "every publication", 20_000);
       expect(pubs.map((e) => (json(e).data as { n: number }).n)).toEqual(Array.from({ length: published }, (_, i) => i + 1));
       // Once it reads again, the slow client finds the reason at the end of its stream.
       sock.resume();
-      await waitUntilTrue(() => received.includes("event: disconnect"), "the slow client's disconnect event", 20_000);
+      await receivedUntil("event: disconnect", "the slow client's disconnect event", 20_000);
       expect(received).toMatch(/event: disconnect\ndata: \{"code":4008,[^\n]*"reconnect":true\}/);
       expect(g.lines.some((l) => l.includes("Maximum call stack"))).toBe(false);
       normal.close();
@@ -481,14 +469,15 @@ describe("a real browser EventSource (Chromium via playwright-core)", () => {
       })()`);
       type Logged = { type: string; data?: string; id?: string };
       const log = (): Promise<Logged[]> => page.evaluate("window.log") as Promise<Logged[]>;
-      const waitLog = async (pred: (l: Logged[]) => boolean, what: string): Promise<Logged[]> => {
-        const deadline = Date.now() + 15_000;
-        for (;;) {
-          const l = await log();
-          if (pred(l)) return l;
-          if (Date.now() > deadline) throw new Error(`browser: timed out waiting for ${what}: ${JSON.stringify(l).slice(0, 2000)}`);
-          await new Promise((r) => setTimeout(r, 50));
-        }
+      const waitLog = (pred: (l: Logged[]) => boolean, what: string): Promise<Logged[]> => {
+        let last: Logged[] = [];
+        return new Signal().until(
+          async () => (pred((last = await log())) ? last : undefined),
+          `browser: ${what}`,
+          15_000,
+          () => `log: ${JSON.stringify(last).slice(0, 2000)}`,
+          50,
+        );
       };
       const count = (l: Logged[], type: string): number => l.filter((x) => x.type === type).length;
 

@@ -18,7 +18,8 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestClient, type Frame } from "../helpers/client.js";
 import { freePort } from "../helpers/nats.js";
-import { sequenceProblem, strictlyIncreasing as increasing } from "./util.js";
+import { eventually, Signal } from "../helpers/signal.js";
+import { sequenceProblem, strictlyIncreasing as increasing, within } from "./util.js";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const SCRIPT = path.join(ROOT, "deploy", "local", "cluster.sh");
@@ -356,12 +357,7 @@ class SseFollower {
   async open(): Promise<void> {
     const first = new Promise<void>((resolve) => (this.subscribed = resolve));
     this.loop = this.follow();
-    await Promise.race([
-      first,
-      sleep(15_000).then(() => {
-        throw new Error("SSE: no subscribed event within 15 s");
-      }),
-    ]);
+    await within(first, 15_000, "SSE: the subscribed event");
   }
 
   private async follow(): Promise<void> {
@@ -492,12 +488,8 @@ class ApiPublisher {
   }
 }
 
-async function waitFor(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
+function waitFor(check: () => boolean, what: string, timeoutMs: number): Promise<true> {
+  return eventually(() => (check() ? true : undefined), what, timeoutMs, 50);
 }
 
 // --- tests --------------------------------------------------------------------------------
@@ -670,14 +662,12 @@ describe("deploy/local/cluster.sh", () => {
     }
     const url = `http://127.0.0.1:${ports.PROMETHEUS_PORT}/api/v1/targets`;
     let last = "";
-    const deadline = Date.now() + 30_000;
-    for (;;) {
+    const allUp = async (): Promise<true | undefined> => {
       const body = (await (await fetch(url)).json()) as { data: { activeTargets: Array<{ labels: Record<string, string>; health: string }> } };
       const gws = body.data.activeTargets.filter((t) => t.labels.job === "natsedge");
       last = JSON.stringify(body.data.activeTargets.map((t) => [t.labels.instance, t.health]));
-      if (gws.length === 3 && gws.every((t) => t.health === "up")) break;
-      if (Date.now() > deadline) throw new Error(`natsedge targets not all up: ${last}`);
-      await sleep(500);
-    }
+      return gws.length === 3 && gws.every((t) => t.health === "up") ? true : undefined;
+    };
+    await new Signal().until(allUp, "every natsedge target up", 30_000, () => `targets: ${last}`, 500);
   }, 40_000);
 });

@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Frame } from "../helpers/client.js";
 import { startGateway, type GatewayProcess } from "../helpers/gateway.js";
 import { startNats, type NatsCluster } from "../helpers/nats.js";
+import { eventually, Signal } from "../helpers/signal.js";
+import { openSseClients, SseClient, type SseEvent } from "../helpers/sse-client.js";
 import { signToken } from "../helpers/tokens.js";
 
 const JWT_SECRET = "http-replicas-jwt-hmac-secret-0123456789";
@@ -50,7 +52,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  for (const s of openStreams.splice(0)) s.abort();
+  for (const s of openSseClients.splice(0)) s.close();
   await backend?.close();
   await Promise.all(gws.map((g) => g.stop()));
   await nats?.stop();
@@ -137,6 +139,8 @@ class RoundRobinPoller {
   failures = 0;
   /** Index of the replica the request in flight went to. */
   inflight: number | undefined;
+  /** Woken when a request is sent and when an answer is taken in. */
+  readonly progress = new Signal();
   private turn = 0;
 
   constructor(
@@ -162,6 +166,7 @@ class RoundRobinPoller {
       const i = this.nextReplica();
       this.inflight = i;
       this.requests[i] = (this.requests[i] as number) + 1;
+      this.progress.wake();
       let res: { status: number; body: Frame };
       try {
         res = await postJson(this.bases[i] as string, "/lp/poll", { session: this.session, subs: { [this.ch]: this.cursor }, timeout });
@@ -180,6 +185,7 @@ class RoundRobinPoller {
         this.got.push((p.data as { n: number }).n);
       }
       this.cursor = { offset: sub.offset as number, epoch: sub.epoch as string };
+      this.progress.wake();
       return;
     }
     throw new Error("every attempt failed");
@@ -195,70 +201,8 @@ function strictlyIncreasing(xs: number[]): boolean {
   return xs.every((x, i) => i === 0 || x > (xs[i - 1] as number));
 }
 
-// --- SSE ------------------------------------------------------------------------------------------
-
-interface SseEvent {
-  event: string;
-  data: string;
-  lastId: string;
-  dataLines: number;
-}
-
-const openStreams: AbortController[] = [];
-
-/** Opens GET /sse and parses events into `events` as they arrive. */
-async function openSse(base: string, q: string, headers: Record<string, string> = {}): Promise<{ status: number; events: SseEvent[]; abort: () => void; body: string }> {
-  const ctl = new AbortController();
-  openStreams.push(ctl);
-  const res = await fetch(`${base}/sse?${q}`, { headers, signal: ctl.signal });
-  const events: SseEvent[] = [];
-  if (res.status !== 200) return { status: res.status, events, abort: () => ctl.abort(), body: await res.text() };
-  void (async () => {
-    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
-    const decoder = new TextDecoder();
-    let buf = "";
-    let lastId = "";
-    let event = "";
-    let data: string[] = [];
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        buf += decoder.decode(value, { stream: true });
-        let nl: number;
-        while ((nl = buf.indexOf("\n")) >= 0) {
-          const line = buf.slice(0, nl).replace(/\r$/, "");
-          buf = buf.slice(nl + 1);
-          if (line === "") {
-            if (data.length > 0) events.push({ event: event || "message", data: data.join("\n"), lastId, dataLines: data.length });
-            event = "";
-            data = [];
-          } else if (!line.startsWith(":")) {
-            const colon = line.indexOf(":");
-            const field = colon < 0 ? line : line.slice(0, colon);
-            const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
-            if (field === "event") event = value;
-            else if (field === "data") data.push(value);
-            else if (field === "id") lastId = value;
-          }
-        }
-      }
-    } catch {
-      /* aborted */
-    }
-  })();
-  return { status: 200, events, abort: () => ctl.abort(), body: "" };
-}
-
-async function waitUntil<T>(check: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
+const waitUntil = <T>(check: () => T | undefined | Promise<T | undefined>, what: string, timeoutMs = 15_000): Promise<T> =>
+  eventually(check, what, timeoutMs, 10);
 
 const pubNs = (events: SseEvent[]): number[] =>
   events.filter((e) => e.event === "pub").map((e) => ((JSON.parse(e.data) as Frame).data as { n: number }).n);
@@ -302,21 +246,21 @@ describe("HTTP transports across two replicas", () => {
   it("an SSE client reconnecting with Last-Event-ID to the OTHER replica misses nothing", async () => {
     const ch = chan("chat");
     const q = `ch=${encodeURIComponent(ch)}`;
-    const first = await openSse(r(1).url, q);
+    const first = await SseClient.open(r(1).url, q);
     expect(first.status).toBe(200);
-    await waitUntil(() => first.events.find((e) => e.event === "subscribed"), "subscribed on r1");
+    await first.waitFor(() => first.events.find((e) => e.event === "subscribed"), "subscribed on r1", 15_000);
     const pub = new Backend(ch).start(200, 100);
-    await waitUntil(() => (pubNs(first.events).length >= 60 ? true : undefined), "60 pubs on r1");
-    first.abort();
+    await first.waitFor(() => (pubNs(first.events).length >= 60 ? true : undefined), "60 pubs on r1", 15_000);
+    first.close();
     const lastPub = first.events.filter((e) => e.event === "pub").at(-1) as SseEvent;
     const seenOnFirst = pubNs(first.events).filter((n) => n <= ((JSON.parse(lastPub.data) as Frame).data as { n: number }).n);
     // Make sure some are published while no stream is open.
     const at = pub.published;
     await waitUntil(() => (pub.published >= at + 10 ? true : undefined), "10 publications while disconnected");
-    const second = await openSse(r(2).url, q, { "last-event-id": lastPub.lastId });
+    const second = await SseClient.open(r(2).url, q, { "last-event-id": lastPub.lastId });
     expect(second.status).toBe(200);
     await pub.done;
-    await waitUntil(() => (seenOnFirst.length + pubNs(second.events).length >= 200 ? true : undefined), "the rest on r2", 20_000);
+    await second.waitFor(() => (seenOnFirst.length + pubNs(second.events).length >= 200 ? true : undefined), "the rest on r2", 20_000);
     expect(second.events.some((e) => e.event === "reset")).toBe(false);
     const all = [...seenOnFirst, ...pubNs(second.events)];
     expect(sequenceProblem(all, 200)).toBeUndefined();
@@ -324,14 +268,14 @@ describe("HTTP transports across two replicas", () => {
     const firstOnSecond = second.events[0] as SseEvent;
     expect(firstOnSecond.event).toBe("pub");
     expect(((JSON.parse(firstOnSecond.data) as Frame).data as { n: number }).n).toBe((seenOnFirst.at(-1) as number) + 1);
-    second.abort();
+    second.close();
   });
 
   it("pretty-printed multi-line JSON from a NATS backend reaches SSE as one data line and long-poll as valid JSON", async () => {
     const ch = chan("chat");
     const q = `ch=${encodeURIComponent(ch)}`;
-    const s = await openSse(r(2).url, q);
-    await waitUntil(() => s.events.find((e) => e.event === "subscribed"), "subscribed");
+    const s = await SseClient.open(r(2).url, q);
+    await s.waitFor(() => s.events.find((e) => e.event === "subscribed"), "subscribed", 15_000);
     const hello = await lpConnect(r(1).url);
     const session = hello.session as string;
     const start = await postJson(r(1).url, "/lp/poll", { session, subs: { [ch]: null } });
@@ -340,13 +284,13 @@ describe("HTTP transports across two replicas", () => {
     const raw = JSON.stringify(data, null, 2);
     expect(raw.split("\n").length).toBeGreaterThan(5);
     (backend as NatsConnection).publish(`${PREFIX}.ch.${ch}`, Buffer.from(raw, "utf8"));
-    const e = await waitUntil(() => s.events.find((x) => x.event === "pub"), "the pub on SSE");
+    const e = await s.waitFor(() => s.events.find((x) => x.event === "pub"), "the pub on SSE", 15_000);
     expect(e.dataLines).toBe(1);
     expect(JSON.parse(e.data)).toMatchObject({ ch, data });
     const lp = await postJson(r(1).url, "/lp/poll", { session, subs: { [ch]: cursor }, timeout: 10 });
     expect(lp.status).toBe(200);
     expect(lp.body.pubs).toEqual([{ ch, offset: expect.any(Number), data }]);
-    s.abort();
+    s.close();
   });
 
   it("a session issued by one replica works on the other; a gateway with another secret answers 401", async () => {
@@ -365,16 +309,16 @@ describe("HTTP transports across two replicas", () => {
     expect(((hist.body.replies as Frame[])[0]?.ok as Frame).pubs).toEqual([
       { offset: expect.any(Number), data: "via r2", info: { client: hello.client, user: "mallory-not" } },
     ]);
-    const sse = await openSse(r(2).url, `ch=${encodeURIComponent(ch)}&session=${encodeURIComponent(session)}`);
+    const sse = await SseClient.open(r(2).url, `ch=${encodeURIComponent(ch)}&session=${encodeURIComponent(session)}`);
     expect(sse.status).toBe(200);
-    sse.abort();
+    sse.close();
 
     // Another secret: every HTTP entry point refuses the session.
     const rpc3 = await postJson(r(3).url, "/lp/rpc", { session, cmds: [{ id: 1, op: "ping" }] });
     expect(rpc3.status).toBe(401);
     expect(rpc3.body).toMatchObject({ error: { code: 401 } });
     expect((await postJson(r(3).url, "/lp/poll", { session, subs: { [ch]: null } })).status).toBe(401);
-    expect((await openSse(r(3).url, `ch=${encodeURIComponent(ch)}&session=${encodeURIComponent(session)}`)).status).toBe(401);
+    expect((await SseClient.open(r(3).url, `ch=${encodeURIComponent(ch)}&session=${encodeURIComponent(session)}`)).status).toBe(401);
     // And the other way round.
     const foreign = (await lpConnect(r(3).url, token)).session as string;
     expect((await postJson(r(1).url, "/lp/rpc", { session: foreign, cmds: [{ id: 1, op: "ping" }] })).status).toBe(401);
@@ -420,9 +364,9 @@ describe("HTTP transports across two replicas", () => {
     const pub = new Backend(ch).start(300, 100);
     const running = poller.run(300, 40_000);
     // Kill r2 while a poll is held there (or as soon as possible after 100 messages).
-    await waitUntil(() => (poller.got.length >= 100 ? true : undefined), "100 messages before the kill", 20_000);
-    const deadline = Date.now() + 5_000;
-    while (poller.inflight !== 1 && Date.now() < deadline) await sleep(1);
+    const state = (): string => `got ${poller.got.length}, in flight on ${String(poller.inflight)}`;
+    await poller.progress.until(() => (poller.got.length >= 100 ? true : undefined), "100 messages before the kill", 20_000, state);
+    await poller.progress.until(() => (poller.inflight === 1 ? true : undefined), "a poll in flight on r2", 5_000, state).catch(() => undefined);
     const inflightAtKill = poller.inflight === 1;
     r(2).proc.kill("SIGKILL");
     await r(2).exited;

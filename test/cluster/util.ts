@@ -7,6 +7,7 @@ import { SignJWT } from "jose";
 import { connect, headers as natsHeaders, type JetStreamClient, type NatsConnection } from "nats";
 import type { TestClient, Frame } from "../helpers/client.js";
 import { startGateway, type GatewayProcess } from "../helpers/gateway.js";
+import { Signal } from "../helpers/signal.js";
 
 export const SECRET = "cluster-test-hmac-secret-0123456789abcdef";
 export const API_KEY = "cluster-api-key-0123-0123456789a";
@@ -49,25 +50,27 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-/** Polls `check` until it returns something other than undefined, or fails after `timeoutMs`. */
-export async function waitUntil<T>(
+/**
+ * Polls `check` until it returns something other than undefined, or fails after `timeoutMs`. An
+ * error thrown by `check` (a gateway not answering yet) counts as "not yet"; the last one is named
+ * in the timeout error.
+ */
+export function waitUntil<T>(
   check: () => Promise<T | undefined> | T | undefined,
   what: string,
   timeoutMs = 15_000,
   intervalMs = 100,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  for (;;) {
+  const attempt = async (): Promise<T | undefined> => {
     try {
-      const v = await check();
-      if (v !== undefined) return v;
+      return await check();
     } catch (err) {
       last = err;
+      return undefined;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await sleep(intervalMs);
-  }
+  };
+  return new Signal().until(attempt, what, timeoutMs, () => (last ? `last error: ${String(last)}` : "condition never held"), intervalMs);
 }
 
 /** Sum of a Prometheus series on the gateway's /metrics (over all label sets unless `labels` is given). */

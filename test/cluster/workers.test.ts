@@ -62,8 +62,9 @@ beforeAll(async () => {
     args: ["--nats", nats.servers, "--workers", "2", "--port", String(port), "--admin-port", String(adminPort)],
     readyTimeoutMs: 40_000,
   });
-  // startGateway returns at the first worker's "listening" line; wait for the second.
-  await waitUntil(() => (listening().length >= 2 ? true : undefined), "the second worker's listening line", 40_000);
+  // startGateway returns at the first worker's "listening" line; wait for the other's.
+  const first = listening()[0]?.node;
+  await sup.waitForLog("listening", { where: (rec) => rec.node !== first, timeoutMs: 40_000 });
   for (const l of listening()) workerPids.add(pidOf(l.node));
 }, 90_000);
 

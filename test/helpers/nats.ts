@@ -4,6 +4,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { connect } from "nats";
+import { Signal } from "./signal.js";
 
 export const NATS_SERVER = process.env.NATS_SERVER_BIN ?? "/usr/sbin/nats-server";
 
@@ -112,20 +113,22 @@ export async function startNats(size = 1, opts: { args?: string[] } = {}): Promi
 export async function waitForJetStream(urls: string[], timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (const url of urls) {
-    for (;;) {
+    let last: unknown;
+    const answers = async (): Promise<true | undefined> => {
       try {
         const nc = await connect({ servers: url, timeout: 1000, reconnect: false });
         try {
           const jsm = await nc.jetstreamManager({ timeout: 1000 });
           await jsm.getAccountInfo();
-          break;
+          return true;
         } finally {
           await nc.close();
         }
       } catch (err) {
-        if (Date.now() > deadline) throw new Error(`nats-server at ${url} not ready: ${String(err)}`);
-        await new Promise((r) => setTimeout(r, 200));
+        last = err;
+        return undefined;
       }
-    }
+    };
+    await new Signal().until(answers, `JetStream at ${url}`, deadline - Date.now(), () => `nats-server at ${url} not ready: ${String(last)}`, 200);
   }
 }
