@@ -32,6 +32,8 @@ const CATCH_UP = Symbol("catch-up");
 /** After a continuity break: live delivery goes on from the channel's current top. */
 const RESTART = Symbol("restart");
 const FILL_RETRIES = 3;
+/** A failed gap-fill read is tried again this many times (after 0.25, 0.5, 1, 2 s). */
+const FILL_READ_RETRIES = 4;
 /** Live messages queued per channel while a gap is filled; beyond it the queue becomes one catch-up. */
 const MAX_QUEUE = 1_000;
 /** Upper bound on publications fetched to fill one gap; past it the channel skips ahead (and says so). */
@@ -275,7 +277,7 @@ export class NatsBroker implements Broker {
       return undefined;
     }
     this.metrics.gapsDetected.inc();
-    return this.fill(cs, seq - 1).then(
+    return this.fillPatiently(cs, seq - 1).then(
       (filled) => {
         if (!filled) this.lost(cs, "a gap in the channel could not be filled from its history");
         if (seq > (cs.last as number)) this.deliver(cs, msg.data, msg.headers, seq, prev);
@@ -338,7 +340,7 @@ export class NatsBroker implements Broker {
     this.metrics.gapsDetected.inc();
     let filled = false;
     try {
-      filled = await this.fill(cs, top);
+      filled = await this.fillPatiently(cs, top);
       if (!filled) this.lost(cs, "a gap in the channel could not be filled from its history");
     } catch (err) {
       this.log.warn({ err, ch: cs.ch }, "catch-up after reconnect failed");
@@ -356,6 +358,24 @@ export class NatsBroker implements Broker {
     } catch (err) {
       this.log.warn({ err, ch: cs.ch }, "reading the channel's position failed");
       cs.last = 0;
+    }
+  }
+
+  /**
+   * fill(), with a failed read tried again a few times: while a stream elects a leader (a NATS
+   * node restarting) reads fail for seconds, and giving up at once would send every subscriber
+   * back to history, and end every SSE stream, for a gap that is about to be fillable. A retry
+   * goes on from what the failed attempt already delivered.
+   */
+  private async fillPatiently(cs: ChannelSub, upTo: number): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.fill(cs, upTo);
+      } catch (err) {
+        if (attempt >= FILL_READ_RETRIES || this.channels.get(cs.ch) !== cs) throw err;
+        this.log.warn({ err, ch: cs.ch, attempt: attempt + 1 }, "gap fill read failed; trying again");
+        await new Promise((r) => setTimeout(r, 250 * 2 ** attempt));
+      }
     }
   }
 
