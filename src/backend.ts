@@ -60,7 +60,8 @@ export async function natsBackend(
   const jsm = await untilDone(async () => (await link.nc.jetstreamManager()) as Jsm, "JetStream not ready yet", log);
   const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
   await untilDone(() => streams.ensureAll(), "JetStream streams not ready yet", log);
-  const limiter = new JsLimiter();
+  const limiter = new JsLimiter(undefined, undefined, () => metrics.jetstreamRefused.inc());
+  metrics.watchJetStream(() => limiter.load);
   const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log, limiter);
   const history = new NatsHistory(jsm, streams, subjects, metrics, link, limiter);
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link, limiter);

@@ -114,6 +114,30 @@ export class Metrics {
     help: "Publications fetched from the stream to fill gaps in live delivery",
     registers: [this.registry],
   });
+  /** What the JetStream limiter reports (NATS mode); read when /metrics is scraped. */
+  private jetstreamLoad: (() => { active: number; waiting: number }) | undefined;
+  readonly jetstreamRequests = new Gauge({
+    name: "natsedge_jetstream_requests",
+    help: "JetStream API requests of this gateway in flight (state=active) and waiting for a slot (state=waiting)",
+    labelNames: ["state"] as const,
+    registers: [this.registry],
+    collect: () => {
+      const load = this.jetstreamLoad?.();
+      if (!load) return;
+      this.jetstreamRequests.set({ state: "active" }, load.active);
+      this.jetstreamRequests.set({ state: "waiting" }, load.waiting);
+    },
+  });
+  readonly jetstreamRefused = new Counter({
+    name: "natsedge_jetstream_refused_total",
+    help: "Client-driven JetStream reads refused with 503 because too many requests were waiting",
+    registers: [this.registry],
+  });
+
+  watchJetStream(load: () => { active: number; waiting: number }): void {
+    this.jetstreamLoad = load;
+  }
+
   readonly continuityLost = new Counter({
     name: "natsedge_continuity_lost_total",
     help: "Times a history channel's live delivery could not be proven continuous (unfillable gap, failed fill, recreated stream); its subscribers were told to recover",

@@ -59,7 +59,8 @@ describe("JsLimiter", () => {
   });
 
   it("refuses admitted work with a 503 when the queue is full, but queues `wait` work anyway", async () => {
-    const lim = new JsLimiter(1, 2);
+    let refusals = 0;
+    const lim = new JsLimiter(1, 2, () => refusals++);
     const gs = Array.from({ length: 3 }, () => gated());
     const running = gs.map((g) => lim.admit(g.run));
     await turn();
@@ -67,6 +68,7 @@ describe("JsLimiter", () => {
     expect(refused).toBeInstanceOf(ProtocolError);
     expect((refused as ProtocolError).code).toBe(503);
     expect((refused as ProtocolError).retryAfter).toBe(1);
+    expect(refusals).toBe(1);
     const own = gated();
     const ownDone = lim.wait(own.run);
     expect(lim.load).toEqual({ active: 1, waiting: 3 });

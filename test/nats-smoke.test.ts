@@ -41,6 +41,9 @@ describe("two replicas over one nats-server", () => {
     expect(r.ok).toMatchObject({ offset: 1 });
     const p = await sub.nextPush((f) => f.push === "pub");
     expect(p).toMatchObject({ ch: "chat.x", offset: 1, data: { n: 1 } });
+    // The JetStream limiter's load is on /metrics (idle now: nothing waits).
+    expect(await metricValue(a, 'natsedge_jetstream_requests{state="waiting"}')).toBe(0);
+    expect((await (await fetch(`${a.adminUrl}/metrics`)).text())).toMatch(/^natsedge_jetstream_requests\{state="active"\} \d+$/m);
     sub.close();
     pub.close();
   });

@@ -25,11 +25,14 @@ export class JsLimiter {
   constructor(
     readonly concurrency = JS_CONCURRENCY,
     readonly maxQueue = JS_QUEUE,
+    /** Told of every refusal (counted in natsedge_jetstream_refused_total). */
+    private readonly onRefused: () => void = () => undefined,
   ) {}
 
   /** Runs `request` in turn, or throws a 503 at once when `maxQueue` requests wait already. */
   admit<T>(request: () => Promise<T>): Promise<T> {
     if (this.active >= this.concurrency && this.queue.length >= this.maxQueue) {
+      this.onRefused();
       return Promise.reject(
         new ProtocolError(ErrorCode.Unavailable, "gateway busy: too many JetStream requests waiting; retry", 1),
       );
