@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Client } from "../src/client/index.js";
 import { api, TestClient, type Frame } from "./helpers/client.js";
 import { metricValue, startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { startNats, type NatsCluster } from "./helpers/nats.js";
@@ -110,10 +111,18 @@ describe("two replicas over one nats-server", () => {
     const session = ((connect.body.replies as Frame[])[0]?.ok as { session: string }).session;
     const held = post(a, "/lp/poll", { session, subs: { "live.quiet": null }, timeout: 20 });
     const ws = await TestClient.connect(b.wsUrl, token);
+    // The SDK over long-poll, on the other replica: a revoked session ends it like 4003 does.
+    const sdk = new Client(a.url, { transports: ["longpoll"], token, autoConnect: false, minReconnectDelay: 20 });
+    const ended = new Promise<{ code: number; reconnect: boolean }>((resolve) => sdk.on("disconnected", resolve));
+    const sdkUp = new Promise<void>((resolve) => sdk.on("connected", () => resolve()));
+    void sdk.connect();
+    sdk.subscribe("live.quiet");
+    await sdkUp;
     const sse = await SseClient.open(b.url, `ch=live.quiet&session=${encodeURIComponent(session)}`);
     await sse.waitFor(() => sse.events.find((e) => e.event === "subscribed"), "SSE subscribed");
     // Wait for the poll to be held before disconnecting (a poll answered at once proves nothing).
-    await eventually(async () => ((await metricValue(a, "natsedge_longpoll_held")) === 1 ? true : undefined), "the poll to be held");
+    // Both polls on A (the raw one and the SDK's) are held before the disconnect.
+    await eventually(async () => ((await metricValue(a, "natsedge_longpoll_held")) >= 2 ? true : undefined), "the polls to be held");
 
     const started = Date.now();
     expect((await api(b.url, "POST", "/api/disconnect", { key: API_KEY, body: { user: "victor" } })).status).toBe(200);
@@ -124,6 +133,8 @@ describe("two replicas over one nats-server", () => {
     expect(answer.status).toBe(401);
     expect(answer.body).toMatchObject({ error: { code: 401, message: expect.stringMatching(/ended by the server/) } });
     expect(Date.now() - started).toBeLessThan(5_000);
+    expect(await ended).toMatchObject({ code: 4003, reconnect: false });
+    sdk.disconnect();
     // The session is revoked on both replicas: its next requests are refused.
     for (const gw of [a, b]) {
       const again = await post(gw, "/lp/poll", { session, subs: { "live.quiet": null }, timeout: 0 });

@@ -2,6 +2,11 @@ import type { Codec } from "./codec.js";
 import { errorFrom, NatsedgeError } from "./errors.js";
 import type { Attach, Frame, PolledChannel, Transport, TransportHost } from "./transport.js";
 
+/** The gateway's answer to a request with a revoked session (docs/protocol.md, Sessions). */
+const REVOKED = /session ended by the server/;
+/** The close code of a server-side disconnect. */
+const DISCONNECTED = 4003;
+
 /** How long the gateway may hold a poll (s). */
 const POLL_S = 25;
 
@@ -149,12 +154,15 @@ export class LongPoll implements Transport {
   /**
    * The session ended. An HTTP 401 here is the signed session (expired, or from a replica with
    * another sessionSecret), not the token: the host reconnects, and a new connect makes a new
-   * session, for anonymous clients too.
+   * session, for anonymous clients too. A session the server revoked (a server-side disconnect)
+   * ends like a WebSocket closed with 4003: no reconnect.
    */
   private fail(err: unknown): void {
     if (this.closed) return;
     this.stop();
-    this.host.closed(err instanceof NatsedgeError ? err.code : 0, (err as Error).message);
+    const message = (err as Error).message;
+    const code = err instanceof NatsedgeError ? err.code : 0;
+    this.host.closed(code === 401 && REVOKED.test(message) ? DISCONNECTED : code, message);
   }
 
   /**
