@@ -4,8 +4,11 @@
  */
 export class Signal {
   private waiters: Array<() => void> = [];
+  /** Counts wakes, so a wake that comes while a check runs (before the next wait) is not lost. */
+  private wakes = 0;
 
   wake(): void {
+    this.wakes++;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
@@ -21,10 +24,13 @@ export class Signal {
   ): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
+      const seen = this.wakes;
       const v = await check();
       if (v !== undefined) return v;
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${what}; ${context()}`);
+      // Woken while checking: something changed that this check may have missed; look again.
+      if (this.wakes !== seen) continue;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, Math.min(left, pollMs));
         this.waiters.push(() => {
