@@ -5,9 +5,10 @@ import { anonymousAllowed, resolveChannel, type ResolvedChannel } from "./channe
 import { allowed, checkAccess } from "./delivery/access.js";
 import { clientInfo, type Identity } from "./delivery/identity.js";
 import type { Config } from "./config/types.js";
+import { MAX_HISTORY_LIMIT } from "./history/history.js";
 import type { Hub, HubSession } from "./hub/hub.js";
 import type { TokenBucket } from "./limits/bucket.js";
-import { ITEMS_PER_TOKEN, type Limits } from "./limits/limits.js";
+import { chargeItems, type Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
 import type { Metrics } from "./metrics.js";
 import { encodeFrame, type Format } from "./protocol/codec.js";
@@ -67,8 +68,6 @@ type Reply = Record<string, unknown> | Buffer;
 
 const MAX_ID_LENGTH = 64;
 const MAX_IDEMPOTENCY_KEY = 128;
-/** The largest `limit` accepted; it is then clamped to the namespace's history size. */
-export const MAX_LIMIT = 2 ** 31 - 1;
 // setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
 const MAX_TIMER = 2_147_483_647;
 
@@ -146,7 +145,7 @@ export class Session implements HubSession {
 
   /** Commands that read much (history, recovery, presence lists) cost more than one token. */
   private charge(items: number): void {
-    this.budget?.charge(Math.floor(items / ITEMS_PER_TOKEN));
+    chargeItems(this.budget, items);
   }
 
   private async run(frame: unknown): Promise<void> {
@@ -517,15 +516,14 @@ export class Session implements HubSession {
     this.checkAccess(r);
     const opts = r.options.history;
     if (!opts) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no history`);
-    // A client cannot know the namespace's size: asking for more returns what is retained.
-    const limit = optionalInteger(cmd, "limit", 1, MAX_LIMIT);
+    const limit = optionalInteger(cmd, "limit", 1, MAX_HISTORY_LIMIT);
     const since = optionalPosition(cmd, "since");
     const reverse = cmd.reverse;
     if (reverse !== undefined && typeof reverse !== "boolean") {
       throw new ProtocolError(ErrorCode.BadRequest, "reverse must be true or false");
     }
     const result = await this.ctx.hub.readHistory(r.ch, opts, {
-      limit: limit === undefined ? undefined : Math.min(limit, opts.size),
+      limit,
       since,
       reverse: reverse === true,
     });

@@ -4,7 +4,7 @@ import type { Hub } from "../hub/hub.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { Format } from "../protocol/codec.js";
 import { Payload } from "../protocol/payload.js";
-import { MAX_LIMIT } from "../session.js";
+import { MAX_HISTORY_LIMIT } from "../history/history.js";
 import { encodeObjectWithPubs, encodePubEntry } from "../protocol/push.js";
 
 export type Params = Record<string, unknown>;
@@ -91,10 +91,10 @@ export class ServerOperations {
     const r = this.channel(params);
     const opts = r.options.history;
     if (!opts) throw new ProtocolError(ErrorCode.BadRequest, `namespace ${r.namespace} has no history`);
-    const limit = integerParam(params.limit, "limit", 1, MAX_LIMIT);
+    const limit = integerParam(params.limit, "limit", 1, MAX_HISTORY_LIMIT);
     const reverse = booleanParam(params.reverse, "reverse");
     const result = await this.hub.readHistory(r.ch, opts, {
-      limit: limit === undefined ? undefined : Math.min(limit, opts.size),
+      limit,
       reverse,
     });
     return new Encoded(

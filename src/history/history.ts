@@ -1,6 +1,9 @@
 import type { HistoryOptions } from "../config/types.js";
 import type { Publication, StreamPosition } from "../publication.js";
 
+/** The largest `limit` a client may ask for; the hub reads at most the namespace's size. */
+export const MAX_HISTORY_LIMIT = 2 ** 31 - 1;
+
 export interface HistoryQuery {
   /**
    * Only publications after this position (with `reverse`: before it); with another epoch nothing

@@ -6,7 +6,7 @@ import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 import type { OriginPolicy } from "./origin.js";
 import type { Limits } from "../limits/limits.js";
-import { headTooLarge, peerAddress, refuseHead } from "./request-head.js";
+import { headTooLarge, refuseHead } from "./request-head.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "./respond.js";
 
 
@@ -44,7 +44,7 @@ export class ServerApi {
       const origin = req.getHeader("origin");
       const host = req.getHeader("host");
       const query = new URLSearchParams(req.getQuery() ?? "");
-      const ip = this.limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+      const ip = this.limits.addresses.of(res, req);
       if (headTooLarge(req)) return refuseHead(reply, this.limits.metrics);
       if (!this.origins.allows(origin, host)) return reply.error(403, "origin not allowed");
       // Wrong keys are counted per address and, past the budget, not even checked: guessing the

@@ -114,8 +114,10 @@ export class Hub implements BrokerHandler {
     );
   }
 
+  /** A `limit` above the namespace's size (a client cannot know it) reads what is retained. */
   readHistory(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
-    return backendCall(() => this.parts.history.read(ch, opts, query), "history read failed", this.log);
+    const q = query.limit !== undefined && query.limit > opts.size ? { ...query, limit: opts.size } : query;
+    return backendCall(() => this.parts.history.read(ch, opts, q), "history read failed", this.log);
   }
 
   join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {

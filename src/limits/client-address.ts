@@ -1,4 +1,6 @@
 import { BlockList, isIP } from "node:net";
+import { peerAddress } from "../http/request-head.js";
+import type { HttpRequest, HttpResponse } from "../uws.js";
 
 /**
  * The address a request came from, for per-IP limits. Behind a proxy every request comes from
@@ -19,6 +21,11 @@ export class ClientAddress {
       if (bits === undefined) this.trusted.addAddress(address, family);
       else this.trusted.addSubnet(address, Number(bits), family);
     }
+  }
+
+  /** The client address of a request; call inside the uWS request callback. */
+  of(res: HttpResponse, req: HttpRequest): string {
+    return this.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
   }
 
   /** `peer` as uWS reports it; `forwardedFor` is the X-Forwarded-For header ("" when absent). */

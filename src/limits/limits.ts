@@ -2,6 +2,7 @@ import type { Config } from "../config/types.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Presence } from "../presence/presence.js";
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { BucketMap, TokenBucket } from "./bucket.js";
 import { ClientAddress } from "./client-address.js";
 import { ConnectionLimiter } from "./connections.js";
@@ -13,8 +14,13 @@ const SESSION_BUDGETS = 100_000;
 export const API_KEY_FAILURES_PER_MINUTE = 10;
 const API_KEY_ADDRESSES = 10_000;
 
-/** Publications (or presence members) one budget token pays for in a reply. */
-export const ITEMS_PER_TOKEN = 100;
+/** Backend reads (or presence members) one budget token pays for. */
+const ITEMS_PER_TOKEN = 100;
+
+/** Charges a command for what it read: one more token per ITEMS_PER_TOKEN. */
+export function chargeItems(budget: TokenBucket | undefined, items: number): void {
+  budget?.charge(Math.floor(items / ITEMS_PER_TOKEN));
+}
 
 /**
  * Every limit a client can run into, built once per gateway from the config: who is connecting
@@ -51,6 +57,17 @@ export class Limits {
     if (rate === 0) return undefined;
     if (sessionClient !== undefined) return this.sessionBudgets?.get(sessionClient);
     return new TokenBucket(rate, 2 * rate);
+  }
+
+  /**
+   * Spends one command of a long-poll or SSE session (a poll, a stream opened with the session);
+   * throws ProtocolError 429 with a retry hint when the budget is used up.
+   */
+  spendSessionCommand(sessionClient: string): void {
+    const budget = this.commandBudget(sessionClient);
+    if (!budget || budget.take()) return;
+    this.metrics.rateLimited.inc({ kind: "command" });
+    throw new ProtocolError(ErrorCode.RateLimited, "too many requests", budget.retryAfter());
   }
 
   /** Seconds to wait while `ip` has used up its wrong API keys, else undefined. */

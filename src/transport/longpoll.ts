@@ -1,10 +1,10 @@
 import type { ResolvedChannel } from "../channels.js";
 import { corsHeaders, answerPreflight } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
-import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { headTooLarge, refuseHead } from "../http/request-head.js";
 import { authorize } from "../delivery/access.js";
 import { clientInfo } from "../delivery/identity.js";
-import { ITEMS_PER_TOKEN } from "../limits/limits.js";
+import { chargeItems } from "../limits/limits.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
 import type { FanoutSink, HubSession } from "../hub/hub.js";
@@ -141,7 +141,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     const cors = corsHeaders(origin, req.getHeader("host"), this.origins);
     const contentType = req.getHeader("content-type").toLowerCase();
     const authorization = req.getHeader("authorization");
-    const ip = this.ctx.limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+    const ip = this.ctx.limits.addresses.of(res, req);
     const tooLarge = headTooLarge(req);
     if (!cors) return reply.error(403, "origin not allowed");
     if (tooLarge) return refuseHead(reply, this.ctx.metrics);
@@ -207,11 +207,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     }
     const timeoutS = timeoutOf(c.body.timeout);
     // A poll is a command of the session: held or answered at once, it spends the same budget.
-    const budget = this.ctx.limits.commandBudget(identity.client);
-    if (budget && !budget.take()) {
-      this.ctx.metrics.rateLimited.inc({ kind: "command" });
-      throw new ProtocolError(ErrorCode.RateLimited, "too many requests", budget.retryAfter());
-    }
+    this.ctx.limits.spendSessionCommand(identity.client);
     const held = this.held.get(identity.client) ?? 0;
     if (held >= this.ctx.config.maxHeldPolls) {
       this.ctx.metrics.rateLimited.inc({ kind: "poll" });
@@ -312,7 +308,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       const cursor = cursors.get(ch) ?? null;
       try {
         const result = await this.ctx.hub.readHistory(ch, opts, cursor ? { since: cursor } : { limit: 0 });
-        this.ctx.limits.commandBudget(identity.client)?.charge(Math.floor(result.reads / ITEMS_PER_TOKEN));
+        chargeItems(this.ctx.limits.commandBudget(identity.client), result.reads);
         pc.cursor = result.position;
         if (cursor === null) {
           answerNow = true;

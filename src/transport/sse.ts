@@ -3,7 +3,7 @@ import { readCookie } from "../auth/cookie.js";
 import { anonymousAllowed, type ResolvedChannel } from "../channels.js";
 import { authorize } from "../delivery/access.js";
 import { corsHeaders } from "../http/cors.js";
-import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { headTooLarge, refuseHead } from "../http/request-head.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
@@ -136,7 +136,7 @@ export class SseTransport implements FanoutSink {
       const cookieName = this.ctx.config.auth?.cookie;
       const cookie = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
       const { limits, metrics } = this.ctx;
-      const ip = limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+      const ip = limits.addresses.of(res, req);
       const tooLarge = headTooLarge(req);
       if (!cors) return reply.error(403, "origin not allowed");
       if (tooLarge) return refuseHead(reply, metrics);
@@ -177,11 +177,7 @@ export class SseTransport implements FanoutSink {
     const identity = await this.identify(query.get("session"), token);
     if (query.get("session") !== null) {
       // A session's streams spend its command budget, like its polls.
-      const budget = this.ctx.limits.commandBudget(identity.client);
-      if (budget && !budget.take()) {
-        this.ctx.metrics.rateLimited.inc({ kind: "command" });
-        throw new ProtocolError(ErrorCode.RateLimited, "too many requests", budget.retryAfter());
-      }
+      this.ctx.limits.spendSessionCommand(identity.client);
     }
     const info = clientInfo(identity);
     const names = query.getAll("ch");
@@ -343,29 +339,18 @@ export class SseTransport implements FanoutSink {
 
   private readonly events = new WeakMap<Publication, Buffer>();
 
-  /** The event without its id line, built once per publication for every stream. */
+  /**
+   * The event without its id line, built once per publication for every stream. Push data never
+   * spans lines (payloads are re-serialised or have raw line breaks blanked when they enter, see
+   * nats/codec.ts), so it is one `data:` line as it is.
+   */
   private eventFor(pub: Publication): Buffer {
     let event = this.events.get(pub);
     if (!event) {
-      event = Buffer.concat([EVENT_PUB, this.dataFor(pub), EVENT_END]);
+      event = Buffer.concat([EVENT_PUB, encodeChannelPub("json", pub), EVENT_END]);
       this.events.set(pub, event);
     }
     return event;
-  }
-
-  private readonly encoded = new WeakMap<Publication, Buffer>();
-
-  /** One encoding per publication; JSON that spans lines would break SSE framing, so it is re-encoded. */
-  private dataFor(pub: Publication): Buffer {
-    let data = this.encoded.get(pub);
-    if (!data) {
-      data = encodeChannelPub("json", pub);
-      if (data.includes(10) || data.includes(13)) {
-        data = Buffer.from(JSON.stringify(JSON.parse(data.toString("utf8"))), "utf8");
-      }
-      this.encoded.set(pub, data);
-    }
-    return data;
   }
 
   private close(stream: SseStream): void {

@@ -1,7 +1,7 @@
 import { readCookie } from "../auth/cookie.js";
 import type { FanoutSink } from "../hub/hub.js";
 import type { OriginPolicy } from "../http/origin.js";
-import { headTooLarge, peerAddress, refuseHead } from "../http/request-head.js";
+import { headTooLarge, refuseHead } from "../http/request-head.js";
 import { Reply } from "../http/respond.js";
 import { decodeFrames, SUBPROTOCOLS, type Format } from "../protocol/codec.js";
 import { CloseCode, ErrorCode, FrameError, ProtocolError } from "../protocol/codes.js";
@@ -163,7 +163,7 @@ export class WebSocketTransport implements FanoutSink {
         const cookieName = config.auth?.cookie;
         const token = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
         const version = req.getHeader("sec-websocket-version");
-        const ip = limits.addresses.resolve(peerAddress(res), req.getHeader("x-forwarded-for"));
+        const ip = limits.addresses.of(res, req);
         const reply = new Reply(res);
         if (headTooLarge(req)) return refuseHead(reply, metrics);
         if (!this.accepting) return reply.error(503, "shutting down");
