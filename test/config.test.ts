@@ -5,6 +5,7 @@ import { dirname, join, relative } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parseDuration, parseSize } from "../src/config/duration.js";
 import { ConfigError, HELP, loadConfig } from "../src/config/load.js";
+import { MAX_CONFIG_DEPTH, nestingBound } from "../src/config/nesting.js";
 import { defaultMaxConnections } from "../src/limits/open-files.js";
 import { runCli } from "./helpers/gateway.js";
 import type { Config } from "../src/config/types.js";
@@ -303,11 +304,25 @@ describe("config files", () => {
     const cycle = write("c.yaml", "port: &a [*a]\n");
     fails(["--config", cycle], {}, "port (from", "a list that cannot be shown is not allowed");
     fails(["--config", write("c.yaml", "logLevel: &m {a: *m}\n")], {}, "logLevel (from", "a mapping that cannot be shown");
-    const deep = `{"host":${"[".repeat(200_000)}${"]".repeat(200_000)}}`;
-    fails(["--config", write("c.json", deep)], {}, "host (from", "a list that cannot be shown");
     const cli = await runCli(["--config", cycle]);
     expect(cli.code).toBe(2);
     expect(cli.err.trim().split("\n")).toEqual([expect.stringMatching(/^natsedge: port \(from .*\): a list that cannot be shown/)]);
+  });
+
+  // Found by test/fuzz-config.test.ts: a stack overflow inside the YAML parser, a few deep files
+  // in a row, aborted the process ("RegExpCompiler Allocation failed") instead of throwing.
+  it("refuses a file nested deeper than MAX_CONFIG_DEPTH before parsing it, in every style", () => {
+    const deep = (n: number): Record<string, string> => ({
+      flow: `{"host":${"[".repeat(n)}${"]".repeat(n)}}`,
+      block: Array.from({ length: Math.min(n, 1000) }, (_, i) => `${" ".repeat(2 * i)}k${i}:`).join("\n"),
+      compact: `host: ${"- ".repeat(n)}1`,
+    });
+    for (const [style, text] of Object.entries(deep(100_000))) {
+      for (const ext of [".json", ".yaml", ""]) fails(["--config", write(`c${ext}`, text)], {}, "config (from", `nests deeper than ${MAX_CONFIG_DEPTH} levels`);
+      expect(nestingBound(text), style).toBeGreaterThan(MAX_CONFIG_DEPTH);
+    }
+    for (const [style, text] of Object.entries(deep(MAX_CONFIG_DEPTH - 2))) expect(nestingBound(text), style).toBeLessThanOrEqual(MAX_CONFIG_DEPTH);
+    expect(nestingBound("a: ']]]]'\nb: [[[[1]]]]")).toBe(5);
   });
 
   // Found by test/fuzz-config.test.ts: names are echoed as given, and may hold line breaks.

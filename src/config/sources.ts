@@ -9,6 +9,7 @@ import { dirname, extname, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { ConfigError, errorText, fail, problem, show, type At, type Origin } from "./errors.js";
 import { filePath, isObject, parseJson } from "./kinds.js";
+import { MAX_CONFIG_DEPTH, nestingBound } from "./nesting.js";
 import { envNames, flagNames, KEYS, type Key } from "./settings.js";
 
 export interface Raw {
@@ -103,6 +104,7 @@ export function readText(path: string, at: At): string {
 function parseFileText(text: string, file: string, at: At): unknown {
   const extension = extname(file).toLowerCase();
   const isYaml = extension === ".yaml" || extension === ".yml";
+  if (nestingBound(text) > MAX_CONFIG_DEPTH) throw problem(at, `${show(file)} nests deeper than ${MAX_CONFIG_DEPTH} levels`);
   if (extension === ".json") return parseJson(text, at, file);
   if (!isYaml) {
     try {
