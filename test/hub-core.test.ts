@@ -1,7 +1,8 @@
 /**
  * The hub's parts in-process, against a scriptable broker and the memory presence, with fake
  * timers: the order of broker calls per channel, continuity breaks, the recent buffer's proof of
- * coverage, and the presence announcer's grace period and races.
+ * coverage, the delivery core's catch-up racing live delivery and breaks, and the presence
+ * announcer's grace period and races.
  */
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -15,6 +16,9 @@ import { Payload } from "../src/protocol/payload.js";
 import type { ClientInfo, Publication } from "../src/publication.js";
 import { MemoryRevocations } from "../src/sessions/revocations.js";
 import { MemoryHistory } from "../src/history/memory.js";
+import type { History, HistoryQuery, HistoryResult } from "../src/history/history.js";
+import type { HistoryOptions } from "../src/config/types.js";
+import { catchUp } from "../src/delivery/catch-up.js";
 
 const log = pino({ level: "silent" });
 const NS = { presence: true, joinLeave: true, clientPublish: true, anonymous: true, personal: false, history: { size: 10, ttl: 60_000 } };
@@ -165,6 +169,111 @@ describe("Hub with a scripted broker", () => {
     // Channels this gateway does not hold are not signalled.
     broker.handler?.onContinuityLost("c.other", "a gap");
     expect(sink.lost).toEqual(["c.w"]);
+  });
+});
+
+/** Memory history that runs a test's script between taking its snapshot and answering. */
+class ScriptedHistory implements History {
+  readonly inner = new MemoryHistory();
+  reads = 0;
+  /** Called after the n-th read (1-based) took its snapshot: live delivery that races the read. */
+  during: (n: number) => void = () => {};
+  async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
+    const result = await this.inner.read(ch, opts, query);
+    this.during(++this.reads);
+    return result;
+  }
+  async close(): Promise<void> {
+    await this.inner.close();
+  }
+}
+
+describe("catchUp: history lined up with live delivery (the core every transport uses)", () => {
+  const opts = NS.history;
+  let broker: ScriptedBroker;
+  let history: ScriptedHistory;
+  let hub: Hub;
+  /** Stores a publication (as the broker's stream would) and returns it with its offset. */
+  const store = (ch: string): Publication => {
+    const at = history.inner.append({ ch, data: Payload.fromValue("x"), ts: Date.now() }, opts);
+    return { ch, data: Payload.fromValue(at.offset), offset: at.offset, prev: at.offset - 1, ts: Date.now() };
+  };
+  beforeEach(async () => {
+    broker = new ScriptedBroker();
+    history = new ScriptedHistory();
+    hub = new Hub({ broker, history, presence: new MemoryPresence(), revocations: new MemoryRevocations(), metrics: new Metrics(), log, presenceGraceMs: 0, maxPresenceMembers: 10 });
+    hub.addSink(new RecordingSink());
+    await hub.start();
+  });
+  const subscribed = async (ch: string, baseline: number): Promise<void> => {
+    const s = hub.subscribe(ch, NS);
+    await settle();
+    broker.release(baseline);
+    await s;
+  };
+
+  it("publications delivered live during the read come back once, after the stored ones", async () => {
+    for (let i = 0; i < 3; i++) store("c.a");
+    await subscribed("c.a", 3);
+    history.during = () => {
+      // Published after the snapshot: in the stream, and delivered live before the read returns.
+      broker.handler?.onPublication(store("c.a"));
+      broker.handler?.onPublication(store("c.a"));
+    };
+    const epoch = (await history.inner.read("c.a", opts, { limit: 0 })).position.epoch;
+    const caught = await catchUp(hub, "c.a", opts, { offset: 1, epoch });
+    expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3, 4, 5]);
+    expect(caught).toMatchObject({ position: { offset: 5, epoch }, recovered: true });
+  });
+
+  it("history ahead of live delivery: the position stops at what was delivered live, the rest arrives live", async () => {
+    for (let i = 0; i < 4; i++) store("c.b");
+    await subscribed("c.b", 2);
+    const epoch = (await history.inner.read("c.b", opts, { limit: 0 })).position.epoch;
+    const caught = await catchUp(hub, "c.b", opts, { offset: 0, epoch });
+    expect(caught.pubs.map((p) => p.offset)).toEqual([1, 2]);
+    expect(caught.position.offset).toBe(2);
+  });
+
+  it("a continuity break during the read makes it read again; the second read covers the break exactly", async () => {
+    store("c.c");
+    await subscribed("c.c", 1);
+    history.during = (n) => {
+      if (n !== 1) return;
+      store("c.c"); // lost on the way to this gateway: only the stream has it
+      broker.handler?.onContinuityLost("c.c", "a gap");
+      broker.handler?.onPublication(store("c.c"));
+    };
+    const epoch = (await history.inner.read("c.c", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    const caught = await catchUp(hub, "c.c", opts, { offset: 1, epoch });
+    expect(history.reads).toBe(2);
+    expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3]);
+    expect(caught).toMatchObject({ position: { offset: 3 }, recovered: true });
+  });
+
+  it("a channel that breaks during every read is refused with 503, never answered with a gap", async () => {
+    store("c.d");
+    await subscribed("c.d", 1);
+    history.during = () => {
+      store("c.d");
+      broker.handler?.onContinuityLost("c.d", "a gap");
+      broker.handler?.onPublication(store("c.d"));
+    };
+    const epoch = (await history.inner.read("c.d", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    await expect(catchUp(hub, "c.d", opts, { offset: 1, epoch })).rejects.toMatchObject({ code: 503 });
+    expect(history.reads).toBe(3);
+  });
+
+  it("since from another epoch or past the retained window: recovered false, no publications, the live position", async () => {
+    for (let i = 0; i < 15; i++) store("c.e");
+    await subscribed("c.e", 15);
+    const epoch = (await history.inner.read("c.e", opts, { limit: 0 })).position.epoch;
+    for (const since of [{ offset: 1, epoch }, { offset: 3, epoch: "other" }]) {
+      const caught = await catchUp(hub, "c.e", opts, since);
+      expect(caught).toMatchObject({ pubs: [], recovered: false, position: { offset: 15, epoch } });
+    }
   });
 });
 

@@ -1,6 +1,6 @@
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Claims } from "../auth/jwt.js";
-import type { Identity } from "../session.js";
+import type { Identity } from "../delivery/identity.js";
 import { SESSION_TTL_MS } from "../sessions/revocations.js";
 
 /** A session lives until its token's `exp`, at most this long (a revocation must outlive it). */

@@ -1,32 +1,29 @@
 import type { ResolvedChannel } from "../channels.js";
-import { corsHeaders, answerPreflight } from "../http/cors.js";
+import { authorize } from "../delivery/access.js";
+import { catchUp } from "../delivery/catch-up.js";
+import type { DeliveryContext } from "../delivery/context.js";
+import { clientInfo, type Identity } from "../delivery/identity.js";
+import { PolledPresence } from "../delivery/polled-presence.js";
+import { answerPreflight, corsHeaders } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
-import { authorize } from "../delivery/access.js";
-import { clientInfo } from "../delivery/identity.js";
-import { chargeItems } from "../limits/limits.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
 import type { FanoutSink, HubSession } from "../hub/hub.js";
+import { chargeItems } from "../limits/limits.js";
 import type { Format } from "../protocol/codec.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { pack, unpack } from "../protocol/msgpack.js";
 import { encodeChannelPub, encodeObjectWithPubs } from "../protocol/push.js";
 import { asPosition, type ClientInfo, type Publication, type StreamPosition } from "../publication.js";
-import { Session, type Connection, type Identity, type SessionContext, type StatelessTransport } from "../session.js";
 import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
+import { RpcRequest, type RpcHost } from "./longpoll-rpc.js";
 
 const DEFAULT_TIMEOUT_S = 25;
 const MAX_TIMEOUT_S = 60;
-/**
- * A long-poll client stays present this long after its last poll ended on this gateway; with
- * the presence grace period its leave is announced within 60 s of it stopping.
- */
-const PRESENCE_TTL_MS = 45_000;
 const MSGPACK = "application/msgpack";
 /** Join/leave events one poll answer carries at most (the per-channel event budget bounds them too). */
 const MAX_EVENTS_PER_ANSWER = 100;
-
 
 type Cursor = StreamPosition | null;
 
@@ -37,21 +34,9 @@ interface Poll {
   /** Publication entries for the answer, in delivery order. */
   entries: Buffer[];
   errors: Record<string, { code: number; message: string }>;
-  /** While reading history, live publications are kept here and merged afterwards. */
-  buffering: boolean;
-  buffered: Publication[];
   /** Join and leave events of the polled channels, for the answer. */
   presence: Array<{ ch: string; push: "join" | "leave"; info: ClientInfo }>;
   answer: (() => void) | undefined;
-}
-
-/** A long-poll client present in a channel on this gateway. */
-interface PresentEntry {
-  timer: NodeJS.Timeout;
-  r: ResolvedChannel;
-  info: ClientInfo;
-  /** Polls in progress that pin the entry (it may not expire while one is held). */
-  held: number;
 }
 
 interface PollChannel {
@@ -60,52 +45,35 @@ interface PollChannel {
   cursor: StreamPosition | undefined;
   recovered?: false;
   /**
-   * Set when the channel's continuity was lost: nothing after the break is added, and the poll
-   * is answered with the cursor as it stands, so the next poll reads what follows from history.
-   * While the poll still buffers, the break lies after the first `brokenAt` buffered items.
+   * The channel's continuity was lost: nothing more is added, and the poll is answered with the
+   * cursor as it stands, so the next poll reads what follows from history.
    */
-  brokenAt?: number;
-}
-
-/** Collects a stateless session's replies for one request. */
-class Collector implements Connection {
-  readonly transport = "longpoll";
-  readonly frames: Buffer[] = [];
-  constructor(
-    readonly format: Format,
-    readonly stateless: StatelessTransport,
-    readonly budgetKey?: string,
-  ) {}
-  send(frame: Buffer): void {
-    this.frames.push(frame);
-  }
-  close(): void {}
-  join(): void {}
-  leave(): void {}
+  broken?: true;
 }
 
 /**
  * HTTP long-poll without sticky sessions: `/lp/rpc` runs protocol commands under a signed session
  * (no server-side state), `/lp/poll` answers from history past the client's cursors or holds
- * until a publication arrives. Any replica can answer any request.
+ * until a publication arrives. Any replica can answer any request. Authorization, catch-up and
+ * presence are the delivery core's; this adapts them to requests and cursors.
  */
-export class LongPollTransport implements FanoutSink, StatelessTransport {
+export class LongPollTransport implements FanoutSink, RpcHost {
+  /** Polls taking each channel's live delivery. */
   private readonly polls = new Map<string, Set<Poll>>();
-  /** Long-poll clients present on this gateway; `held` polls pin the entry (a poll may outlast the TTL). */
-  private readonly present = new Map<string, PresentEntry>();
+  private readonly presence: PolledPresence;
   private accepting = true;
   /** Channels held subscribed after their last poll ended (see keepWarm). */
   private readonly warm = new Map<string, NodeJS.Timeout>();
   /** Polls in progress per session client id, to cap what one session holds. */
   private readonly held = new Map<string, number>();
-  /** Presence entries per long-poll client on this gateway (each lives PRESENCE_TTL past its last poll). */
-  private readonly presentPerClient = new Map<string, number>();
 
   constructor(
-    private readonly ctx: SessionContext,
+    private readonly ctx: DeliveryContext,
     private readonly origins: OriginPolicy,
     private readonly signer: SessionSigner,
-  ) {}
+  ) {
+    this.presence = new PolledPresence(ctx.hub, ctx.log, ctx.config.maxSubscriptions);
+  }
 
   attach(app: TemplatedApp): void {
     app.options("/lp/*", (res, req) => {
@@ -116,25 +84,19 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     app.any("/lp/*", (res) => new Reply(res).error(404, "no such long-poll endpoint (POST /lp/rpc, /lp/poll)"));
   }
 
-  // --- StatelessTransport ---------------------------------------------------------------------
+  // --- RpcHost --------------------------------------------------------------------------------
 
   issueSession(identity: Identity): string {
     return this.signer.issue(identity);
   }
 
   unsubscribe(r: ResolvedChannel, info: ClientInfo): void {
-    const key = r.ch + "\u0000" + info.client;
-    const p = this.present.get(key);
-    if (p) this.dropPresence(key, p);
+    this.presence.leave(r, info);
   }
 
   // --- requests -------------------------------------------------------------------------------
 
-  private request(
-    res: HttpResponse,
-    req: HttpRequest,
-    handle: (c: RequestContext) => Promise<void>,
-  ): void {
+  private request(res: HttpResponse, req: HttpRequest, handle: (c: RequestContext) => Promise<void>): void {
     const reply = new Reply(res);
     // Headers can only be read synchronously inside this callback.
     const origin = req.getHeader("origin");
@@ -185,13 +147,9 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       const refusal = this.ctx.limits.connections.admitSession(c.ip);
       if (refusal) throw new ProtocolError(refusal.status, refusal.message, refusal.retryAfter);
     }
-    const conn = new Collector(c.format, this, identity ? undefined : `ip:${c.ip}`);
-    const session = new Session(conn, this.ctx, c.bearer, identity);
-    session.receive(cmds);
-    await session.settled();
-    session.closed();
+    const frames = await new RpcRequest(this.ctx, c.format, this, identity, c.bearer, c.ip).run(cmds);
     this.ctx.metrics.longPollRequests.inc({ outcome: "rpc" });
-    c.reply.send(200, encodeList(c.format, "replies", conn.frames), contentTypeOf(c.format), c.cors);
+    c.reply.send(200, encodeList(c.format, "replies", frames), contentTypeOf(c.format), c.cors);
   }
 
   private async poll(c: RequestContext): Promise<void> {
@@ -206,6 +164,11 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
       throw new ProtocolError(ErrorCode.BadRequest, `subs must name 1 to ${max} channels`);
     }
     const timeoutS = timeoutOf(c.body.timeout);
+    // A malformed cursor makes the whole request malformed (400), like a bad `subs` or `timeout`:
+    // only permission and namespace problems are per-channel errors in a 200 answer, so a buggy
+    // client sees its bug instead of re-polling in a tight loop.
+    const cursors = new Map<string, Cursor>();
+    for (const [ch, raw] of requested) cursors.set(ch, cursorOf(raw));
     // A poll is a command of the session: held or answered at once, it spends the same budget.
     this.ctx.limits.spendSessionCommand(identity.client);
     const held = this.held.get(identity.client) ?? 0;
@@ -215,7 +178,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     }
     this.held.set(identity.client, held + 1);
     try {
-      await this.runPoll(c, identity, requested, timeoutS);
+      await this.runPoll(c, identity, cursors, timeoutS);
     } finally {
       const n = (this.held.get(identity.client) ?? 1) - 1;
       if (n > 0) this.held.set(identity.client, n);
@@ -223,148 +186,86 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     }
   }
 
-  private async runPoll(
-    c: RequestContext,
-    identity: Identity,
-    requested: Array<[string, unknown]>,
-    timeoutS: number,
-  ): Promise<void> {
+  private async runPoll(c: RequestContext, identity: Identity, cursors: Map<string, Cursor>, timeoutS: number): Promise<void> {
     const info = clientInfo(identity);
-    const poll: Poll = {
-      format: c.format,
-      channels: new Map(),
-      entries: [],
-      errors: keyedByClient(),
-      buffering: true,
-      buffered: [],
-      presence: [],
-      answer: undefined,
-    };
-    // A malformed cursor makes the whole request malformed (400), like a bad `subs` or `timeout`:
-    // only permission and namespace problems are per-channel errors in a 200 answer. (Validated
-    // inside the per-channel try, it came back as 200 + errors, answered at once, so a buggy
-    // client would re-poll in a tight loop instead of seeing its bug.)
-    const cursors = new Map<string, Cursor>();
-    for (const [ch, raw] of requested) cursors.set(ch, cursorOf(raw));
-    for (const [ch] of requested) {
+    const poll: Poll = { format: c.format, channels: new Map(), entries: [], errors: keyedByClient(), presence: [], answer: undefined };
+    for (const ch of cursors.keys()) {
       try {
-        const r = authorize(this.ctx.config.namespaces, identity, ch);
-        poll.channels.set(ch, { r, cursor: undefined });
+        poll.channels.set(ch, { r: authorize(this.ctx.config.namespaces, identity, ch), cursor: undefined });
       } catch (err) {
         if (!(err instanceof ProtocolError)) throw err;
         poll.errors[ch] = { code: err.code, message: err.message };
       }
     }
-
-    // Join delivery first, then read history: whatever arrives meanwhile is buffered, so the
-    // cursor handed back never skips a publication.
-    const joined: string[] = [];
-    const pinned: ResolvedChannel[] = [];
     let aborted = c.reply.aborted;
-    const cleanup = (): void => {
-      for (const ch of joined) {
-        this.polls.get(ch)?.delete(poll);
-        if (this.polls.get(ch)?.size === 0) this.polls.delete(ch);
-        this.keepWarm(ch);
-      }
-      joined.length = 0;
-      // The poll is over (answered or abandoned): the client stays present PRESENCE_TTL from now.
-      for (const r of pinned) this.release(r, info);
-      pinned.length = 0;
-    };
     c.reply.onAbort(() => {
       aborted = true;
       poll.answer?.();
     });
+    // Channels whose hub subscription this poll holds, and presence entries it pins: both are
+    // handed back when the poll ends, answered or abandoned.
+    const subscribed: string[] = [];
+    const pinned: ResolvedChannel[] = [];
+    const cleanup = (): void => {
+      for (const ch of subscribed) {
+        const set = this.polls.get(ch);
+        if (set?.delete(poll) && set.size === 0) this.polls.delete(ch);
+        this.keepWarm(ch);
+      }
+      subscribed.length = 0;
+      for (const r of pinned) this.presence.release(r, info);
+      pinned.length = 0;
+    };
+    const fail = (ch: string, err: unknown): void => {
+      poll.channels.delete(ch);
+      poll.errors[ch] = toError(err);
+    };
+
     await Promise.all(
       [...poll.channels].map(async ([ch, pc]) => {
         try {
           await this.ctx.hub.subscribe(ch, pc.r.options);
         } catch (err) {
-          poll.channels.delete(ch);
-          poll.errors[ch] = toError(err);
-          return;
+          return fail(ch, err);
         }
-        joined.push(ch);
-        let set = this.polls.get(ch);
-        if (!set) this.polls.set(ch, (set = new Set()));
-        set.add(poll);
+        subscribed.push(ch);
+        // Without history there is no cursor to line up: live delivery starts now.
+        if (!pc.r.options.history) this.take(ch, poll);
       }),
     );
-    if (aborted) return cleanup();
-
     let answerNow = Object.keys(poll.errors).length > 0;
     for (const [ch, pc] of poll.channels) {
+      if (aborted) break;
       try {
-        if (await this.touchPresence(pc.r, info)) pinned.push(pc.r);
+        if (await this.presence.pin(pc.r, info)) pinned.push(pc.r);
+        const opts = pc.r.options.history;
+        if (!opts) continue;
+        const cursor = cursors.get(ch) ?? null;
+        const caught = await catchUp(this.ctx.hub, ch, opts, cursor ?? undefined);
+        chargeItems(this.ctx.limits.commandBudget(identity.client), caught.reads);
+        pc.cursor = caught.position;
+        if (cursor === null) answerNow = true;
+        else if (!caught.recovered) {
+          pc.recovered = false;
+          answerNow = true;
+        } else for (const p of caught.pubs) poll.entries.push(this.entryFor(p, poll.format));
       } catch (err) {
-        poll.channels.delete(ch);
-        poll.errors[ch] = toError(err);
+        fail(ch, err);
         answerNow = true;
         continue;
       }
-      const opts = pc.r.options.history;
-      if (!opts) continue;
-      const cursor = cursors.get(ch) ?? null;
-      try {
-        const result = await this.ctx.hub.readHistory(ch, opts, cursor ? { since: cursor } : { limit: 0 });
-        chargeItems(this.ctx.limits.commandBudget(identity.client), result.reads);
-        pc.cursor = result.position;
-        if (cursor === null) {
-          answerNow = true;
-        } else if (!result.complete) {
-          pc.recovered = false;
-          answerNow = true;
-        } else {
-          for (const p of result.pubs) poll.entries.push(encodeChannelPub(poll.format, p));
-        }
-      } catch (err) {
-        poll.channels.delete(ch);
-        poll.errors[ch] = toError(err);
-        answerNow = true;
-      }
+      // Nothing awaited since the catch-up: live delivery takes over exactly at the cursor.
+      this.take(ch, poll);
     }
-    // Still `buffering` while the buffer drains: accept() then leaves the break to the index.
-    poll.buffered.forEach((p, i) => {
-      const at = poll.channels.get(p.ch)?.brokenAt;
-      if (at === undefined || i < at) this.accept(poll, p);
-    });
-    poll.buffering = false;
-    poll.buffered = [];
-    for (const pc of poll.channels.values()) if (pc.brokenAt !== undefined) answerNow = true;
     if (aborted) return cleanup();
+    for (const pc of poll.channels.values()) if (pc.broken) answerNow = true;
 
     if (!answerNow && poll.entries.length === 0 && this.accepting) {
-      this.ctx.metrics.longPollHeld.inc();
-      // A server-side disconnect of the user ends a held poll at once (HubSession); later
-      // requests of the session are refused by its revocation.
-      let ended = false;
-      const holder: HubSession = {
-        user: identity.user,
-        disconnect: () => {
-          ended = true;
-          poll.answer?.();
-        },
-      };
-      if (identity.user !== "") this.ctx.hub.register(holder);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => poll.answer?.(), timeoutS * 1000);
-        poll.answer = () => {
-          poll.answer = undefined;
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      if (identity.user !== "") this.ctx.hub.unregister(holder);
-      this.ctx.metrics.longPollHeld.dec();
-      if (ended) {
+      if (await this.hold(poll, identity, timeoutS)) {
         cleanup();
         throw new SessionError("session ended by the server (disconnected)");
       }
     }
-    // Only entries that still exist are released: an `unsubscribe` that arrived while this poll
-    // was held has already announced the leave, and re-adding the entry here would announce a new
-    // join and keep the client listed for another PRESENCE_TTL ("unsubscribe while held").
     cleanup();
     if (aborted) return;
     this.ctx.metrics.longPollRequests.inc({ outcome: poll.entries.length > 0 ? "data" : answerNow ? "position" : "timeout" });
@@ -379,10 +280,45 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     c.reply.send(200, encodeObjectWithPubs(poll.format, fields, poll.entries), contentTypeOf(poll.format), c.cors);
   }
 
+  /**
+   * Holds a poll until something arrives, its timeout, an abort or a drain. True when a
+   * server-side disconnect of the user ended it (later requests are refused by the revocation).
+   */
+  private async hold(poll: Poll, identity: Identity, timeoutS: number): Promise<boolean> {
+    this.ctx.metrics.longPollHeld.inc();
+    let ended = false;
+    const holder: HubSession = {
+      user: identity.user,
+      disconnect: () => {
+        ended = true;
+        poll.answer?.();
+      },
+    };
+    if (identity.user !== "") this.ctx.hub.register(holder);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => poll.answer?.(), timeoutS * 1000);
+      poll.answer = () => {
+        poll.answer = undefined;
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    if (identity.user !== "") this.ctx.hub.unregister(holder);
+    this.ctx.metrics.longPollHeld.dec();
+    return ended;
+  }
+
+  /** The poll takes the channel's live delivery from now on. */
+  private take(ch: string, poll: Poll): void {
+    let set = this.polls.get(ch);
+    if (!set) this.polls.set(ch, (set = new Set()));
+    set.add(poll);
+  }
+
   /** Adds a live publication to a poll if it is past the poll's cursor; answers a held poll soon. */
   private accept(poll: Poll, pub: Publication): void {
     const pc = poll.channels.get(pub.ch);
-    if (!pc || (pc.brokenAt !== undefined && !poll.buffering)) return;
+    if (!pc || pc.broken) return;
     if (pub.offset !== undefined && pc.cursor) {
       if (pub.offset <= pc.cursor.offset) return;
       pc.cursor = { offset: pub.offset, epoch: pc.cursor.epoch };
@@ -401,75 +337,13 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     return (cache[format] ??= encodeChannelPub(format, pub));
   }
 
-  /**
-   * Pins the client's presence in the channel for the duration of a poll; false if it has none.
-   * Throws ProtocolError 429 when the channel's presence is full, or when the client already has
-   * maxSubscriptions presence entries here (each poll may name other channels, and every entry
-   * outlives its poll).
-   */
-  private async touchPresence(r: ResolvedChannel, info: ClientInfo): Promise<boolean> {
-    if (!r.options.presence) return false;
-    const key = r.ch + "\u0000" + info.client;
-    if (this.pin(key)) return true;
-    const max = this.ctx.config.maxSubscriptions;
-    if ((this.presentPerClient.get(info.client) ?? 0) >= max) {
-      throw new ProtocolError(ErrorCode.RateLimited, `this session is present in ${max} channels already`);
-    }
-    await this.ctx.hub.presenceRoom(r.ch);
-    if (this.pin(key)) return true; // another poll of the client joined meanwhile
-    const entry: PresentEntry = { timer: undefined as unknown as NodeJS.Timeout, r, info, held: 1 };
-    entry.timer = setTimeout(() => {
-      if (entry.held > 0) return void entry.timer.refresh();
-      this.dropPresence(key, entry);
-    }, PRESENCE_TTL_MS);
-    entry.timer.unref();
-    this.present.set(key, entry);
-    this.presentPerClient.set(info.client, (this.presentPerClient.get(info.client) ?? 0) + 1);
-    this.ctx.hub
-      .join(r.ch, info, r.options.joinLeave)
-      .catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "long-poll presence join failed"));
-    return true;
-  }
-
-  /** Pins an existing entry for one more poll; false if there is none. */
-  private pin(key: string): boolean {
-    const existing = this.present.get(key);
-    if (!existing) return false;
-    existing.held++;
-    existing.timer.refresh();
-    return true;
-  }
-
-  private dropPresence(key: string, entry: PresentEntry): void {
-    clearTimeout(entry.timer);
-    this.present.delete(key);
-    const client = entry.info.client;
-    const n = (this.presentPerClient.get(client) ?? 1) - 1;
-    if (n > 0) this.presentPerClient.set(client, n);
-    else this.presentPerClient.delete(client);
-    this.ctx.hub.leave(entry.r.ch, entry.info, entry.r.options.joinLeave);
-  }
-
-  /** A poll ended: its entry is no longer pinned and lives PRESENCE_TTL from now. */
-  private release(r: ResolvedChannel, info: ClientInfo): void {
-    const entry = this.present.get(r.ch + "\u0000" + info.client);
-    if (!entry) return;
-    entry.held = Math.max(0, entry.held - 1);
-    entry.timer.refresh();
-  }
-
   // --- FanoutSink -----------------------------------------------------------------------------
 
   publication(pub: Publication): number {
     const set = this.polls.get(pub.ch);
     if (!set) return 0;
-    let n = 0;
-    for (const poll of set) {
-      if (poll.buffering) poll.buffered.push(pub);
-      else this.accept(poll, pub);
-      n++;
-    }
-    return n;
+    for (const poll of set) this.accept(poll, pub);
+    return set.size;
   }
 
   continuityLost(ch: string): void {
@@ -477,8 +351,8 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     if (!set) return;
     for (const poll of set) {
       const pc = poll.channels.get(ch);
-      if (!pc || pc.brokenAt !== undefined) continue;
-      pc.brokenAt = poll.buffered.length;
+      if (!pc || pc.broken) continue;
+      pc.broken = true;
       poll.answer?.();
     }
   }
@@ -500,7 +374,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
     const set = this.polls.get(ch);
     if (!set) return;
     for (const poll of set) {
-      if (poll.buffering || poll.presence.length >= MAX_EVENTS_PER_ANSWER) continue;
+      if (poll.presence.length >= MAX_EVENTS_PER_ANSWER) continue;
       poll.presence.push({ ch, push, info });
       if (poll.answer) queueMicrotask(() => poll.answer?.());
     }
@@ -510,7 +384,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   drain(): void {
     this.accepting = false;
     for (const set of this.polls.values()) for (const poll of set) poll.answer?.();
-    for (const [key, p] of this.present) this.dropPresence(key, p);
+    this.presence.clear();
     for (const [ch, timer] of this.warm) {
       clearTimeout(timer);
       this.ctx.hub.unsubscribe(ch);
@@ -521,8 +395,7 @@ export class LongPollTransport implements FanoutSink, StatelessTransport {
   /**
    * Takes over a finished poll's hold on a channel for pollWarmTime: a client polls again right
    * after an answer, and without this every poll would subscribe and unsubscribe the channel in
-   * NATS.
-   * One warm hold per channel; a later poll's hold is released and the timer starts again.
+   * NATS. One warm hold per channel; a later poll's hold is released and the timer starts again.
    */
   private keepWarm(ch: string): void {
     const timer = this.warm.get(ch);

@@ -1,7 +1,11 @@
 import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
-import { anonymousAllowed, type ResolvedChannel } from "../channels.js";
+import type { ResolvedChannel } from "../channels.js";
 import { authorize } from "../delivery/access.js";
+import { catchUp } from "../delivery/catch-up.js";
+import type { DeliveryContext } from "../delivery/context.js";
+import { clientInfo, type Identity } from "../delivery/identity.js";
+import { requireAnonymousAllowed, verifyToken } from "../delivery/tokens.js";
 import { corsHeaders } from "../http/cors.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
 import type { OriginPolicy } from "../http/origin.js";
@@ -11,8 +15,6 @@ import type { FanoutSink, HubSession } from "../hub/hub.js";
 import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodeChannelPub } from "../protocol/push.js";
 import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
-import { clientInfo } from "../delivery/identity.js";
-import type { Identity, SessionContext } from "../session.js";
 import type { HttpResponse, TemplatedApp } from "../uws.js";
 
 const HEARTBEAT_MS = 15_000;
@@ -32,8 +34,6 @@ class SseStream implements HubSession {
   /** Bytes uWS could not write yet; past the limit the stream is a slow consumer. */
   backlog = 0;
   readonly cursors = new Map<string, StreamPosition | undefined>();
-  buffering = true;
-  buffered: Publication[] = [];
   expiry: NodeJS.Timeout | undefined;
   /** A session's own expiry (seconds), when the stream was opened with one. */
   expires: number | undefined;
@@ -111,7 +111,7 @@ export class SseTransport implements FanoutSink {
   private accepting = true;
 
   constructor(
-    private readonly ctx: SessionContext,
+    private readonly ctx: DeliveryContext,
     private readonly origins: OriginPolicy,
     private readonly signer: SessionSigner,
   ) {
@@ -229,70 +229,57 @@ export class SseTransport implements FanoutSink {
     this.ctx.hub.register(stream);
     this.armExpiry(stream);
 
-    // Join live delivery first and buffer, then read history: nothing falls between the two.
+    // Every resumed channel keeps its cursor in the event ids from the start, so a stream that
+    // breaks mid-replay resumes the channels not yet replayed from where they were.
+    for (const r of channels) stream.setCursor(r.ch, resume.get(r.ch));
+    const subs: Record<string, Record<string, unknown>> = {};
     for (const r of channels) {
-      let subscribed = false;
       try {
         await this.ctx.hub.subscribe(r.ch, r.options);
-        subscribed = true;
       } catch (err) {
         stream.disconnect(CloseCode.Shutdown, (err as Error).message, true);
-      }
-      if (stream.closed) {
-        // Closed while subscribing (the client went away): this channel is not in `streams` yet,
-        // so close() cannot release it; without this its hub subscription leaked.
-        if (subscribed) this.ctx.hub.unsubscribe(r.ch);
-        this.close(stream);
         return true;
       }
+      const opts = r.options.history;
+      const since = resume.get(r.ch);
+      let caught;
+      try {
+        caught = opts ? await catchUp(this.ctx.hub, r.ch, opts, since) : undefined;
+      } catch (err) {
+        // The 200 is already sent: tell the client to come back (and resume) rather than leave a
+        // stream open that never says `subscribed`.
+        this.ctx.hub.unsubscribe(r.ch);
+        this.ctx.log.warn({ err, ch: r.ch }, "SSE history read failed");
+        stream.disconnect(CloseCode.Shutdown, "history unavailable, reconnect", true);
+        return true;
+      }
+      if (stream.closed) {
+        // Not in `streams` yet, so close() cannot release this channel's hub subscription.
+        this.ctx.hub.unsubscribe(r.ch);
+        return true;
+      }
+      // Nothing awaited since the catch-up: live delivery takes over exactly at its position.
       let set = this.streams.get(r.ch);
       if (!set) this.streams.set(r.ch, (set = new Set()));
       set.add(stream);
-      // Every resumed channel keeps its cursor in the event ids from the start, so a stream that
-      // breaks mid-replay resumes the channels not yet replayed from where they were.
-      stream.setCursor(r.ch, resume.get(r.ch));
-      if (r.options.presence) {
-        this.ctx.hub.join(r.ch, stream.info, r.options.joinLeave).catch((err: unknown) =>
-          this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"),
-        );
-      }
-    }
-    const subs: Record<string, Record<string, unknown>> = {};
-    for (const r of channels) {
-      const opts = r.options.history;
-      if (!opts) {
-        subs[r.ch] = {};
-        continue;
-      }
-      const since = resume.get(r.ch);
-      let result;
-      try {
-        result = await this.ctx.hub.readHistory(r.ch, opts, since ? { since } : { limit: 0 });
-      } catch (err) {
-        // The 200 is already sent: tell the client to come back (and resume) rather than leave a
-        // stream open that buffers without end and never says `subscribed`.
-        this.ctx.log.warn({ err, ch: r.ch }, "SSE history read failed");
-        stream.disconnect(CloseCode.Shutdown, "history unavailable, reconnect", true);
-        this.close(stream);
-        return true;
-      }
-      if (stream.closed) return true;
-      if (parsed === undefined || (since && !result.complete)) {
-        stream.setCursor(r.ch, result.position);
-        stream.write(
-          `id: ${stream.eventId()}\nevent: reset\ndata: ${JSON.stringify({ ch: r.ch, ...result.position, recovered: false })}\n\n`,
-        );
+      if (caught) {
+        if (parsed === undefined || (since && !caught.recovered)) {
+          stream.setCursor(r.ch, caught.position);
+          stream.write(`id: ${stream.eventId()}\nevent: reset\ndata: ${JSON.stringify({ ch: r.ch, ...caught.position, recovered: false })}\n\n`);
+        } else {
+          stream.setCursor(r.ch, since ?? caught.position);
+          for (const p of caught.pubs) this.deliver(stream, p);
+          const reached = stream.cursors.get(r.ch) as StreamPosition;
+          if (reached.offset < caught.position.offset) stream.setCursor(r.ch, caught.position);
+        }
+        subs[r.ch] = { ...(stream.cursors.get(r.ch) as StreamPosition) };
       } else {
-        stream.setCursor(r.ch, since ?? result.position);
-        for (const p of result.pubs) this.deliver(stream, p);
-        const reached = stream.cursors.get(r.ch) as StreamPosition;
-        if (reached.offset < result.position.offset) stream.setCursor(r.ch, result.position);
+        subs[r.ch] = {};
       }
-      subs[r.ch] = { ...(stream.cursors.get(r.ch) as StreamPosition) };
+      if (r.options.presence) {
+        this.ctx.hub.join(r.ch, stream.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"));
+      }
     }
-    stream.buffering = false;
-    for (const p of stream.buffered) this.deliver(stream, p);
-    stream.buffered = [];
     // The browser only remembers ids of events: this one gives even a quiet stream a resume point.
     stream.write(`id: ${stream.eventId()}\nevent: subscribed\ndata: ${JSON.stringify({ subs })}\n\n`);
     return true;
@@ -301,19 +288,11 @@ export class SseTransport implements FanoutSink {
   private async identify(session: string | null, token: string | undefined): Promise<Identity> {
     if (session !== null) return this.signer.verify(session);
     if (token === undefined) {
-      if (!anonymousAllowed(this.ctx.config.namespaces)) {
-        throw new ProtocolError(ErrorCode.Unauthenticated, "a token is required: no namespace allows anonymous clients");
-      }
+      requireAnonymousAllowed(this.ctx.config.namespaces);
       return { client: randomUUID(), user: "" };
     }
-    const verifier = this.ctx.verifier;
-    if (!verifier) throw new ProtocolError(ErrorCode.Unauthenticated, "this gateway has no token keys configured");
-    try {
-      const claims = await verifier.verify(token);
-      return { client: randomUUID(), user: claims.sub, claims };
-    } catch (err) {
-      throw new ProtocolError(ErrorCode.Unauthenticated, (err as Error).message);
-    }
+    const claims = await verifyToken(this.ctx.verifier, token);
+    return { client: randomUUID(), user: claims.sub, claims };
   }
 
   /** Ends the stream when its token (or session) expires; long lifetimes re-arm past setTimeout's range. */
@@ -373,10 +352,7 @@ export class SseTransport implements FanoutSink {
   publication(pub: Publication): number {
     const set = this.streams.get(pub.ch);
     if (!set) return 0;
-    for (const s of set) {
-      if (s.buffering) s.buffered.push(pub);
-      else this.deliver(s, pub);
-    }
+    for (const s of set) this.deliver(s, pub);
     return set.size;
   }
 
@@ -402,7 +378,7 @@ export class SseTransport implements FanoutSink {
     const set = this.streams.get(ch);
     if (!set) return;
     const text = `event: ${kind}\ndata: ${JSON.stringify({ ch, info })}\n\n`;
-    for (const s of set) if (!s.buffering) s.write(text);
+    for (const s of set) s.write(text);
   }
 
   /** Asks every stream to reconnect elsewhere, spread over the drain period. */

@@ -7,7 +7,8 @@ import { decodeFrames, SUBPROTOCOLS, type Format } from "../protocol/codec.js";
 import { CloseCode, ErrorCode, FrameError, ProtocolError } from "../protocol/codes.js";
 import { encodeJoinLeave, encodePubPush } from "../protocol/push.js";
 import type { ClientInfo, Publication } from "../publication.js";
-import { Session, type Connection, type SessionContext } from "../session.js";
+import type { DeliveryContext } from "../delivery/context.js";
+import { Session, type Connection } from "../delivery/session.js";
 import { loadUws, type TemplatedApp, type WebSocket } from "../uws.js";
 
 interface UserData {
@@ -123,7 +124,7 @@ export class WebSocketTransport implements FanoutSink {
   private accepting = true;
 
   constructor(
-    private readonly ctx: SessionContext,
+    private readonly ctx: DeliveryContext,
     private readonly origins: OriginPolicy,
   ) {
     this.sweeper = setInterval(() => {

@@ -1,0 +1,300 @@
+import { randomUUID } from "node:crypto";
+import type { Claims } from "../auth/jwt.js";
+import { resolveChannel, type ResolvedChannel } from "../channels.js";
+import type { HubSession } from "../hub/hub.js";
+import type { TokenBucket } from "../limits/bucket.js";
+import { chargeItems } from "../limits/limits.js";
+import { encodeFrame, type Format } from "../protocol/codec.js";
+import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
+import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
+import type { ClientInfo } from "../publication.js";
+import { allowed, checkAccess } from "./access.js";
+import { catchUp } from "./catch-up.js";
+import { ALREADY_SENT, channelCommand, CommandQueue, type Caller, type Reply } from "./commands.js";
+import type { DeliveryContext } from "./context.js";
+import { idOf, optionalPosition, optionalString, requiredString, type Frame } from "./frames.js";
+import { clientInfo, type Identity } from "./identity.js";
+import { requireAnonymousAllowed, verifyToken } from "./tokens.js";
+
+/** What a connection-holding transport offers a session: frames out, and channel fan-out. */
+export interface Connection {
+  readonly format: Format;
+  /** Sends one encoded frame. */
+  send(frame: Buffer): void;
+  close(code: number, reason: string): void;
+  /** Starts delivering the channel's fan-out to this connection. */
+  join(ch: string): void;
+  leave(ch: string): void;
+}
+
+interface Subscription {
+  resolved: ResolvedChannel;
+  active: boolean;
+}
+
+// setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
+const MAX_TIMER = 2_147_483_647;
+
+/**
+ * One connected client's protocol state (a WebSocket today): authentication, subscriptions with
+ * recovery, presence, token expiry. Channel commands and catch-up are the delivery core's, shared
+ * with the request/response transports.
+ */
+export class Session implements HubSession, Caller {
+  readonly client = randomUUID();
+  user = "";
+  readonly budget: TokenBucket | undefined;
+  private claims: Claims | undefined;
+  private connected = false;
+  private ended = false;
+  private closing = false;
+  private readonly subs = new Map<string, Subscription>();
+  private expiryTimer: NodeJS.Timeout | undefined;
+  private readonly commands: CommandQueue;
+  /** Counted in the user's connections across the cluster (removed when closed). */
+  private countedForUser = false;
+
+  constructor(
+    private readonly conn: Connection,
+    private readonly ctx: DeliveryContext,
+    /** A token the transport found outside the protocol (a cookie, an Authorization header). */
+    private readonly ambientToken?: string,
+  ) {
+    this.budget = ctx.limits.commandBudget(this.client);
+    this.commands = new CommandQueue(ctx, conn, this.budget, (cmd) => this.dispatch(cmd));
+  }
+
+  get format(): Format {
+    return this.conn.format;
+  }
+
+  get identity(): Identity {
+    return this.claims ? { client: this.client, user: this.user, claims: this.claims } : { client: this.client, user: this.user };
+  }
+
+  get isConnected(): boolean {
+    return this.connected;
+  }
+
+  get info(): ClientInfo {
+    return clientInfo(this.identity);
+  }
+
+  /** Queues decoded frames from one transport message; replies go out in command order. */
+  receive(frames: unknown[]): void {
+    if (!this.commands.receive(frames)) this.disconnect(CloseCode.RateLimited, "rate limited", true);
+  }
+
+  /** Resolves once every command received so far has been answered. */
+  settled(): Promise<void> {
+    return this.commands.settled();
+  }
+
+  /** A transport-level refusal (e.g. an oversized message) reported like any command error. */
+  refuse(err: ProtocolError): void {
+    if (!this.ended) this.commands.sendError(undefined, err);
+  }
+
+  private dispatch(cmd: Frame): Promise<Reply> | Reply {
+    if (cmd.op === "connect") return this.connect(cmd);
+    if (!this.connected) throw new ProtocolError(ErrorCode.Unauthenticated, "connect first");
+    switch (cmd.op) {
+      case "subscribe":
+        return this.subscribe(cmd);
+      case "unsubscribe":
+        return this.unsubscribe(cmd);
+      case "refresh":
+        return this.refresh(cmd);
+      default:
+        return channelCommand(this.ctx, this, cmd);
+    }
+  }
+
+  // --- connect / refresh --------------------------------------------------------------------
+
+  private async connect(cmd: Frame): Promise<Reply> {
+    if (this.connected) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
+    const token = optionalString(cmd, "token") ?? this.ambientToken;
+    try {
+      if (token !== undefined) this.claims = await verifyToken(this.ctx.verifier, token);
+      else requireAnonymousAllowed(this.ctx.config.namespaces);
+    } catch (err) {
+      if (!(err instanceof ProtocolError)) throw err;
+      // Answered, then closed: an unauthenticated connection has nothing else to do.
+      this.commands.sendError(idOf(cmd), err);
+      this.disconnect(CloseCode.Unauthorized, err.message, false);
+      return ALREADY_SENT;
+    }
+    if (this.claims) {
+      this.user = this.claims.sub;
+      try {
+        await this.ctx.limits.users.add(this.info);
+      } catch (err) {
+        // At the limit: refused and closed. A backend failure (503) is answered like any failed
+        // command, and the client may try to connect again.
+        if (!(err instanceof ProtocolError) || err.code !== ErrorCode.RateLimited) throw err;
+        this.commands.sendError(idOf(cmd), err);
+        this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
+        this.disconnect(CloseCode.RateLimited, err.message, true);
+        return ALREADY_SENT;
+      }
+      this.countedForUser = true;
+      if (this.ended) {
+        this.ctx.limits.users.remove(this.info);
+        return {};
+      }
+      this.armExpiry();
+    }
+    if (this.ended) return {};
+    this.connected = true;
+    this.ctx.hub.register(this);
+    return { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
+  }
+
+  private async refresh(cmd: Frame): Promise<Reply> {
+    const token = requiredString(cmd, "token", 16384);
+    if (this.user === "") {
+      throw new ProtocolError(ErrorCode.BadRequest, "an anonymous connection cannot refresh; reconnect with a token");
+    }
+    const claims = await verifyToken(this.ctx.verifier, token);
+    if (claims.sub !== this.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
+    this.claims = claims;
+    this.armExpiry();
+    // A narrower token takes effect at once: subscriptions it no longer allows end now.
+    for (const [ch, sub] of this.subs) {
+      if (!allowed(this.identity, sub.resolved)) {
+        this.dropSubscription(ch, sub);
+        this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
+      }
+    }
+    return {};
+  }
+
+  private armExpiry(): void {
+    clearTimeout(this.expiryTimer);
+    this.expiryTimer = undefined;
+    const exp = this.claims?.exp;
+    if (exp === undefined) return;
+    const delay = exp * 1000 - Date.now();
+    if (delay > MAX_TIMER) {
+      this.expiryTimer = setTimeout(() => this.armExpiry(), MAX_TIMER);
+      return;
+    }
+    this.expiryTimer = setTimeout(() => this.disconnect(CloseCode.TokenExpired, "token expired", true), Math.max(0, delay));
+  }
+
+  // --- channels -----------------------------------------------------------------------------
+
+  private async subscribe(cmd: Frame): Promise<Reply> {
+    const r = resolveChannel(this.ctx.config.namespaces, cmd.ch);
+    checkAccess(this.identity, r);
+    const since = optionalPosition(cmd, "since");
+    if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
+    if (this.subs.size >= this.ctx.config.maxSubscriptions) {
+      throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
+    }
+    const sub: Subscription = { resolved: r, active: false };
+    this.subs.set(r.ch, sub);
+    const hub = this.ctx.hub;
+    try {
+      if (r.options.presence) await hub.presenceRoom(r.ch);
+      await hub.subscribe(r.ch, r.options);
+    } catch (err) {
+      if (this.subs.get(r.ch) === sub) this.subs.delete(r.ch);
+      throw err;
+    }
+    let ok: Record<string, unknown> = {};
+    let entries: Buffer[] | undefined;
+    try {
+      const opts = r.options.history;
+      if (opts) {
+        const caught = await catchUp(hub, r.ch, opts, since);
+        chargeItems(this.budget, caught.reads);
+        ok = { offset: caught.position.offset, epoch: caught.position.epoch };
+        if (since) {
+          ok.recovered = caught.recovered;
+          entries = caught.pubs.map((p) => encodePubEntry(this.conn.format, p));
+          this.ctx.metrics.recoveries.inc({ result: caught.recovered ? "recovered" : "not_recovered" });
+        }
+      } else if (since) {
+        ok = { recovered: false };
+      }
+    } catch (err) {
+      if (this.subs.get(r.ch) === sub) this.subs.delete(r.ch);
+      hub.unsubscribe(r.ch);
+      throw err;
+    }
+    // From here to join() nothing awaits: no publication can slip between the reply and live delivery.
+    if (this.ended || this.subs.get(r.ch) !== sub) {
+      hub.unsubscribe(r.ch);
+      return ok;
+    }
+    if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
+    else this.commands.sendOk(idOf(cmd), ok);
+    this.conn.join(r.ch);
+    sub.active = true;
+    this.ctx.metrics.subscriptions.inc();
+    if (r.options.presence) {
+      hub.join(r.ch, this.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
+    }
+    return ALREADY_SENT;
+  }
+
+  private unsubscribe(cmd: Frame): Reply {
+    const ch = requiredString(cmd, "ch", 1024);
+    const sub = this.subs.get(ch);
+    if (sub) this.dropSubscription(ch, sub);
+    return {};
+  }
+
+  /**
+   * The hub cannot prove that the channel's next publication follows the last one delivered: the
+   * subscription ends here and the client is told to subscribe again with `since`, which
+   * recovers exactly from history or answers recovered:false. A subscribe still in progress
+   * needs no signal: its catch-up lines history up with live delivery itself.
+   */
+  continuityLost(ch: string, reason: string): void {
+    const sub = this.subs.get(ch);
+    if (this.ended || !sub?.active) return;
+    this.dropSubscription(ch, sub);
+    this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: ErrorCode.InsufficientState, reason, resubscribe: true }));
+  }
+
+  private dropSubscription(ch: string, sub: Subscription): void {
+    this.subs.delete(ch);
+    if (!sub.active) return; // the pending subscribe notices and cleans up
+    this.conn.leave(ch);
+    this.releaseSubscription(sub);
+  }
+
+  private releaseSubscription(sub: Subscription): void {
+    const r = sub.resolved;
+    this.ctx.hub.unsubscribe(r.ch);
+    this.ctx.metrics.subscriptions.dec();
+    if (r.options.presence) this.ctx.hub.leave(r.ch, this.info, r.options.joinLeave);
+  }
+
+  // --- lifecycle ----------------------------------------------------------------------------
+
+  /** Tells the client why, then closes; cleanup follows in closed(). */
+  disconnect(code: number, reason: string, reconnect: boolean): void {
+    if (this.ended || this.closing) return;
+    this.closing = true;
+    this.conn.send(encodeFrame(this.conn.format, { push: "disconnect", code, reason, reconnect }));
+    this.conn.close(code, reason);
+  }
+
+  /** The transport reports the connection gone (for any reason). */
+  closed(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.commands.ended = true;
+    clearTimeout(this.expiryTimer);
+    for (const sub of this.subs.values()) {
+      if (sub.active) this.releaseSubscription(sub);
+    }
+    this.subs.clear();
+    if (this.connected) this.ctx.hub.unregister(this);
+    if (this.countedForUser) this.ctx.limits.users.remove(this.info);
+  }
+}

@@ -1,0 +1,106 @@
+import { randomUUID } from "node:crypto";
+import type { Claims } from "../auth/jwt.js";
+import type { ResolvedChannel } from "../channels.js";
+import { authorize } from "../delivery/access.js";
+import { channelCommand, CommandQueue, type Caller, type Reply } from "../delivery/commands.js";
+import type { DeliveryContext } from "../delivery/context.js";
+import { optionalString, requiredString, type Frame } from "../delivery/frames.js";
+import { clientInfo, type Identity } from "../delivery/identity.js";
+import { requireAnonymousAllowed, verifyToken } from "../delivery/tokens.js";
+import type { TokenBucket } from "../limits/bucket.js";
+import type { Format } from "../protocol/codec.js";
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
+import type { ClientInfo } from "../publication.js";
+
+/** What an `/lp/rpc` request needs of the long-poll transport. */
+export interface RpcHost {
+  /** A signed session carrying the identity: the client's state between requests. */
+  issueSession(identity: Identity): string;
+  /** The client stops polling a channel: its presence there ends now, not at its timeout. */
+  unsubscribe(r: ResolvedChannel, info: ClientInfo): void;
+}
+
+/**
+ * One `/lp/rpc` request's commands. Long-poll keeps no client state on the gateway: `connect` and
+ * `refresh` answer with a signed session, every later request brings it back, and channels are
+ * subscribed by polling them (`/lp/poll`). The channel commands are the delivery core's.
+ */
+export class RpcRequest implements Caller {
+  /** The encoded replies, in command order. */
+  readonly frames: Buffer[] = [];
+  readonly budget: TokenBucket | undefined;
+  private current: Identity | undefined;
+  private readonly commands: CommandQueue;
+
+  constructor(
+    private readonly ctx: DeliveryContext,
+    readonly format: Format,
+    private readonly host: RpcHost,
+    identity: Identity | undefined,
+    /** A bearer token from the request's headers, used by `connect` without a `token`. */
+    private readonly bearer: string | undefined,
+    /** Commands without a session spend the budget of the client's address. */
+    ip: string,
+  ) {
+    this.current = identity;
+    this.budget = ctx.limits.commandBudget(identity ? identity.client : `ip:${ip}`);
+    this.commands = new CommandQueue(ctx, { format, send: (frame) => this.frames.push(frame) }, this.budget, (cmd) => this.dispatch(cmd));
+  }
+
+  get identity(): Identity {
+    if (!this.current) throw new ProtocolError(ErrorCode.Unauthenticated, "connect first");
+    return this.current;
+  }
+
+  /** Runs the commands in order and resolves with their replies. */
+  async run(cmds: unknown[]): Promise<Buffer[]> {
+    this.commands.receive(cmds);
+    await this.commands.settled();
+    return this.frames;
+  }
+
+  private dispatch(cmd: Frame): Promise<Reply> | Reply {
+    if (cmd.op === "connect") return this.connect(cmd);
+    const identity = this.identity;
+    switch (cmd.op) {
+      case "subscribe":
+        throw new ProtocolError(ErrorCode.BadRequest, "over long-poll, channels are subscribed by polling them (/lp/poll)");
+      case "unsubscribe":
+        this.host.unsubscribe(authorize(this.ctx.config.namespaces, identity, cmd.ch), clientInfo(identity));
+        return {};
+      case "refresh":
+        return this.refresh(cmd, identity);
+      default:
+        return channelCommand(this.ctx, this, cmd);
+    }
+  }
+
+  private async connect(cmd: Frame): Promise<Reply> {
+    if (this.current) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
+    const token = optionalString(cmd, "token") ?? this.bearer;
+    let claims: Claims | undefined;
+    if (token !== undefined) claims = await verifyToken(this.ctx.verifier, token);
+    else requireAnonymousAllowed(this.ctx.config.namespaces);
+    const identity: Identity = claims ? { client: randomUUID(), user: claims.sub, claims } : { client: randomUUID(), user: "" };
+    this.current = identity;
+    return {
+      client: identity.client,
+      user: identity.user,
+      node: this.ctx.node,
+      ping: Math.round(this.ctx.config.pingInterval / 1000),
+      session: this.host.issueSession(identity),
+    };
+  }
+
+  private async refresh(cmd: Frame, identity: Identity): Promise<Reply> {
+    const token = requiredString(cmd, "token", 16384);
+    if (identity.user === "") {
+      throw new ProtocolError(ErrorCode.BadRequest, "an anonymous connection cannot refresh; reconnect with a token");
+    }
+    const claims = await verifyToken(this.ctx.verifier, token);
+    if (claims.sub !== identity.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
+    this.current = { client: identity.client, user: identity.user, claims };
+    return { session: this.host.issueSession(this.current) };
+  }
+}
+
