@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { monitorEventLoopDelay, type IntervalHistogram } from "node:perf_hooks";
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from "prom-client";
 
 export type PublishSource = "client" | "api" | "broker";
 
@@ -174,7 +175,100 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly eventLoopLag = new EventLoopLag(
+    "natsedge_event_loop_lag_seconds",
+    "How late the event loop ran a timer due every 10 ms, one sample per tick (a stall of d seconds shows as one sample of up to d)",
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+  );
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    // prom-client's Histogram counts one observe() at a time and cannot take Node's sampled
+    // distribution, so this series is its own collector, read in the same text format.
+    this.registry.registerMetric(this.eventLoopLag as unknown as Metric);
+  }
+}
+
+/** Node samples the loop in C++ (nothing per message here); the ticks are spaced this far apart. */
+const LAG_RESOLUTION_MS = 10;
+
+/**
+ * Event-loop delay as a Prometheus histogram. Node's monitor keeps the samples; each scrape moves
+ * them into cumulative bucket counts and resets the monitor, so nothing runs between scrapes.
+ */
+export class EventLoopLag {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  private readonly monitor: IntervalHistogram = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  /** Samples at or below each bound, since start. */
+  private readonly atOrBelow: number[];
+  private count = 0;
+  private sum = 0;
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly buckets: readonly number[],
+  ) {
+    this.atOrBelow = buckets.map(() => 0);
+    this.monitor.enable();
+  }
+
+  /** Folds the samples taken since the last call into the totals. */
+  drain(): void {
+    const h = this.monitor;
+    const n = h.count;
+    if (n === 0) return;
+    // Each sample is the whole interval between ticks (resolution + delay): the delay is the rest.
+    const res = LAG_RESOLUTION_MS * 1e6;
+    const min = h.min - res;
+    const max = h.max - res;
+    // The k-th smallest sample, k in 1..n: the histogram's value at rank k.
+    const ranked = (k: number): number => h.percentile((100 * k) / n) - res;
+    let low = 0;
+    this.buckets.forEach((bound, i) => {
+      const ns = bound * 1e9;
+      let below: number;
+      if (ns >= max) below = n;
+      else if (ns < min) below = 0;
+      else {
+        // Largest k with ranked(k) <= bound; the bounds rise, so the search starts where the last ended.
+        let hi = n;
+        while (low < hi) {
+          const mid = Math.ceil((low + hi) / 2);
+          if (ranked(mid) <= ns) low = mid;
+          else hi = mid - 1;
+        }
+        below = low;
+      }
+      low = below;
+      this.atOrBelow[i]! += below;
+    });
+    this.count += n;
+    this.sum += (Math.max(0, h.mean - res) * n) / 1e9;
+    h.reset();
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> }> {
+    this.drain();
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values: [
+        ...this.buckets.map((le, i) => ({ metricName: `${this.name}_bucket`, labels: { le }, value: this.atOrBelow[i]! })),
+        { metricName: `${this.name}_bucket`, labels: { le: "+Inf" }, value: this.count },
+        { metricName: `${this.name}_sum`, labels: {}, value: this.sum },
+        { metricName: `${this.name}_count`, labels: {}, value: this.count },
+      ],
+    };
+  }
+
+  reset(): void {
+    this.monitor.reset();
+    this.atOrBelow.fill(0);
+    this.count = 0;
+    this.sum = 0;
   }
 }

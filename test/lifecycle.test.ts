@@ -153,6 +153,26 @@ describe("probes and metrics", () => {
     expect(val(m2, CONN)).toBe(val(m0, CONN));
     expect(val(m2, SUBS)).toBe(val(m0, SUBS));
   });
+
+  it("exports event-loop lag as a histogram whose count grows between scrapes", async () => {
+    const LAG = "natsedge_event_loop_lag_seconds";
+    const { text, samples: m0 } = await scrape(gw);
+    expect(text).toContain(`# TYPE ${LAG} histogram`);
+    // The loop is sampled every 10 ms whether or not anything happens, so the count keeps rising.
+    const m1 = await metricsUntil(gw, (s) => val(s, `${LAG}_count`) > val(m0, `${LAG}_count`), "event-loop lag samples grow");
+    const bounds = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
+    const counts = bounds.map((le) => {
+      const series = `${LAG}_bucket{le="${le}"}`;
+      expect(m1.has(series), series).toBe(true);
+      return val(m1, series);
+    });
+    for (let i = 1; i < counts.length; i++) expect(counts[i], `le=${bounds[i]}`).toBeGreaterThanOrEqual(counts[i - 1]!);
+    expect(counts.at(-1)).toBe(val(m1, `${LAG}_count`));
+    // An idle gateway's loop is late by far less than a second on average, and never negatively.
+    const mean = val(m1, `${LAG}_sum`) / val(m1, `${LAG}_count`);
+    expect(mean).toBeGreaterThanOrEqual(0);
+    expect(mean).toBeLessThan(1);
+  });
 });
 
 describe("graceful shutdown", () => {

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * npm run bench -- <scenario> [options]
- * Scenarios: fanout, idle, latency, personal, longpoll, storm, history, all; `report` rewrites docs/benchmarks.md
+ * Scenarios: fanout, idle, latency, personal, chat, longpoll, storm, history, all; `report` rewrites docs/benchmarks.md
  * from the latest saved results. See load-tests/README.md and docs/benchmarks.md.
  */
 import { execFileSync } from "node:child_process";
@@ -14,8 +14,8 @@ import { machineInfo, markdownFor, updateDocs } from "./report.js";
 import { closeClients, pinSelf } from "./run.js";
 import { checkGatewayBuild, LOAD_TESTS, removeTmpDirsSync } from "./topology.js";
 
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "longpoll", "storm", "history"];
-const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], longpoll: [], storm: [], history: [] };
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history"];
+const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio"], longpoll: [], storm: [], history: [] };
 
 const HELP = `usage: npm run bench -- <scenario> [options]
 
@@ -24,6 +24,7 @@ scenarios:
   idle       N idle connections with 2 subscriptions each: RSS, JS heap and CPU per connection
   latency    connections over 100 channels at a fixed publish rate: p50/p99/p99.9/max
   personal   each connection on its own channel + a group channel of 10; NATS subscriptions per replica
+  chat       R rooms x M members over the replicas; members publish over WebSocket, the other members receive
   longpoll   long-poll clients (POST /lp/rpc + /lp/poll) round-robin across replicas: polls/s, latency
   storm      SIGKILL + restart one replica under load; JWT clients reconnect with jitter and recover history: T99, loss
   history    GET /api/history latency and JetStream requests per read, limit 1/100/1,000 on channels of 10 and 10,000
@@ -54,6 +55,7 @@ fanout:   --subscribers 1000 --sizes 64,1024 (or --size) --start-rate R --factor
 idle:     --connections 15000 --duration 30 --shape shared|personal
 latency:  --connections 5000 --channels 100 --rate 1000 --size 256 --duration 20
 personal: --connections 2000 --group 10 --rate 2000 --size 64 --personal-share 0.8 --duration 15
+chat:     --rooms 500 --members 10 --rate 500 --size 128 --duration 20
 longpoll: --pollers 200 --channels 10 --rate 50 --size 64 --duration 15
 storm:    --connections 10000 --rate 200 --window 5 --timeout 60
 history:  --reads 200 --max-seconds 15 --small 10 --big 10000 --interleave 1 --limits 1,100,1000 --size 64

@@ -4,6 +4,7 @@
  *   path            upgrade request target
  *   open(conn)      called after the 101; sends whatever starts the session and subscribes
  *   control(conn, text)  every message that is not benchmark data
+ *   publish(conn, ch, data)  a client publication (chat), `data` being benchmark data (JSON text)
  * and calls conn.state.ready() once every subscription is confirmed, conn.state.fail(reason) on a
  * refusal.
  *
@@ -34,6 +35,12 @@ export const dialects = {
       conn.state.pending = chs.length;
       conn.sendRaw(Buffer.concat(frames));
     },
+    publish(conn, ch, data) {
+      // Ids above the subscribes' so that a reply is never taken for a subscribe's.
+      const st = conn.state;
+      st.pubId = (st.pubId ?? st.channels.length) + 1;
+      conn.send(`{"id":${st.pubId},"op":"publish","ch":${JSON.stringify(ch)},"data":${data}}`);
+    },
     control(conn, text) {
       let f;
       try {
@@ -44,6 +51,7 @@ export const dialects = {
       if (f.error) return conn.state.fail(`error reply ${JSON.stringify(f.error)}`);
       if (f.push === "disconnect") return conn.state.note(`disconnect push ${f.code ?? ""} ${f.reason ?? ""}`);
       if (typeof f.id === "number" && f.id > 0 && f.ok !== undefined) {
+        if (conn.state.isReady) return; // a publish acknowledged
         if (conn.state.track && f.ok && typeof f.ok === "object") conn.state.position(f.id - 1, f.ok);
         if (--conn.state.pending === 0) conn.state.ready();
       }
@@ -58,6 +66,9 @@ export const dialects = {
     control(conn, text) {
       if (text === "A") return conn.state.ready();
       conn.state.fail(`unexpected ${text.slice(0, 80)}`);
+    },
+    publish(conn, ch, data) {
+      conn.send(`P${ch} ${data}`);
     },
   },
 
@@ -77,6 +88,9 @@ export const dialects = {
       if (t === "1") return conn.state.note("engine.io close");
       if (t === "3" || t === "6") return;
       conn.state.note(`unexpected ${text.slice(0, 80)}`);
+    },
+    publish(conn, ch, data) {
+      conn.send(`42["pub",${JSON.stringify(ch)},${data}]`);
     },
   },
 };

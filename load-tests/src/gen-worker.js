@@ -6,7 +6,7 @@
 import { parentPort, workerData } from "node:worker_threads";
 import { dialects } from "./dialects.js";
 import { Histogram } from "./histogram.js";
-import { MARK, parseData, parsed } from "./payload.js";
+import { makeData, MARK, parseData, parsed } from "./payload.js";
 import { clock, WsConn } from "./ws.js";
 
 const dialect = dialects[workerData.dialect];
@@ -17,7 +17,7 @@ let closing = false;
 const hist = new Histogram();
 const stats = newStats();
 function newStats() {
-  return { received: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, recovered: 0, recoveredPubs: 0, recoveredFalse: 0, unrecoveredSkipped: 0, notes: {} };
+  return { received: 0, echoes: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, recovered: 0, recoveredPubs: 0, recoveredFalse: 0, unrecoveredSkipped: 0, notes: {} };
 }
 /** Counters since the step started (gaps, disconnects) vs since the window started (rates, latency). */
 let step = newStats();
@@ -110,6 +110,12 @@ const handler = {
         if (off >= 0) st.spec.off[j] = off;
       }
       account(st, j, parsed.s);
+      // A publisher gets its own message back (natsedge always sends it; the baselines do the
+      // same work): counted apart, so latency and deliveries are those of the other members.
+      if (parsed.s === st.ownSeq && j === st.ownJ) {
+        stats.echoes++;
+        return;
+      }
       stats.received++;
       stats.bytes += end - start;
       hist.record((now - parsed.t) * 1000);
@@ -164,6 +170,8 @@ function connectOne(spec, endpoint, onReady, onFail, last) {
     last: last ?? new Float64Array(spec.chanIdx.length),
     isReady: false,
     pending: 0,
+    ownSeq: -1,
+    ownJ: -1,
     ready() {
       if (settled) return;
       settled = true;
@@ -260,6 +268,62 @@ function reconnect(spec, last, attempt, droppedAt) {
   }, delay);
 }
 
+// --- connections that publish (chat) ---------------------------------------------------------
+
+/** Last sequence number given out per channel index, kept across runs like the receivers' positions. */
+const chanSeq = new Map();
+
+/**
+ * This thread's share of a chat load: the channels its `publishes` connections are on, each
+ * published to by its members in turn, the channels round-robin, `msg.rate` messages/s in all.
+ * Data carries the time it was sent (the generator shares a thread with receivers, so its timers
+ * run late by a millisecond or so; that is reported as publisher lag, not as system latency).
+ */
+async function publish(msg) {
+  const rooms = new Map();
+  for (const conn of conns) {
+    const st = conn.state;
+    if (!st.isReady || !st.spec.publishes) continue;
+    st.ci.forEach((c, j) => {
+      let room = rooms.get(c);
+      if (!room) rooms.set(c, (room = { c, ch: st.channels[j], members: [], next: 0 }));
+      room.members.push({ conn, j });
+    });
+  }
+  const list = [...rooms.values()];
+  const rate = msg.rate;
+  const total = list.length && rate > 0 ? Math.floor((rate * msg.durationMs) / 1000) : 0;
+  const lagHist = new Histogram();
+  const start = clock.now() + 5;
+  const hardStop = start + msg.durationMs + 10_000;
+  const maxPerTick = Math.max(1, Math.ceil(rate / 200));
+  let k = 0;
+  let r = 0;
+  while (k < total && clock.now() < hardStop) {
+    const due = Math.min(total, Math.floor(((clock.now() - start) * rate) / 1000) + 1);
+    for (let burst = 0; k < due && burst < maxPerTick; burst++, k++) {
+      const room = list[r];
+      r = r + 1 === list.length ? 0 : r + 1;
+      const m = room.members[room.next];
+      room.next = room.next + 1 === room.members.length ? 0 : room.next + 1;
+      const s = (chanSeq.get(room.c) ?? 0) + 1;
+      chanSeq.set(room.c, s);
+      m.conn.state.ownSeq = s;
+      m.conn.state.ownJ = m.j;
+      const now = clock.now();
+      dialect.publish(m.conn, room.ch, makeData(room.c, s, now, msg.size));
+      lagHist.record((now - (start + (k * 1000) / rate)) * 1000);
+    }
+    if (k >= total) break;
+    const wait = start + (k * 1000) / rate - clock.now();
+    // No spinning: this core also runs the receivers, and a late send is only publisher lag.
+    await new Promise((resolve) => setTimeout(resolve, Math.max(1, wait)));
+  }
+  const last = [];
+  for (const room of list) last[room.c] = chanSeq.get(room.c);
+  return { sent: k, planned: total, lagHist: lagHist.snapshot(), last };
+}
+
 /** Waits until every connection has seen the last sequence of each of its channels. */
 async function tail(msg) {
   const expect = msg.expect; // array: channel index -> last sequence published
@@ -300,6 +364,7 @@ parentPort.on("message", async (msg) => {
     case "reset":
       if (msg.scope === "step") step = newStats();
       stats.received = 0;
+      stats.echoes = 0;
       stats.bytes = 0;
       stats.foreign = 0;
       hist.reset();
@@ -308,6 +373,7 @@ parentPort.on("message", async (msg) => {
     case "collect":
       reply = {
         received: stats.received,
+        echoes: stats.echoes,
         bytes: stats.bytes,
         foreign: stats.foreign,
         gaps: step.gaps,
@@ -332,6 +398,9 @@ parentPort.on("message", async (msg) => {
       break;
     case "tail":
       reply = await tail(msg);
+      break;
+    case "publish":
+      reply = await publish(msg);
       break;
     case "close":
       closing = true;

@@ -79,12 +79,15 @@ export class Generator {
   }
 
   /**
-   * Opens connections (specs: {host, port, channels, chanIdx, localAddress?}), spread evenly over
-   * the threads, each thread keeping `concurrency` handshakes in flight.
+   * Opens connections (specs: {host, port, channels, chanIdx, localAddress?, thread?}), spread
+   * evenly over the threads unless a spec names its thread, each thread keeping `concurrency`
+   * handshakes in flight.
    */
   async open(specs, { concurrency = 64, timeoutMs = 120_000 } = {}) {
     const parts = this.threads.map(() => []);
-    specs.forEach((s, i) => parts[i % parts.length].push(s));
+    specs.forEach((s, i) => parts[(s.thread ?? i) % parts.length].push(s));
+    // Each thread's share of a chat load: the channels it publishes to.
+    this.published = parts.map((p) => new Set(p.filter((s) => s.publishes).flatMap((s) => s.chanIdx)).size);
     const started = performance.now();
     const results = await Promise.all(
       this.threads.map((t, i) => t.call("open", { conns: parts[i], concurrency, timeoutMs }, timeoutMs + 10_000)),
@@ -121,6 +124,7 @@ export class Generator {
       unrecoveredSkipped: sum("unrecoveredSkipped"),
       disconnects: sum("disconnects"),
       open: sum("open"),
+      echoes: sum("echoes"),
       notes,
       hist: Histogram.merge(parts.map((p) => p.hist)),
     };
@@ -141,6 +145,30 @@ export class Generator {
       gaveUp: parts.reduce((a, p) => a + p.gaveUp, 0),
       open: parts.reduce((a, p) => a + p.open, 0),
       failures,
+    };
+  }
+
+  /**
+   * The connections publish themselves (chat): `rate` messages/s in all, each thread sending for
+   * the channels its connections were opened with `publishes: true` for (a channel's publishers
+   * must all be in one thread: it numbers the channel's messages). Same result shape as
+   * Publisher.run, so measureStep takes a generator as its publisher.
+   */
+  async run({ rate, durationMs, size }) {
+    const all = (this.published ?? []).reduce((a, n) => a + n, 0);
+    const parts = await Promise.all(
+      this.threads.map((t, i) => t.call("publish", { rate: all ? (rate * this.published[i]) / all : 0, durationMs, size }, durationMs + 30_000)),
+    );
+    const last = [];
+    for (const p of parts) p.last.forEach((v, c) => (last[c] = Math.max(last[c] ?? 0, v)));
+    const lag = Histogram.merge(parts.map((p) => p.lagHist)).summaryMs();
+    return {
+      sent: parts.reduce((a, p) => a + p.sent, 0),
+      planned: parts.reduce((a, p) => a + p.planned, 0),
+      lagMs: lag,
+      maxLagMs: lag.max,
+      last: Array.from(last, (v) => v ?? 0),
+      closed: null,
     };
   }
 

@@ -1,7 +1,7 @@
 /**
  * Markdown for results, and the generated sections of docs/benchmarks.md:
  *   <!-- bench:<name>:start --> ... <!-- bench:<name>:end -->
- * for name in machine, targets, fanout, idle, latency, personal, longpoll, storm, history. Everything outside the
+ * for name in machine, targets, fanout, idle, latency, personal, chat, longpoll, storm, history. Everything outside the
  * markers is hand-written and left alone.
  */
 import { execFileSync } from "node:child_process";
@@ -12,7 +12,7 @@ import { LOAD_TESTS, REPO } from "./topology.js";
 
 const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
 const DOCS = path.join(REPO, "docs", "benchmarks.md");
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "longpoll", "storm", "history"];
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history"];
 /** The scenarios the targets section is computed from. */
 const TARGET_SCENARIOS = ["fanout", "idle", "latency"];
 
@@ -77,6 +77,7 @@ function fanoutMd(r) {
         best ? `${ms(best.latencyMs.p50)} / ${ms(best.latencyMs.p99)} / ${ms(best.latencyMs.p999)} / ${ms(best.latencyMs.max)}` : "–",
         best ? f(best.cpu.sutUsPerDelivery, 2) : "–",
         boundNote(best),
+        lagCell(best),
         b.firstFailed ? `${f(b.firstFailed.rate)}/s: ${b.firstFailed.verdict}` : "none (ramp ended)",
       ]);
     }
@@ -87,7 +88,7 @@ function fanoutMd(r) {
     when(r),
     "",
     table(
-      ["system", "payload", "highest clean rate (pub/s)", "delivered msgs/s", "p50 / p99 / p99.9 / max (ms)", "SUT CPU µs per delivery", "CPU % of a core: SUT / generator / other jobs", "first failed step"],
+      ["system", "payload", "highest clean rate (pub/s)", "delivered msgs/s", "p50 / p99 / p99.9 / max (ms)", "SUT CPU µs per delivery", "CPU % of a core: SUT / generator / other jobs", "event-loop lag p99 per gateway (ms)", "first failed step"],
       rows,
     ),
     "",
@@ -114,6 +115,11 @@ function fanoutMd(r) {
   out.push(table(["system", "payload", "rate (pub/s)", "delivered/s", "p50 / p99 / p99.9 / max (ms)", "µs/delivery", "CPU %: SUT / gen / other", "verdict"], stepRows));
   out.push("", "</details>");
   return out.join("\n");
+}
+
+/** The gateways' event-loop lag p99 over a step's window, one figure per replica (natsedge only). */
+function lagCell(st) {
+  return st?.eventLoopLag ? st.eventLoopLag.map((l) => ms(l.p99Ms)).join(" / ") : "–";
 }
 
 function stepCells(st) {
@@ -161,6 +167,7 @@ function latencyMd(r) {
   const rows = Object.entries(r.systems).map(([kind, s]) => [
     LABEL[kind],
     ...stepCells(s.step),
+    lagCell(s.step),
     s.rounds ? s.rounds.map((x) => `${ms(x.p99)} / ${ms(x.p999)}`).join("; ") : "–",
   ]);
   return [
@@ -168,20 +175,20 @@ function latencyMd(r) {
     "",
     when(r),
     "",
-    table(["system", "delivered msgs/s", "p50 / p99 / p99.9 / max (ms)", "SUT CPU µs per delivery", "CPU % of a core: SUT / generator / other jobs", "loss", "every round: p99 / p99.9 (ms)"], rows),
+    table(["system", "delivered msgs/s", "p50 / p99 / p99.9 / max (ms)", "SUT CPU µs per delivery", "CPU % of a core: SUT / generator / other jobs", "loss", "event-loop lag p99 per gateway (ms)", "every round: p99 / p99.9 (ms)"], rows),
   ].join("\n");
 }
 
 function personalMd(r) {
   const p = r.params;
-  const rows = Object.entries(r.systems).map(([kind, s]) => [LABEL[kind], ...stepCells(s.step), kb(s.rssPerConnBytes)]);
+  const rows = Object.entries(r.systems).map(([kind, s]) => [LABEL[kind], ...stepCells(s.step), lagCell(s.step), kb(s.rssPerConnBytes)]);
   const ne = r.systems.natsedge?.interest;
   const lines = [
     `### personal: ${f(p.connections)} connections, each on its own channel + a group channel of ${p.group} (${f(p.channels)} channels), ${f(p.rate)} publishes/s (${Math.round(p.personalShare * 100)} % personal), ${p.size} B, ${p.duration} s`,
     "",
     when(r),
     "",
-    table(["system", "delivered msgs/s", "p50 / p99 / p99.9 / max (ms)", "SUT CPU µs per delivery", "CPU % of a core: SUT / generator / other jobs", "loss", "server ΔRSS per conn (KiB)"], rows),
+    table(["system", "delivered msgs/s", "p50 / p99 / p99.9 / max (ms)", "SUT CPU µs per delivery", "CPU % of a core: SUT / generator / other jobs", "loss", "event-loop lag p99 per gateway (ms)", "server ΔRSS per conn (KiB)"], rows),
   ];
   if (ne) {
     lines.push(
@@ -190,6 +197,50 @@ function personalMd(r) {
     );
   }
   return lines.join("\n");
+}
+
+/** Which processes are the servers and which the broker, per system (CpuWindow roles). */
+const SERVER_ROLE = { natsedge: "gateway", uws: "server", sio: "server" };
+const BROKER_ROLE = { natsedge: "nats", sio: "redis" };
+
+function chatMd(r) {
+  const p = r.params;
+  const rows = Object.entries(r.systems).map(([kind, s]) => {
+    const st = s.step;
+    const cpu = st.cpu;
+    const [server, broker] = [SERVER_ROLE[kind], BROKER_ROLE[kind]];
+    return [
+      LABEL[kind],
+      f(st.deliveredPerS),
+      `${ms(st.latencyMs.p50)} / ${ms(st.latencyMs.p99)} / ${ms(st.latencyMs.p999)} / ${ms(st.latencyMs.max)}`,
+      `${f(cpu.byRole[server], 1)} / ${broker ? f(cpu.byRole[broker], 1) : "–"}`,
+      `${f(cpu.usPerPublishedByRole[server])} / ${broker ? f(cpu.usPerPublishedByRole[broker]) : "–"}`,
+      `${f(cpu.generatorPctOfCore)} / ${f(cpu.otherLoadPctOfCore)}`,
+      lagCell(st),
+      st.gaps + st.tailMissing === 0 && st.disconnects === 0 ? "none" : `${f(st.gaps + st.tailMissing)} lost, ${f(st.disconnects)} disconnects`,
+    ];
+  });
+  return [
+    `### chat: ${f(p.rooms)} rooms × ${p.members} members (${f(p.connections)} connections), members publish ${f(p.rate)} msgs/s of ${p.size} B over WebSocket, ${f(p.deliveriesPerS)} deliveries/s to the other members, ${p.duration} s`,
+    "",
+    when(r),
+    "",
+    table(
+      [
+        "system",
+        "delivered msgs/s",
+        "p50 / p99 / p99.9 / max (ms), send → other member",
+        "CPU % of a core: servers / broker",
+        "CPU µs per chat message: servers / broker",
+        "CPU %: generator / other jobs",
+        "event-loop lag p99 per gateway (ms)",
+        "loss",
+      ],
+      rows,
+    ),
+    "",
+    "Servers = the natsedge gateway replicas / the raw uWS process / the Socket.IO processes; broker = nats-server / – / redis-server. Every system also sends each message back to its sender (natsedge always does); those echoes are counted apart and not in the latency or the deliveries.",
+  ].join("\n");
 }
 
 function longpollMd(r) {
@@ -302,7 +353,7 @@ function genericMd(r) {
   return `### ${r.scenario}\n\n${when(r)}\n\n\`\`\`json\n${JSON.stringify(r.systems, null, 2).slice(0, 4000)}\n\`\`\``;
 }
 
-const FORMATTERS = { fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, longpoll: longpollMd, storm: stormMd, history: historyMd };
+const FORMATTERS = { fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, chat: chatMd, longpoll: longpollMd, storm: stormMd, history: historyMd };
 
 export function markdownFor(r) {
   return (FORMATTERS[r.scenario] ?? genericMd)(r);

@@ -31,12 +31,43 @@ export async function withSystem(ctx, kind, fn, extra = {}) {
   const sys = await startSystem(kind, { ...ctx.opts, sutCpus: ctx.sutCpus, logDir: ctx.logDir, nodeArgs, ...extra });
   ctx.onAbort = () => sys.stop();
   try {
-    return await fn(sys);
+    const lag0 = await sys.loopLag?.().catch(() => null);
+    const result = await fn(sys);
+    // Over the whole run (connecting included), for scenarios that have no measured window.
+    const lag1 = lag0 && (await sys.loopLag().catch(() => null));
+    if (lag1 && result && typeof result === "object") result.eventLoopLagWholeRun = lagBetween(lag0, lag1);
+    return result;
   } finally {
     ctx.log(`[${kind}] stopping`);
     await sys.stop();
     ctx.onAbort = undefined;
   }
+}
+
+/**
+ * Event-loop lag per gateway between two sys.loopLag() snapshots (cumulative buckets of
+ * natsedge_event_loop_lag_seconds): p50 and p99 in ms read the way Prometheus's
+ * histogram_quantile reads them (linear inside a bucket), and how many samples (10 ms ticks) that is.
+ * A replica restarted in between starts from zero: its second snapshot is taken as is.
+ */
+export function lagBetween(before, after) {
+  return after.map((buckets, g) => {
+    const prev = before?.[g] ?? [];
+    const restarted = (buckets.at(-1)?.count ?? 0) < (prev.at(-1)?.count ?? 0);
+    const counts = buckets.map((b, i) => b.count - (restarted ? 0 : (prev[i]?.count ?? 0)));
+    const total = counts.at(-1) ?? 0;
+    const quantile = (q) => {
+      if (!total) return null;
+      const rank = q * total;
+      const i = counts.findIndex((c) => c >= rank);
+      const lower = i > 0 ? buckets[i - 1].le : 0;
+      const below = i > 0 ? counts[i - 1] : 0;
+      const upper = buckets[i].le;
+      const v = upper === Infinity ? lower : lower + ((upper - lower) * (rank - below)) / (counts[i] - below);
+      return Math.round(v * 1e5) / 100;
+    };
+    return { p50Ms: quantile(0.5), p99Ms: quantile(0.99), samples: total };
+  });
 }
 
 /** More than this many connections to one server port get their own 127.0.0.x source address. */
@@ -125,9 +156,11 @@ export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, dur
   const running = pub.run({ rate, durationMs: (warmupS + durationS) * 1000, size, pattern });
   await sleep(warmupS * 1000);
   await gen.reset("window");
+  const lag0 = await sys.loopLag?.();
   cpu.start();
   const sent = await running;
   const c = cpu.stop();
+  const lag1 = lag0 && (await sys.loopLag());
   const win = await gen.collect();
   const tail = await gen.tail(sent.last, tailTimeoutMs);
   const after = await gen.collect();
@@ -159,13 +192,21 @@ export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, dur
     disconnects: after.disconnects,
     openConnections: after.open,
     notes: after.notes,
+    echoes: after.echoes,
     latencyMs: lat,
+    eventLoopLag: lag1 ? lagBetween(lag0, lag1) : null,
     cpu: {
       sutPctOfCore: c.groups.sut.pctOfCore,
       sutKernelShare: c.groups.sut.kernelShare,
       sutUsPerDelivery: win.received ? Math.round((sutUs / win.received) * 1000) / 1000 : null,
       generatorPctOfCore: c.groups.generator.pctOfCore,
       byRole: Object.fromEntries(Object.entries(c.groups).filter(([k]) => k !== "sut" && k !== "generator").map(([k, v]) => [k, v.pctOfCore])),
+      usPerPublishedByRole: Object.fromEntries(
+        Object.entries(c.groups)
+          .filter(([k]) => k !== "generator")
+          // The window covers rate x wallS of the fixed schedule (sent.sent includes the warm-up).
+          .map(([k, v]) => [k, Math.round((v.cpuMicros / (rate * c.wallS)) * 10) / 10]),
+      ),
       cores: c.cores,
       otherLoadPctOfCore: c.otherLoadPctOfCore,
     },
@@ -188,7 +229,9 @@ export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, dur
   step.verdict = step.clean ? "clean" : reasons.join("; ");
   ctx.log(
     `[${sys.kind}] rate ${rate}/s size ${size}: ${step.deliveredPerS} deliveries/s, p50 ${lat.p50} p99 ${lat.p99} p99.9 ${lat.p999} max ${lat.max} ms, ` +
-      `SUT ${step.cpu.sutPctOfCore}% (kernel ${Math.round((step.cpu.sutKernelShare ?? 0) * 100)}%) ${step.cpu.sutUsPerDelivery} us/msg, generator ${step.cpu.generatorPctOfCore}%, other load ${c.otherLoadPctOfCore}%, publisher lag p99 ${sent.lagMs.p99} ms -> ${step.verdict}`,
+      `SUT ${step.cpu.sutPctOfCore}% (kernel ${Math.round((step.cpu.sutKernelShare ?? 0) * 100)}%) ${step.cpu.sutUsPerDelivery} us/msg, generator ${step.cpu.generatorPctOfCore}%, other load ${c.otherLoadPctOfCore}%, publisher lag p99 ${sent.lagMs.p99} ms${
+      step.eventLoopLag ? `, event-loop lag p99 ${step.eventLoopLag.map((l) => l.p99Ms).join(" / ")} ms` : ""
+    } -> ${step.verdict}`,
   );
   return step;
 }

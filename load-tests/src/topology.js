@@ -48,6 +48,15 @@ function parseMetric(text, name) {
   return m ? Number(m[1]) : null;
 }
 
+/** natsedge_event_loop_lag_seconds as [{le, count}] (cumulative, as exported), "+Inf" last. */
+function parseLagBuckets(text) {
+  const out = [];
+  for (const m of text.matchAll(/^natsedge_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\d+)$/gmu)) {
+    out.push({ le: m[1] === "+Inf" ? Infinity : Number(m[1]), count: Number(m[2]) });
+  }
+  return out;
+}
+
 /** Temporary directories of running systems, removed on stop and (synchronously) on exit. */
 const tmpDirs = new Set();
 export function removeTmpDirsSync() {
@@ -120,6 +129,7 @@ async function startNatsedge(sys, add, o) {
     namespaces: {
       bench: { anonymous: true },
       lp: { anonymous: true, history: { size: 1000, ttl: "5m" } },
+      chat: { anonymous: true, clientPublish: true },
     },
     nats: { servers: [`nats://127.0.0.1:${natsPort}`], storage: "memory" },
     ...(o.gatewayConfig ?? {}),
@@ -172,6 +182,7 @@ async function startNatsedge(sys, add, o) {
     return texts.map((t) => parseMetric(t, "nodejs_heap_size_used_bytes"));
   };
   sys.gauge = async (name) => (await sys.metricsText()).map((t) => parseMetric(t, name));
+  sys.loopLag = async () => (await sys.metricsText()).map(parseLagBuckets);
   sys.natsMonitor = async (p) => JSON.parse((await httpGet(monitorPort, p)).body);
 }
 
