@@ -14,6 +14,7 @@ import { readSources, readText, type Raw } from "./sources.js";
 import type { AuthConfig, Config, NatsConfig, NatsTls, ServerTls } from "./types.js";
 
 export { ConfigError, errorText, HELP };
+export { SCHEMA_FILE, schemaText } from "./schema.js";
 
 const DEFAULT_ORIGIN: Origin = { label: "default" };
 
