@@ -15,6 +15,7 @@ import type { AuthConfig, Config, NatsConfig, NatsTls, ServerTls } from "./types
 
 export { ConfigError, errorText, HELP };
 export { SCHEMA_FILE, schemaText } from "./schema.js";
+export { FORMATS, formatConfig, REDACTED, type Format } from "./redact.js";
 
 const DEFAULT_ORIGIN: Origin = { label: "default" };
 

@@ -71,7 +71,7 @@ export function configSchema(): Schema {
   return {
     $schema: "https://json-schema.org/draft/2020-12/schema",
     title: "natsedge configuration file",
-    description: "Settings of the natsedge gateway (docs/configuration.md). Rules that span several settings or sources, such as one auth key source, are checked when natsedge loads the configuration.",
+    description: "Settings of the natsedge gateway (docs/configuration.md). Rules that span several settings or sources, such as one auth key source, are checked by `natsedge check-config` and at start-up.",
     type: ["object", "null"],
     properties: { [SCHEMA_KEY]: { description: "The schema this file follows, for editors; ignored by natsedge", type: "string" }, ...(top.properties as Schema) },
     additionalProperties: false,
