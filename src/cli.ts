@@ -40,6 +40,11 @@ function version(): string {
 
 /** `check-config [<file>] [--format json|yaml] [settings...]`: the rest is read as start-up reads it. */
 function checkConfig(args: string[]): void {
+  // Help first, as for start-up: `--format --help` must not read --help as the format.
+  if (args.includes("--help") || args.includes("-h")) {
+    configOrExit(args);
+    return;
+  }
   const rest = [...args];
   const file = rest[0] !== undefined && !rest[0].startsWith("-") ? rest.shift() : undefined;
   let format: Format = "json";

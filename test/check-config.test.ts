@@ -77,6 +77,14 @@ describe("natsedge check-config", () => {
     }
   });
 
+  it("prints the help for --help or -h anywhere, as start-up does", async () => {
+    const help = await runCli(["--help"]);
+    expect(help.out).toContain("natsedge check-config [<file>]");
+    for (const args of [["--help"], [FILE, "--format", "--help"], ["-h", "--bogus"]]) {
+      expect(await runCli(["check-config", ...args])).toEqual({ code: 0, out: help.out, err: "" });
+    }
+  });
+
   it("refuses an unknown --format with one line and exit code 2", async () => {
     expect(await runCli(["check-config", FILE, "--format", "xml"])).toEqual({
       code: 2,
