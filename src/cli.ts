@@ -1,4 +1,5 @@
-import { ConfigError, loadConfig } from "./config/load.js";
+import { readFileSync } from "node:fs";
+import { ConfigError, FORMATS, formatConfig, loadConfig, type Format } from "./config/load.js";
 import type { Config } from "./config/types.js";
 import { Gateway } from "./gateway.js";
 import { loadCertificate } from "./http/tls.js";
@@ -6,25 +7,75 @@ import { createLogger, type Logger } from "./log.js";
 import { NativeUwsUnavailable } from "./uws.js";
 import { superviseWorkers, WORKER_ENV } from "./workers.js";
 
-/** Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration. */
-export async function main(argv: string[]): Promise<void> {
-  let config: Config;
+const CHECK_CONFIG = "check-config";
+
+function exitBadConfig(err: ConfigError): never {
+  process.stderr.write(`natsedge: ${err.message}\n`);
+  process.exit(2);
+}
+
+/** The configuration start-up runs with, or undefined once --help has been printed. */
+function configOrExit(argv: string[]): Config | undefined {
   try {
     const loaded = loadConfig(argv, process.env);
     if ("help" in loaded) {
       process.stdout.write(loaded.help);
-      return;
+      return undefined;
     }
-    config = loaded.config;
-    // Checked here too so that a bad certificate exits 2 before workers are forked.
-    if (config.tls) loadCertificate(config.tls);
+    // Checked here too so that a bad certificate exits 2 before workers are forked, and so that
+    // check-config finds it.
+    if (loaded.config.tls) loadCertificate(loaded.config.tls);
+    return loaded.config;
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`natsedge: ${err.message}\n`);
-      process.exit(2);
-    }
+    if (err instanceof ConfigError) exitBadConfig(err);
     throw err;
   }
+}
+
+function version(): string {
+  // package.json is one level above both src/ and dist/.
+  const manifest: unknown = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+  return typeof manifest === "object" && manifest !== null && "version" in manifest ? String(manifest.version) : "unknown";
+}
+
+/** `check-config [<file>] [--format json|yaml] [settings...]`: the rest is read as start-up reads it. */
+function checkConfig(args: string[]): void {
+  // Help first, as for start-up: `--format --help` must not read --help as the format.
+  if (args.includes("--help") || args.includes("-h")) {
+    configOrExit(args);
+    return;
+  }
+  const rest = [...args];
+  const file = rest[0] !== undefined && !rest[0].startsWith("-") ? rest.shift() : undefined;
+  let format: Format = "json";
+  const settings: string[] = [];
+  for (let arg = rest.shift(); arg !== undefined; arg = rest.shift()) {
+    if (arg !== "--format" && !arg.startsWith("--format=")) {
+      settings.push(arg);
+      continue;
+    }
+    const value = arg === "--format" ? rest.shift() : arg.slice("--format=".length);
+    const known = FORMATS.find((name) => name === value);
+    if (known === undefined) exitBadConfig(new ConfigError(`--format: ${JSON.stringify(value ?? "")} is not allowed: one of ${FORMATS.join(", ")}`));
+    format = known;
+  }
+  const config = configOrExit([...(file === undefined ? [] : ["--config", file]), ...settings]);
+  if (config) process.stdout.write(formatConfig(config, format));
+}
+
+/** Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration. */
+export async function main(argv: string[]): Promise<void> {
+  // Like --help, anywhere: it must work whatever else is wrong with the command line.
+  if (argv.includes("--version")) {
+    process.stdout.write(`${version()}\n`);
+    return;
+  }
+  if (argv[0] === CHECK_CONFIG) {
+    checkConfig(argv.slice(1));
+    return;
+  }
+  const config = configOrExit(argv);
+  if (config === undefined) return;
 
   const log = createLogger(config.logLevel);
   if (config.workers > 1) {

@@ -4,7 +4,7 @@
  * return `undefined` for anything they do not accept, so callers can report the offending key.
  */
 
-const DURATION_UNITS: ReadonlyMap<string, number> = new Map([
+export const DURATION_UNITS: ReadonlyMap<string, number> = new Map([
   ["ms", 1],
   ["s", 1000],
   ["m", 60_000],
@@ -13,7 +13,7 @@ const DURATION_UNITS: ReadonlyMap<string, number> = new Map([
 ]);
 
 // Case-sensitive on purpose: "KB" is 1000 bytes and "KiB" 1024, and "Mb" (megabit) is not a size.
-const SIZE_UNITS: ReadonlyMap<string, number> = new Map([
+export const SIZE_UNITS: ReadonlyMap<string, number> = new Map([
   ["B", 1],
   ["KB", 1e3],
   ["MB", 1e6],

@@ -5,14 +5,37 @@
  */
 
 import { isIP } from "node:net";
-import { parseDuration, parseSize } from "./duration.js";
+import { DURATION_UNITS, parseDuration, parseSize, SIZE_UNITS } from "./duration.js";
 import { ConfigError, errorText, fail, problem, show, type At } from "./errors.js";
 import type { HistoryOptions, LogLevel, NamespaceOptions } from "./types.js";
+
+/** A JSON Schema (draft 2020-12) fragment. */
+export type Schema = { readonly [keyword: string]: unknown };
 
 export interface Kind<T> {
   /** What is allowed, phrased to follow "is not allowed: ". */
   allowed: string;
+  /**
+   * What a config file may hold, for editors and for checking examples. It may be looser than
+   * parse (a string of digits is not range-checked) but never stricter, so an editor does not
+   * flag a file natsedge accepts.
+   */
+  schema: Schema;
   parse(value: unknown, at: At): T;
+}
+
+/** A JSON Schema pattern is an ECMAScript regex without flags: refuse to emit one that needs them. */
+function schemaPattern(regex: RegExp): string {
+  if (regex.flags !== "") throw new Error(`natsedge bug: schema pattern /${regex.source}/${regex.flags} has flags`);
+  return regex.source;
+}
+
+/** Numbers as strings, which every number kind also accepts (env vars and flags are strings). */
+const DIGITS = { type: "string", pattern: "^\\d+$" } as const;
+
+/** A comma-separated string or a non-empty list of strings, each matching `item`. */
+function listSchema(item: Schema): Schema {
+  return { anyOf: [{ type: "string", minLength: 1 }, { type: "array", minItems: 1, items: { type: "string", ...item } }] };
 }
 
 export function isObject(value: unknown): value is Record<string, unknown> {
@@ -40,6 +63,7 @@ function toInteger(value: unknown): number | undefined {
 export function integer(min: number, max: number, note = ""): Kind<number> {
   return {
     allowed: `an integer from ${min} to ${max}${note}`,
+    schema: { anyOf: [{ type: "integer", minimum: min, maximum: max }, DIGITS] },
     parse(value, at) {
       const number = toInteger(value);
       return number !== undefined && number >= min && number <= max ? number : fail(at, value, this.allowed);
@@ -48,9 +72,15 @@ export function integer(min: number, max: number, note = ""): Kind<number> {
 }
 
 /** Numbers in files mean seconds (durations) or bytes (sizes), as plain integers in strings do. */
-function scaled(parseText: (text: string) => number | undefined, scale: number) {
+function scaled(parseText: (text: string) => number | undefined, scale: number, units: ReadonlyMap<string, number>) {
   return (allowed: string, min: number, max: number): Kind<number> => ({
     allowed,
+    schema: {
+      anyOf: [
+        { type: "integer", minimum: Math.ceil(min / scale), maximum: Math.floor(max / scale) },
+        { type: "string", pattern: `^\\d+(${[...units.keys()].join("|")})?$` },
+      ],
+    },
     parse(value, at) {
       const whole = toInteger(value);
       const result = typeof value === "string" ? parseText(value) : whole === undefined ? undefined : whole * scale;
@@ -59,12 +89,13 @@ function scaled(parseText: (text: string) => number | undefined, scale: number) 
   });
 }
 
-export const duration = scaled(parseDuration, 1000);
-export const size = scaled(parseSize, 1);
+export const duration = scaled(parseDuration, 1000, DURATION_UNITS);
+export const size = scaled(parseSize, 1, SIZE_UNITS);
 
 function characters(minLength: number, allowed = `a string of at least ${minLength} characters`): Kind<string> {
   return {
     allowed,
+    schema: { type: "string", minLength },
     parse: (value, at) => (typeof value === "string" && value.length >= minLength ? value : fail(at, value, allowed)),
   };
 }
@@ -75,18 +106,26 @@ function characters(minLength: number, allowed = `a string of at least ${minLeng
  */
 export const secretText = characters(32, "a string of at least 32 characters (e.g. the output of: openssl rand -base64 32)");
 
-export function matching(pattern: RegExp, allowed: string): Kind<string> {
+export function matching(regex: RegExp, allowed: string): Kind<string> {
   return {
     allowed,
-    parse: (value, at) => (typeof value === "string" && pattern.test(value) ? value : fail(at, value, allowed)),
+    schema: { type: "string", pattern: schemaPattern(regex) },
+    parse: (value, at) => (typeof value === "string" && regex.test(value) ? value : fail(at, value, allowed)),
   };
 }
 
-const LABEL = "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?";
-const HOSTNAME = new RegExp(`^(?=.{1,253}$)${LABEL}(\\.${LABEL})*$`, "i");
+// Both cases spelled out rather than the i flag, which a JSON Schema pattern cannot carry.
+const LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?";
+const HOSTNAME = new RegExp(`^(?=.{1,253}$)${LABEL}(\\.${LABEL})*$`);
+/** Loose on purpose: colons make it IPv6, and isIP decides the rest when natsedge loads the file. */
+const IPV6_LIKE = /^[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*(%[^\s%]+)?$/;
 
 export const host: Kind<string> = {
   allowed: "an IP address (IPv6 without brackets) or a host name",
+  schema: {
+    type: "string",
+    anyOf: [{ pattern: schemaPattern(HOSTNAME) }, { pattern: schemaPattern(IPV6_LIKE) }],
+  },
   parse(value, at) {
     const valid = typeof value === "string" && (isIP(value) !== 0 || HOSTNAME.test(value));
     return valid ? value : fail(at, value, this.allowed);
@@ -96,6 +135,7 @@ export const host: Kind<string> = {
 export function oneOf<T extends string>(values: readonly T[]): Kind<T> {
   return {
     allowed: `one of ${values.join(", ")}`,
+    schema: { enum: values },
     parse(value, at) {
       return values.find((candidate) => candidate === value) ?? fail(at, value, this.allowed);
     },
@@ -108,6 +148,7 @@ export const logLevel = oneOf<LogLevel>(["fatal", "error", "warn", "info", "debu
 export function boolean(allowed = "true or false"): Kind<boolean> {
   return {
     allowed,
+    schema: { enum: [true, false, "true", "false"] },
     parse(value, at) {
       if (value === true || value === "true") return true;
       return value === false || value === "false" ? false : fail(at, value, allowed);
@@ -122,6 +163,8 @@ const ORIGIN = new RegExp(`^[a-z][a-z0-9+.-]*://${ORIGIN_HOST}(:(?<port>\\d{1,5}
 export const origins: Kind<string[]> = {
   allowed:
     'a comma-separated list (in files also a list) of "*" or scheme://host[:port], where host may start with "*."',
+  // Loose: entries are lower-cased before ORIGIN is applied, which a flagless pattern cannot do.
+  schema: listSchema({ pattern: "^(\\*|[A-Za-z][A-Za-z0-9+.-]*://[^/\\s]+)$" }),
   parse(value, at) {
     const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
     if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
@@ -141,6 +184,7 @@ export const PEM = /-----BEGIN PUBLIC KEY-----[\s\S]+-----END PUBLIC KEY-----/;
 /** PEM text; literal "\n" sequences (how PEM usually survives an env var) become newlines. */
 export const publicKey: Kind<string> = {
   allowed: "PEM text from -----BEGIN PUBLIC KEY----- to -----END PUBLIC KEY-----",
+  schema: { type: "string", pattern: schemaPattern(PEM) },
   parse(value, at) {
     const pem = typeof value === "string" ? value.replace(/\\n/g, "\n") : "";
     return PEM.test(pem) ? pem : fail(at, value, this.allowed);
@@ -164,6 +208,8 @@ export const natsServers: Kind<string[]> = {
   allowed:
     "a comma-separated list (in files also a list) of nats://host:port, tls://host:port or host:port, " +
     "where host is a host name, an IPv4 address or a [IPv6] address and port is 1 to 65535",
+  // No "@" anywhere: credentials in a URL are refused (and so a comma-separated string with one too).
+  schema: listSchema({ pattern: "^[^@]+$" }),
   parse(value, at) {
     const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
     if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
@@ -198,6 +244,7 @@ function addressOrBlock(entry: unknown): string | undefined {
 
 export const addressList: Kind<string[]> = {
   allowed: "a comma-separated list (in files also a list) of IP addresses or CIDR blocks, e.g. 10.0.0.0/8,::1",
+  schema: listSchema({ pattern: "^[0-9A-Fa-f:.]+(/\\d{1,3})?$" }),
   parse(value, at) {
     const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
     if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
@@ -217,7 +264,15 @@ export const filePath = characters(
 );
 
 const NAMESPACE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
-const FLAGS = ["presence", "joinLeave", "clientPublish", "anonymous", "personal"] as const;
+/** The on/off namespace options, with their hover text in editors (docs/configuration.md says more). */
+const FLAG_ABOUT = {
+  presence: "Track who is subscribed",
+  joinLeave: "Push join and leave events to subscribers; needs presence: true",
+  clientPublish: "Let clients publish (otherwise only the server API can)",
+  anonymous: "Let clients without a token subscribe",
+  personal: "ns.<user> channels can only be used by the user named by their last token",
+} as const;
+const FLAGS = Object.keys(FLAG_ABOUT).filter((name): name is keyof typeof FLAG_ABOUT => name in FLAG_ABOUT);
 const NAMESPACE_OPTIONS = new Set<string>(["history", ...FLAGS]);
 const historySize = integer(1, 100_000);
 const historyTtl = duration("a duration greater than 0, e.g. 30s or 5m", 1, Number.MAX_SAFE_INTEGER);
@@ -276,8 +331,49 @@ export function namespaceMap(): Record<string, NamespaceOptions> {
   return Object.create(null) as Record<string, NamespaceOptions>;
 }
 
+const NULL = { type: "null" } as const;
+
+const historySchema: Schema = {
+  description: "Keep recent publications; size and ttl are both required",
+  anyOf: [
+    NULL,
+    {
+      type: "object",
+      properties: {
+        size: { description: "Publications kept per channel", ...historySize.schema },
+        ttl: { description: "How long a publication is kept", ...historyTtl.schema },
+      },
+      required: ["size", "ttl"],
+      additionalProperties: false,
+    },
+  ],
+};
+
+const namespaceSchema: Schema = {
+  anyOf: [
+    NULL,
+    {
+      type: "object",
+      properties: {
+        history: historySchema,
+        ...Object.fromEntries(FLAGS.map((name) => [name, { description: FLAG_ABOUT[name], type: ["boolean", "null"] }])),
+      },
+      additionalProperties: false,
+      if: { properties: { joinLeave: { const: true } }, required: ["joinLeave"] },
+      then: { properties: { presence: { const: true } }, required: ["presence"] },
+    },
+  ],
+};
+
 export const namespaces: Kind<Record<string, NamespaceOptions>> = {
   allowed: "a mapping (in NATSEDGE_NAMESPACES a JSON object) of namespace name to options; see docs/configuration.md",
+  schema: {
+    anyOf: [
+      { type: "object", propertyNames: { pattern: schemaPattern(NAMESPACE_NAME) }, additionalProperties: namespaceSchema },
+      // The env var's form, which a file may use too.
+      { type: "string", contentMediaType: "application/json" },
+    ],
+  },
   parse(value, at) {
     const map = typeof value === "string" ? parseJson(value, at, value) : value;
     if (!isObject(map)) return fail(at, value, "a mapping of namespace name to options");

@@ -14,6 +14,8 @@ import { readSources, readText, type Raw } from "./sources.js";
 import type { AuthConfig, Config, NatsConfig, NatsTls, ServerTls } from "./types.js";
 
 export { ConfigError, errorText, HELP };
+export { SCHEMA_FILE, schemaText } from "./schema.js";
+export { FORMATS, formatConfig, REDACTED, type Format } from "./redact.js";
 
 const DEFAULT_ORIGIN: Origin = { label: "default" };
 

@@ -318,6 +318,9 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
 // Object.keys gives string[]; the guard narrows it to Key[] without a cast.
 export const KEYS = Object.keys(SETTINGS).filter((key): key is Key => key in SETTINGS);
 
+/** Settings whose values are never printed: errors give their length, check-config redacts them. */
+export const SECRET_KEYS = KEYS.filter((key) => SETTINGS[key].secret === true);
+
 /** "auth.publicKeyFile" -> "NATSEDGE_AUTH_PUBLIC_KEY_FILE" */
 const envName = (key: string): string => `NATSEDGE_${key.replace(/\./g, "_").replace(/[A-Z]/g, "_$&")}`.toUpperCase();
 /** "auth.publicKeyFile" -> "--auth-public-key-file" */
@@ -343,6 +346,7 @@ export const HELP: string = formatHelp(
       default: setting.default ?? setting.defaultText ?? "unset",
     };
   }),
+  SECRET_KEYS,
 );
 
 /** The no-config default: one open namespace, so that a bare `natsedge` is usable at once. */

@@ -10,6 +10,7 @@ import { parse as parseYaml } from "yaml";
 import { ConfigError, errorText, fail, problem, show, type At, type Origin } from "./errors.js";
 import { filePath, isObject, parseJson } from "./kinds.js";
 import { MAX_CONFIG_DEPTH, nestingBound } from "./nesting.js";
+import { SCHEMA_KEY } from "./schema.js";
 import { envNames, flagNames, KEYS, type Key } from "./settings.js";
 
 export interface Raw {
@@ -129,6 +130,7 @@ function readConfigFile(config: Raw): Map<Key, Raw> {
   // In a file, an empty value (YAML null) means "not set"; an empty file sets nothing.
   const read = (group: string, mapping: Record<string, unknown>): void => {
     for (const [name, value] of Object.entries(mapping)) {
+      if (group === "" && name === SCHEMA_KEY) continue;
       const path = group ? `${group}.${name}` : name;
       // "auth.hmacSecret: x" at the top level is not the hmacSecret inside auth.
       const nested = !name.includes(".");
