@@ -148,12 +148,12 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   logLevel: { kind: logLevel, about: "Log level", default: "info" },
   "auth.hmacSecret": {
     kind: secretText,
-    about: "Shared secret client JWTs are signed with (HS256)",
+    about: "Shared secret client JWTs are signed with (HS256, HS384 or HS512)",
     secret: true,
   },
   "auth.publicKey": {
     kind: publicKey,
-    about: "Public key (RSA, P-256 or Ed25519) client JWTs are verified with; \\n escapes become newlines",
+    about: "Public key (RSA, EC P-256/P-384/P-521 or Ed25519) client JWTs are verified with; \\n escapes become newlines",
   },
   "auth.publicKeyFile": {
     kind: filePath,
