@@ -174,6 +174,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly jwksFetches = new Counter({
+    name: "natsedge_jwks_fetches_total",
+    help: "Fetches of auth.jwksUrl by cause and result; after a failure the keys held stay in use",
+    labelNames: ["reason", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly jwksLoadedAt = new Gauge({
+    name: "natsedge_jwks_last_success_timestamp_seconds",
+    help: "When the key set from auth.jwksUrl was last fetched successfully (Unix time)",
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

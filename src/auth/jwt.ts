@@ -10,6 +10,9 @@ import {
   type JWTVerifyOptions,
 } from "jose";
 import type { AuthConfig } from "../config/types.js";
+import { createLogger, type Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import { RemoteKeySet } from "./jwks.js";
 import { isValidPattern } from "./patterns.js";
 
 export interface Claims {
@@ -79,11 +82,12 @@ export class TokenVerifier {
   readonly #secret: Uint8Array | undefined;
   readonly #pem: PemKey | undefined;
   readonly #jwks: JWTVerifyGetKey | undefined;
+  readonly #remote: RemoteKeySet | undefined;
   readonly #options: JWTVerifyOptions;
   /** Every `alg` a token may carry; anything else is refused before a key is looked up. */
   readonly algorithms: readonly string[];
 
-  constructor(auth: AuthConfig) {
+  constructor(auth: AuthConfig, log: Logger = createLogger("silent"), metrics?: Metrics) {
     if (auth.hmacSecret !== undefined) {
       if (auth.hmacSecret === "") throw new Error("auth: hmacSecret must not be empty");
       this.#secret = new TextEncoder().encode(auth.hmacSecret);
@@ -95,6 +99,11 @@ export class TokenVerifier {
       } catch (err) {
         throw new Error(`auth: invalid JWKS: ${messageOf(err)}`, { cause: err });
       }
+    }
+    if (auth.jwksUrl !== undefined) {
+      if (this.#jwks) throw new Error("auth: jwks and jwksUrl cannot both be set");
+      this.#remote = new RemoteKeySet(auth.jwksUrl, log, metrics);
+      this.#jwks = this.#remote.getKey;
     }
 
     const algorithms: string[] = [
@@ -111,6 +120,16 @@ export class TokenVerifier {
       ...(auth.audience !== undefined && { audience: auth.audience }),
       ...(auth.issuer !== undefined && { issuer: auth.issuer }),
     };
+  }
+
+  /** Resolves once every key source can verify tokens: a remote JWKS has been fetched. */
+  async start(): Promise<void> {
+    await this.#remote?.start();
+  }
+
+  /** Stops refreshing a remote JWKS. */
+  close(): void {
+    this.#remote?.close();
   }
 
   async verify(token: string): Promise<Claims> {
