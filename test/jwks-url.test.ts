@@ -145,6 +145,32 @@ describe("auth.jwksUrl", () => {
     expect((await connectReply(gw.wsUrl, await token(a))).error).toMatchObject({ code: 401, message: "no key matches the token" });
   });
 
+  it("accepts every asymmetric algorithm from the provider's keys, and refuses ones that do not fit", async () => {
+    const algs = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
+    const keys = await Promise.all(
+      algs.map(async (alg) => {
+        const { publicKey, privateKey } = await generateKeyPair(alg);
+        return { alg, privateKey, jwk: { ...(await exportJWK(publicKey)), kid: `k-${alg}`, alg } };
+      }),
+    );
+    const secret = new TextEncoder().encode("an-oct-key-the-provider-should-not-publish");
+    const oct: JWK = { kty: "oct", k: Buffer.from(secret).toString("base64url"), kid: "k-oct" };
+    const server = await jwksServer([...keys.map((k) => k.jwk), oct]);
+    const gw = await gateway(server);
+    for (const { alg, privateKey } of keys) {
+      const reply = await connectReply(gw.wsUrl, await signToken({ sub: alg }, privateKey, alg, `k-${alg}`));
+      expect(reply, alg).toMatchObject({ ok: { user: alg } });
+    }
+    const refused = async (tok: string): Promise<unknown> => ((await connectReply(gw.wsUrl, tok)).error as Frame).message;
+    const [es256, rs256] = [keys[6]!, keys[0]!];
+    expect(await refused(await signToken({ sub: "x" }, secret, "HS256", "k-oct"))).toBe("token algorithm not allowed");
+    // The right key, named by a kid whose key is of another curve or declares another algorithm.
+    expect(await refused(await signToken({ sub: "x" }, es256.privateKey, "ES256", "k-ES384"))).toBe("no key matches the token");
+    expect(await refused(await signToken({ sub: "x" }, rs256.privateKey, "RS256", "k-PS256"))).toBe("no key matches the token");
+    const none = `${Buffer.from('{"alg":"none"}').toString("base64url")}.${Buffer.from('{"sub":"x"}').toString("base64url")}.`;
+    expect(await refused(none)).toBe("token algorithm not allowed");
+  });
+
   it("fetches at most once per cooldown however many unknown kids arrive", async () => {
     const server = await jwksServer([a.jwk]);
     const gw = await gateway(server, { cooldown: "2s" });
