@@ -168,6 +168,11 @@ describe("TokenVerifier: key sources", () => {
     const small = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey;
     const smallPem = small.export({ type: "spki", format: "pem" }).toString();
     expect(() => new TokenVerifier({ publicKey: smallPem })).toThrow(/2048/);
+    const remote = { url: "https://idp.test/jwks", cooldown: 30_000, maxAge: 600_000 };
+    const jwks = { keys: [{ kty: "OKP", crv: "Ed25519", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }] };
+    expect(() => new TokenVerifier({ jwks, jwksUrl: remote })).toThrow(/jwks and jwksUrl/);
+    // Nothing is fetched before a token or start(): the allowlist is known from the source alone.
+    expect(new TokenVerifier({ jwksUrl: remote }).algorithms).toEqual(new TokenVerifier({ jwks }).algorithms);
     const k256 = generateKeyPairSync("ec", { namedCurve: "secp256k1" }).publicKey;
     const k256Pem = k256.export({ type: "spki", format: "pem" }).toString();
     expect(() => new TokenVerifier({ publicKey: k256Pem })).toThrow(/P-256, P-384 or P-521/);
