@@ -70,6 +70,7 @@ export class Gateway {
     private readonly backend: Backend,
     private readonly transports: { ws: WebSocketTransport; longPoll: LongPollTransport; sse: SseTransport },
     private readonly listeners: { client: Listener; admin: Listener },
+    private readonly verifier: TokenVerifier | undefined,
     readonly node: string,
   ) {}
 
@@ -108,7 +109,7 @@ export class Gateway {
       maxPresenceMembers: config.maxPresenceMembers,
     });
     const limits = new Limits(config, backend.presence, metrics, log);
-    const verifier = config.auth ? new TokenVerifier(config.auth) : undefined;
+    const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const ops = new ServerOperations(config, hub);
 
@@ -137,7 +138,7 @@ export class Gateway {
       ),
       admin,
     };
-    gateway = new Gateway(config, log, hub, backend, transports, listeners, node);
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node);
 
     await hub.start();
     await backend.start();
@@ -145,6 +146,9 @@ export class Gateway {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
       gateway.natsApi.start();
     }
+    // Keys before clients: a token refused for want of keys closes with 4001, and clients do not
+    // reconnect after that.
+    await verifier?.start();
     const port = listeners.client.start();
     if (certificate) {
       const served = config.adminTls ? [listeners.client, listeners.admin] : [listeners.client];
@@ -171,6 +175,7 @@ export class Gateway {
     const { ws, longPoll, sse } = this.transports;
     this.log.info({ clients: ws.size + sse.size, drainPeriodMs: this.config.drainPeriod }, "draining");
     this.tlsReloader?.close();
+    this.verifier?.close();
     this.listeners.client.close();
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);

@@ -181,6 +181,19 @@ export class Metrics {
     [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
   );
 
+  readonly jwksFetches = new Counter({
+    name: "natsedge_jwks_fetches_total",
+    help: "Fetches of auth.jwksUrl by cause and result; after a failure the keys held stay in use",
+    labelNames: ["reason", "result"] as const,
+    registers: [this.registry],
+  });
+
+  readonly jwksLoadedAt = new Gauge({
+    name: "natsedge_jwks_last_success_timestamp_seconds",
+    help: "When the key set from auth.jwksUrl was last fetched successfully (Unix time)",
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
     // prom-client's Histogram counts one observe() at a time and cannot take Node's sampled

@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from "node:crypto";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import {
   exportJWK,
   exportSPKI,
@@ -50,7 +50,7 @@ interface SignOptions {
 
 function sign(
   payload: JWTPayload,
-  key: CryptoKey | Uint8Array = secretKey,
+  key: CryptoKey | KeyObject | Uint8Array = secretKey,
   { alg = "HS256", kid }: SignOptions = {},
 ): Promise<string> {
   // Gateways require exp by default; "exp" in payload (even undefined) leaves it as given.
@@ -168,9 +168,79 @@ describe("TokenVerifier: key sources", () => {
     const small = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey;
     const smallPem = small.export({ type: "spki", format: "pem" }).toString();
     expect(() => new TokenVerifier({ publicKey: smallPem })).toThrow(/2048/);
-    const p384 = generateKeyPairSync("ec", { namedCurve: "secp384r1" }).publicKey;
-    const p384Pem = p384.export({ type: "spki", format: "pem" }).toString();
-    expect(() => new TokenVerifier({ publicKey: p384Pem })).toThrow(/P-256/);
+    const remote = { url: "https://idp.test/jwks", cooldown: 30_000, maxAge: 600_000 };
+    const jwks = { keys: [{ kty: "OKP", crv: "Ed25519", x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }] };
+    expect(() => new TokenVerifier({ jwks, jwksUrl: remote })).toThrow(/jwks and jwksUrl/);
+    // Nothing is fetched before a token or start(): the allowlist is known from the source alone.
+    expect(new TokenVerifier({ jwksUrl: remote }).algorithms).toEqual(new TokenVerifier({ jwks }).algorithms);
+    const k256 = generateKeyPairSync("ec", { namedCurve: "secp256k1" }).publicKey;
+    const k256Pem = k256.export({ type: "spki", format: "pem" }).toString();
+    expect(() => new TokenVerifier({ publicKey: k256Pem })).toThrow(/P-256, P-384 or P-521/);
+  });
+});
+
+/** A key pair for `alg` with its public half as PEM and as a JWK. */
+async function keysFor(alg: string): Promise<Pair & { jwk: Record<string, unknown> }> {
+  const keys = await pair(alg);
+  return { ...keys, jwk: { ...(await exportJWK(keys.publicKey)) } };
+}
+
+describe("TokenVerifier: algorithms", () => {
+  // Each algorithm with the key it is signed with; the same key type always yields the same list.
+  const SIGNED: readonly string[] = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA", "Ed25519"];
+
+  it("accepts every HMAC algorithm with the shared secret", async () => {
+    const v = new TokenVerifier({ hmacSecret: SECRET });
+    expect(v.algorithms).toEqual(["HS256", "HS384", "HS512"]);
+    for (const alg of ["HS256", "HS384", "HS512"]) {
+      expect((await v.verify(await sign({ sub: alg }, secretKey, { alg }))).sub, alg).toBe(alg);
+    }
+  });
+
+  it("derives the allowlist from the PEM key's type and curve", async () => {
+    const lists: Record<string, readonly string[]> = {};
+    for (const alg of SIGNED) {
+      const keys = await pair(alg);
+      const v = new TokenVerifier({ publicKey: keys.pem });
+      lists[alg] = v.algorithms;
+      const token = await sign({ sub: alg }, keys.privateKey, { alg });
+      expect((await v.verify(token)).sub, alg).toBe(alg);
+    }
+    expect(lists.RS256).toEqual(["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]);
+    expect(lists.ES256).toEqual(["ES256"]);
+    expect(lists.ES384).toEqual(["ES384"]);
+    expect(lists.ES512).toEqual(["ES512"]);
+    expect(lists.EdDSA).toEqual(["EdDSA", "Ed25519"]);
+  });
+
+  it("accepts every asymmetric algorithm from a JWKS, never HMAC", async () => {
+    const keys = await Promise.all(SIGNED.map(async (alg) => ({ alg, ...(await keysFor(alg)) })));
+    const v = new TokenVerifier({ jwks: { keys: keys.map(({ alg, jwk }) => ({ ...jwk, kid: alg })) } });
+    expect(v.algorithms.filter((alg) => alg.startsWith("HS") || alg === "none")).toEqual([]);
+    for (const { alg, privateKey } of keys) {
+      expect((await v.verify(await sign({ sub: alg }, privateKey, { alg, kid: alg }))).sub, alg).toBe(alg);
+    }
+  });
+
+  it("refuses a token whose algorithm does not fit the key", async () => {
+    const p384 = await keysFor("ES384");
+    // The right key bytes, the wrong curve's algorithm: ES256 is not derived from a P-384 key.
+    await expectInvalid(new TokenVerifier({ publicKey: p384.pem }), await sign({ sub: "x" }, ec.privateKey, { alg: "ES256" }), /algorithm not allowed/);
+    await expectInvalid(new TokenVerifier({ publicKey: ed.pem }), await sign({ sub: "x" }, rsa.privateKey, { alg: "RS256" }), /algorithm not allowed/);
+    // One RSA key pair signing with both paddings (a CryptoKey is bound to one of them).
+    const rsaBoth = generateKeyPairSync("rsa", { modulusLength: 2048 });
+    await expectInvalid(new TokenVerifier({ hmacSecret: SECRET }), await sign({ sub: "x" }, rsaBoth.privateKey, { alg: "PS256" }), /algorithm not allowed/);
+    // HS384 keyed with the PEM text: HMAC never uses a public key.
+    await expectInvalid(new TokenVerifier({ publicKey: rsa.pem }), await sign({ sub: "x" }, new TextEncoder().encode(rsa.pem), { alg: "HS384" }), /algorithm not allowed/);
+
+    // In a JWKS the key's own `alg` narrows further: an RS256 key does not verify PS256.
+    const rsJwk = { ...(await exportJWK(rsaBoth.publicKey)), kid: "r", alg: "RS256" };
+    const v = new TokenVerifier({ jwks: { keys: [rsJwk, { ...p384.jwk, kid: "p" }] } });
+    expect((await v.verify(await sign({ sub: "rs" }, rsaBoth.privateKey, { alg: "RS256", kid: "r" }))).sub).toBe("rs");
+    await expectInvalid(v, await sign({ sub: "x" }, rsaBoth.privateKey, { alg: "PS256", kid: "r" }), /no key matches/);
+    // A P-384 key is not offered for ES256 or ES512.
+    await expectInvalid(v, await sign({ sub: "x" }, ec.privateKey, { alg: "ES256", kid: "p" }), /no key matches/);
+    expect((await v.verify(await sign({ sub: "ok" }, p384.privateKey, { alg: "ES384", kid: "p" }))).sub).toBe("ok");
   });
 });
 
@@ -206,8 +276,8 @@ describe("TokenVerifier: rejections", () => {
     const rs = await sign({ sub: "x" }, rsa.privateKey, { alg: "RS256" });
     await expectInvalid(new TokenVerifier({ publicKey: ec.pem }), rs, /algorithm/);
     // Rejected by the allowlist before the (bogus) signature is looked at.
-    const ps = `${b64url({ alg: "PS256" })}.${b64url({ sub: "x" })}.${"A".repeat(342)}`;
-    await expectInvalid(new TokenVerifier({ publicKey: rsa.pem }), ps, /algorithm not allowed/);
+    const es512 = `${b64url({ alg: "ES512" })}.${b64url({ sub: "x" })}.${"A".repeat(342)}`;
+    await expectInvalid(new TokenVerifier({ publicKey: rsa.pem }), es512, /algorithm not allowed/);
   });
 
   it("reports an expired token as expired", async () => {

@@ -601,6 +601,34 @@ describe("auth", () => {
     }
   });
 
+  it("takes a JWKS URL with its cooldown and max age, and refuses unsafe URLs", () => {
+    const url = "https://idp.example.com/.well-known/jwks.json";
+    expect(load(["--auth-jwks-url", url]).auth).toEqual({ requireExp: true, jwksUrl: { url, cooldown: 30_000, maxAge: 600_000 } });
+    const file = write("c.yaml", `auth:\n  jwksUrl: ${url}\n  jwksCooldown: 5s\n  jwksMaxAge: 1h\n`);
+    expect(load(["--config", file]).auth?.jwksUrl).toEqual({ url, cooldown: 5_000, maxAge: 3_600_000 });
+    const env = { NATSEDGE_AUTH_JWKS_URL: "http://127.0.0.1:8080/jwks", NATSEDGE_AUTH_JWKS_MAX_AGE: "90s" };
+    expect(load([], env).auth?.jwksUrl).toEqual({ url: "http://127.0.0.1:8080/jwks", cooldown: 30_000, maxAge: 90_000 });
+    for (const loopback of ["http://localhost/jwks", "http://[::1]:9/k", "http://127.1.2.3/k"]) {
+      expect(load(["--auth-jwks-url", loopback]).auth?.jwksUrl?.url).toBe(loopback);
+    }
+    // Keys over plain http to another host could be swapped on the way.
+    for (const bad of ["http://idp.example.com/jwks", "http://10.0.0.1/jwks", "ftp://idp/jwks", "file:///etc/jwks.json", "idp/jwks", ""]) {
+      fails(["--auth-jwks-url", bad], {}, "auth.jwksUrl (from --auth-jwks-url)", "an https:// URL");
+    }
+    const message = fails(["--auth-jwks-url", "https://user:hunter2@idp/jwks"], {}, "auth.jwksUrl", "credentials");
+    expect(message).not.toContain("hunter2");
+    fails(["--auth-jwks-url", url, "--auth-jwks-cooldown", "0"], {}, "auth.jwksCooldown", "a duration from 1s to 1h");
+    fails(["--auth-jwks-url", url, "--auth-jwks-max-age", "2d"], {}, "auth.jwksMaxAge", "a duration from 1s to 1d");
+  });
+
+  it("needs auth.jwksUrl for its cooldown and max age, and allows no other key source beside it", () => {
+    fails(["--auth-hmac-secret", SECRET, "--auth-jwks-cooldown", "5s"], {}, "auth.jwksCooldown (from --auth-jwks-cooldown)", "needs auth.jwksUrl");
+    fails([], { NATSEDGE_AUTH_JWKS_MAX_AGE: "5m" }, "auth.jwksMaxAge (from NATSEDGE_AUTH_JWKS_MAX_AGE)", "needs auth.jwksUrl");
+    const message = fails(["--auth-jwks-url", "https://idp/jwks", "--auth-jwks-file", "x.json"], {}, "auth:", "only one key source");
+    expect(message).toContain("auth.jwksUrl (from --auth-jwks-url)");
+    expect(message.split("\n")).toHaveLength(1);
+  });
+
   it("allows only one key source, across all sources", () => {
     const pemFile = write("public.pem", PEM);
     const env = { NATSEDGE_AUTH_HMAC_SECRET: SECRET };

@@ -1,17 +1,18 @@
 import { nestedDeeperThan } from "../protocol/payload.js";
-import { createPublicKey } from "node:crypto";
+import { createPublicKey, type KeyObject } from "node:crypto";
 import {
   createLocalJWKSet,
   errors,
-  importSPKI,
   jwtVerify,
-  type CryptoKey,
   type JSONWebKeySet,
   type JWTPayload,
   type JWTVerifyGetKey,
   type JWTVerifyOptions,
 } from "jose";
 import type { AuthConfig } from "../config/types.js";
+import { createLogger, type Logger } from "../log.js";
+import type { Metrics } from "../metrics.js";
+import { RemoteKeySet } from "./jwks.js";
 import { isValidPattern } from "./patterns.js";
 
 export interface Claims {
@@ -46,19 +47,27 @@ export const MAX_CHANNEL_PATTERNS = 256;
 export const MAX_INFO_DEPTH = 32;
 export const MAX_INFO_BYTES = 4096;
 
-// HMAC only ever uses the shared secret; asymmetric algorithms are fixed by the configured keys.
-// The explicit allowlist is what rejects `alg: none` and HS256-signed-with-the-public-key tokens.
-const HMAC_ALGS = ["HS256"] as const;
-const RSA_ALGS = ["RS256"] as const;
-const EC_P256_ALGS = ["ES256"] as const;
+// Every algorithm the verifier accepts is listed here, derived from the kind of key configured:
+// the explicit allowlist is what rejects `alg: none`, and HS* signed with a public key's text
+// (HMAC only ever uses the shared secret, and a JWKS never supplies one).
+const HMAC_ALGS = ["HS256", "HS384", "HS512"] as const;
+// One RSA key verifies both paddings; PSS is the stronger, PKCS#1 v1.5 what most IdPs still use.
+const RSA_ALGS = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] as const;
+// An EC key fixes its algorithm through its curve (RFC 7518 3.4).
+const EC_ALGS: Readonly<Record<string, readonly [string]>> = {
+  prime256v1: ["ES256"],
+  secp384r1: ["ES384"],
+  secp521r1: ["ES512"],
+};
 // jose accepts both the legacy and the fully-specified (RFC 9864) name for Ed25519 signatures.
 const ED25519_ALGS = ["EdDSA", "Ed25519"] as const;
-const JWKS_ALGS = [...RSA_ALGS, ...EC_P256_ALGS, ...ED25519_ALGS];
+// A JWKS may hold any of these; jose then matches each token to keys of the fitting type and
+// curve (and the key's own `alg`, when it names one).
+const JWKS_ALGS = [...RSA_ALGS, ...Object.values(EC_ALGS).flat(), ...ED25519_ALGS];
 
 interface PemKey {
   algs: readonly [string, ...string[]];
-  spki: string;
-  imported?: Promise<CryptoKey>;
+  key: KeyObject;
 }
 
 /**
@@ -73,9 +82,12 @@ export class TokenVerifier {
   readonly #secret: Uint8Array | undefined;
   readonly #pem: PemKey | undefined;
   readonly #jwks: JWTVerifyGetKey | undefined;
+  readonly #remote: RemoteKeySet | undefined;
   readonly #options: JWTVerifyOptions;
+  /** Every `alg` a token may carry; anything else is refused before a key is looked up. */
+  readonly algorithms: readonly string[];
 
-  constructor(auth: AuthConfig) {
+  constructor(auth: AuthConfig, log: Logger = createLogger("silent"), metrics?: Metrics) {
     if (auth.hmacSecret !== undefined) {
       if (auth.hmacSecret === "") throw new Error("auth: hmacSecret must not be empty");
       this.#secret = new TextEncoder().encode(auth.hmacSecret);
@@ -88,20 +100,36 @@ export class TokenVerifier {
         throw new Error(`auth: invalid JWKS: ${messageOf(err)}`, { cause: err });
       }
     }
+    if (auth.jwksUrl !== undefined) {
+      if (this.#jwks) throw new Error("auth: jwks and jwksUrl cannot both be set");
+      this.#remote = new RemoteKeySet(auth.jwksUrl, log, metrics);
+      this.#jwks = this.#remote.getKey;
+    }
 
-    const algorithms = [
+    const algorithms: string[] = [
       ...(this.#secret ? HMAC_ALGS : []),
       ...(this.#pem ? this.#pem.algs : []),
       ...(this.#jwks ? JWKS_ALGS : []),
     ];
     if (algorithms.length === 0) throw new Error("auth: no key source configured");
+    this.algorithms = [...new Set(algorithms)];
     this.#options = {
-      algorithms: [...new Set(algorithms)],
+      algorithms: [...this.algorithms],
       clockTolerance: 0,
       ...(auth.requireExp !== false && { requiredClaims: ["exp"] }),
       ...(auth.audience !== undefined && { audience: auth.audience }),
       ...(auth.issuer !== undefined && { issuer: auth.issuer }),
     };
+  }
+
+  /** Resolves once every key source can verify tokens: a remote JWKS has been fetched. */
+  async start(): Promise<void> {
+    await this.#remote?.start();
+  }
+
+  /** Stops refreshing a remote JWKS. */
+  close(): void {
+    this.#remote?.close();
   }
 
   async verify(token: string): Promise<Claims> {
@@ -142,15 +170,12 @@ export class TokenVerifier {
   // Only reached for an allowlisted `alg`: jose checks the allowlist before resolving the key.
   readonly #getKey: JWTVerifyGetKey = async (header, token) => {
     const { alg, kid } = header;
-    if (alg === "HS256" && this.#secret) return this.#secret;
+    if (this.#secret && HMAC_ALGS.some((hs) => hs === alg)) return this.#secret;
     const pem = this.#pem;
     const pemFits = pem !== undefined && alg !== undefined && pem.algs.includes(alg);
     if (this.#jwks && (!pemFits || kid !== undefined)) return this.#jwks(header, token);
-    if (pemFits) {
-      // Imported on first use and cached; the key was already validated in the constructor.
-      pem.imported ??= importSPKI(pem.spki, pem.algs[0]);
-      return pem.imported;
-    }
+    // A KeyObject, unlike a CryptoKey, is not bound to one algorithm: one key serves RS* and PS*.
+    if (pemFits) return pem.key;
     throw new errors.JOSEAlgNotAllowed("no key configured for this algorithm");
   };
 }
@@ -159,12 +184,11 @@ export class TokenVerifier {
 function parsePem(pem: string): PemKey {
   let key;
   try {
-    // Also accepts certificates, PKCS#1 and private keys, normalised to SPKI below.
+    // Also accepts certificates, PKCS#1 and private keys; only the public half is kept.
     key = createPublicKey(pem);
   } catch (err) {
     throw new Error(`auth: publicKey is not a valid PEM key: ${messageOf(err)}`, { cause: err });
   }
-  const spki = key.export({ format: "pem", type: "spki" }).toString();
   const details = key.asymmetricKeyDetails ?? {};
   switch (key.asymmetricKeyType) {
     case "rsa":
@@ -172,14 +196,16 @@ function parsePem(pem: string): PemKey {
       if ((details.modulusLength ?? 0) < 2048) {
         throw new Error("auth: RSA publicKey must be at least 2048 bits");
       }
-      return { algs: RSA_ALGS, spki };
-    case "ec":
-      if (details.namedCurve !== "prime256v1") {
-        throw new Error(`auth: EC publicKey must use P-256, not ${details.namedCurve ?? "unknown"}`);
+      return { algs: RSA_ALGS, key };
+    case "ec": {
+      const algs = EC_ALGS[details.namedCurve ?? ""];
+      if (algs === undefined) {
+        throw new Error(`auth: EC publicKey must use P-256, P-384 or P-521, not ${details.namedCurve ?? "unknown"}`);
       }
-      return { algs: EC_P256_ALGS, spki };
+      return { algs, key };
+    }
     case "ed25519":
-      return { algs: ED25519_ALGS, spki };
+      return { algs: ED25519_ALGS, key };
     default:
       throw new Error(`auth: unsupported publicKey type ${key.asymmetricKeyType ?? "unknown"}`);
   }

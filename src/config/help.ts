@@ -37,8 +37,9 @@ Durations: 500ms, 30s, 5m, 1h, 2d, or a plain integer of seconds.
 Sizes: 64KiB, 1MiB, 1GiB (1024-based), 512KB, 1MB, 1GB (1000-based), 100B, or a plain
 integer of bytes.
 
-Auth: set at most one key source (auth.hmacSecret, auth.publicKey, auth.publicKeyFile or
-auth.jwksFile); auth.audience, auth.issuer and auth.cookie need one.
+Auth: set at most one key source (auth.hmacSecret, auth.publicKey, auth.publicKeyFile,
+auth.jwksFile or auth.jwksUrl); auth.audience, auth.issuer and auth.cookie need one,
+auth.jwksCooldown and auth.jwksMaxAge need auth.jwksUrl.
 
 NATS: without nats.servers, natsedge runs one process with an in-memory broker; the other
 nats.* settings then are errors, and so is workers above 1. nats.user and nats.password go

@@ -191,6 +191,33 @@ export const publicKey: Kind<string> = {
   },
 };
 
+/** Hosts an http:// URL may name: traffic to them does not leave the machine. */
+function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "[::1]" || (isIP(hostname) === 4 && hostname.startsWith("127."));
+}
+
+/**
+ * The URL of keys the gateway trusts. Plain http is allowed only where nobody can change the
+ * answer on the way (a sidecar, a test); anywhere else swapped keys would let anyone sign tokens.
+ */
+export const keysUrl: Kind<string> = {
+  allowed: "an https:// URL, or an http:// URL to localhost, 127.0.0.0/8 or [::1]",
+  parse(value, at) {
+    let url: URL | undefined;
+    try {
+      url = typeof value === "string" ? new URL(value) : undefined;
+    } catch {
+      url = undefined;
+    }
+    if (url !== undefined && (url.username !== "" || url.password !== "")) {
+      // Not echoed: the part before "@" is most likely a password.
+      throw problem(at, "a URL with credentials (user:password@) is not allowed");
+    }
+    const valid = url?.protocol === "https:" || (url?.protocol === "http:" && isLoopback(url.hostname));
+    return valid && url !== undefined ? url.href : fail(at, value, this.allowed);
+  },
+};
+
 export const nonEmpty = characters(1, "a non-empty string");
 
 /** nats://host:port, tls://host:port or host:port; host is a name, an IPv4 or a [IPv6] address. */

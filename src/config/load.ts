@@ -22,9 +22,11 @@ const DEFAULT_ORIGIN: Origin = { label: "default" };
 type Get = <K extends Key>(key: K) => Values[K] | undefined;
 type WithDefault = <K extends Key>(key: K) => Values[K];
 
-const KEY_SOURCES = ["auth.hmacSecret", "auth.publicKey", "auth.publicKeyFile", "auth.jwksFile"] as const;
+const KEY_SOURCES = ["auth.hmacSecret", "auth.publicKey", "auth.publicKeyFile", "auth.jwksFile", "auth.jwksUrl"] as const;
 const CLAIMS = ["auth.audience", "auth.issuer", "auth.cookie", "auth.requireExp"] as const;
-const KEY_SOURCE_TEXT = "set one of auth.hmacSecret, auth.publicKey, auth.publicKeyFile or auth.jwksFile";
+const JWKS_URL_TUNING = ["auth.jwksCooldown", "auth.jwksMaxAge"] as const;
+const KEY_SOURCE_TEXT =
+  "set one of auth.hmacSecret, auth.publicKey, auth.publicKeyFile, auth.jwksFile or auth.jwksUrl";
 
 function setIfDefined<T, K extends keyof T>(target: T, key: K, value: T[K] | undefined): void {
   if (value !== undefined) target[key] = value;
@@ -53,7 +55,11 @@ function jwksFromFile(raw: Map<Key, Raw>, name: string): { keys: Record<string, 
   return { keys };
 }
 
-function buildAuth(raw: Map<Key, Raw>, get: Get): AuthConfig | undefined {
+function buildAuth(raw: Map<Key, Raw>, get: Get, withDefault: WithDefault): AuthConfig | undefined {
+  if (!raw.has("auth.jwksUrl")) {
+    const tuning = JWKS_URL_TUNING.find((key) => raw.has(key));
+    if (tuning) throw problem(atKey(raw, tuning), "needs auth.jwksUrl (NATSEDGE_AUTH_JWKS_URL, --auth-jwks-url), which is not set");
+  }
   const sources = KEY_SOURCES.filter((key) => raw.has(key));
   if (sources.length > 1) {
     const named = sources.map((key) => `${key} (from ${raw.get(key)?.origin.label ?? "?"})`);
@@ -74,6 +80,10 @@ function buildAuth(raw: Map<Key, Raw>, get: Get): AuthConfig | undefined {
   if (pemFile !== undefined) auth.publicKey = publicKeyFromFile(raw, pemFile);
   const jwksFile = get("auth.jwksFile");
   if (jwksFile !== undefined) auth.jwks = jwksFromFile(raw, jwksFile);
+  const jwksUrl = get("auth.jwksUrl");
+  if (jwksUrl !== undefined) {
+    auth.jwksUrl = { url: jwksUrl, cooldown: withDefault("auth.jwksCooldown"), maxAge: withDefault("auth.jwksMaxAge") };
+  }
   setIfDefined(auth, "audience", get("auth.audience"));
   setIfDefined(auth, "issuer", get("auth.issuer"));
   setIfDefined(auth, "cookie", get("auth.cookie"));
@@ -217,7 +227,7 @@ export function loadConfig(
   }
   const adminTls = withDefault("adminTls");
   const tls = buildServerTls(raw, get, adminTls);
-  const auth = buildAuth(raw, get);
+  const auth = buildAuth(raw, get, withDefault);
   const allowedOrigins = get("allowedOrigins");
   if (allowedOrigins?.includes("*") && auth?.cookie !== undefined) {
     // Browsers attach cookies to cross-site requests; with every origin allowed (and credentials,

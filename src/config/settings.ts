@@ -11,6 +11,7 @@ import {
   filePath,
   host,
   integer,
+  keysUrl,
   logLevel,
   matching,
   namespaceMap,
@@ -44,6 +45,9 @@ export interface Values {
   "auth.publicKey": string;
   "auth.publicKeyFile": string;
   "auth.jwksFile": string;
+  "auth.jwksUrl": string;
+  "auth.jwksCooldown": number;
+  "auth.jwksMaxAge": number;
   "auth.audience": string;
   "auth.issuer": string;
   "auth.cookie": string;
@@ -148,12 +152,12 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   logLevel: { kind: logLevel, about: "Log level", default: "info" },
   "auth.hmacSecret": {
     kind: secretText,
-    about: "Shared secret client JWTs are signed with (HS256)",
+    about: "Shared secret client JWTs are signed with (HS256, HS384 or HS512)",
     secret: true,
   },
   "auth.publicKey": {
     kind: publicKey,
-    about: "Public key (RSA, P-256 or Ed25519) client JWTs are verified with; \\n escapes become newlines",
+    about: "Public key (RSA, EC P-256/P-384/P-521 or Ed25519) client JWTs are verified with; \\n escapes become newlines",
   },
   "auth.publicKeyFile": {
     kind: filePath,
@@ -162,6 +166,21 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   "auth.jwksFile": {
     kind: filePath,
     about: 'JWKS file (a JSON object with a non-empty "keys" array) whose keys verify client JWTs, read at startup',
+  },
+  "auth.jwksUrl": {
+    kind: keysUrl,
+    about:
+      "URL of the identity provider's JWKS, fetched before the client port opens, again every auth.jwksMaxAge and when a token names an unknown kid",
+  },
+  "auth.jwksCooldown": {
+    kind: duration("a duration from 1s to 1h", SECOND, 60 * MINUTE),
+    about: "Least time between two auth.jwksUrl fetches caused by tokens naming an unknown kid (or after a failed fetch)",
+    default: "30s",
+  },
+  "auth.jwksMaxAge": {
+    kind: duration("a duration from 1s to 1d", SECOND, 24 * 60 * MINUTE),
+    about: "How old the keys from auth.jwksUrl may get before they are fetched again",
+    default: "10m",
   },
   "auth.audience": { kind: nonEmpty, about: "Required JWT aud claim", defaultText: "unset (not checked)" },
   "auth.issuer": { kind: nonEmpty, about: "Required JWT iss claim", defaultText: "unset (not checked)" },

@@ -27,11 +27,22 @@ export interface AuthConfig {
   publicKey?: string;
   /** Parsed JWKS document read from `jwksFile` at load time. */
   jwks?: { keys: Record<string, unknown>[] };
+  /** The identity provider's JWKS, fetched at start-up and kept fresh (auth.jwksUrl). */
+  jwksUrl?: RemoteJwks;
   audience?: string;
   issuer?: string;
   cookie?: string;
   /** Tokens without `exp` are refused unless this is false. */
   requireExp?: boolean;
+}
+
+export interface RemoteJwks {
+  /** http(s) URL; http only to a loopback address. */
+  url: string;
+  /** Least time between two fetches caused by tokens naming an unknown `kid`, ms. */
+  cooldown: number;
+  /** Keys are fetched again once they are this old, ms. */
+  maxAge: number;
 }
 
 export interface NatsTls {
