@@ -202,6 +202,7 @@ function isLoopback(hostname: string): boolean {
  */
 export const keysUrl: Kind<string> = {
   allowed: "an https:// URL, or an http:// URL to localhost, 127.0.0.0/8 or [::1]",
+  schema: { type: "string", pattern: "^https?://" },
   parse(value, at) {
     let url: URL | undefined;
     try {
