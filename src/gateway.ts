@@ -25,6 +25,8 @@ import { LongPollTransport } from "./transport/longpoll.js";
 import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp } from "./uws.js";
+import { lifecycleEvents } from "./events/wiring.js";
+import type { LifecycleEvents } from "./events/lifecycle.js";
 
 /**
  * The browser SDK (always) and the chat demo (when enabled), read once at start-up. The SDK is
@@ -72,6 +74,7 @@ export class Gateway {
     private readonly listeners: { client: Listener; admin: Listener },
     private readonly verifier: TokenVerifier | undefined,
     readonly node: string,
+    private readonly lifecycle: { events: LifecycleEvents; limits: Limits },
   ) {}
 
   get ready(): boolean {
@@ -101,19 +104,22 @@ export class Gateway {
     const adminPort = admin.start();
     log.info({ adminPort, node }, "admin listening; not ready until start-up completes");
     const backend = config.nats ? await natsBackend(config, config.nats, node, metrics, log) : memoryBackend(config);
+    const events = lifecycleEvents(config, backend, node, metrics, log);
     const hub = new Hub({
       ...backend,
       metrics,
       log,
       presenceGraceMs: config.presenceGrace,
       maxPresenceMembers: config.maxPresenceMembers,
+      events,
     });
-    const limits = new Limits(config, backend.presence, metrics, log);
+    const userWatch = events.tracksUsers ? { changed: (user: string) => events.userChanged(user), graceMs: config.presenceGrace } : undefined;
+    const limits = new Limits(config, backend.presence, metrics, log, userWatch);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const ops = new ServerOperations(config, hub);
 
-    const ctx = { config, hub, limits, verifier, metrics, log, node };
+    const ctx = { config, hub, limits, verifier, metrics, log, node, events };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),
@@ -138,7 +144,7 @@ export class Gateway {
       ),
       admin,
     };
-    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node);
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits });
 
     await hub.start();
     await backend.start();
@@ -180,6 +186,9 @@ export class Gateway {
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
+    // Users' and channels' last transitions are settled while NATS is still there.
+    await this.lifecycle.limits.users.flush();
+    await this.lifecycle.events.close();
     await this.hub.close();
     await this.backend.close();
     this.listeners.admin.close();

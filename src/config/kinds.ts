@@ -7,6 +7,7 @@
 import { isIP } from "node:net";
 import { DURATION_UNITS, parseDuration, parseSize, SIZE_UNITS } from "./duration.js";
 import { ConfigError, errorText, fail, problem, show, type At } from "./errors.js";
+import { EVENT_TYPES, type EventType } from "../events/types.js";
 import type { HistoryOptions, LogLevel, NamespaceOptions } from "./types.js";
 
 /** A JSON Schema (draft 2020-12) fragment. */
@@ -196,6 +197,21 @@ function isLoopback(hostname: string): boolean {
   return hostname === "localhost" || hostname === "[::1]" || (isIP(hostname) === 4 && hostname.startsWith("127."));
 }
 
+/** The value as a URL, undefined when it is none; one with credentials is refused outright. */
+function urlWithoutCredentials(value: unknown, at: At): URL | undefined {
+  let url: URL | undefined;
+  try {
+    url = typeof value === "string" ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url !== undefined && (url.username !== "" || url.password !== "")) {
+    // Not echoed: the part before "@" is most likely a password.
+    throw problem(at, "a URL with credentials (user:password@) is not allowed");
+  }
+  return url;
+}
+
 /**
  * The URL of keys the gateway trusts. Plain http is allowed only where nobody can change the
  * answer on the way (a sidecar, a test); anywhere else swapped keys would let anyone sign tokens.
@@ -204,18 +220,33 @@ export const keysUrl: Kind<string> = {
   allowed: "an https:// URL, or an http:// URL to localhost, 127.0.0.0/8 or [::1]",
   schema: { type: "string", pattern: "^https?://" },
   parse(value, at) {
-    let url: URL | undefined;
-    try {
-      url = typeof value === "string" ? new URL(value) : undefined;
-    } catch {
-      url = undefined;
-    }
-    if (url !== undefined && (url.username !== "" || url.password !== "")) {
-      // Not echoed: the part before "@" is most likely a password.
-      throw problem(at, "a URL with credentials (user:password@) is not allowed");
-    }
+    const url = urlWithoutCredentials(value, at);
     const valid = url?.protocol === "https:" || (url?.protocol === "http:" && isLoopback(url.hostname));
     return valid && url !== undefined ? url.href : fail(at, value, this.allowed);
+  },
+};
+
+/** A receiver of signed events: http or https, no credentials in the URL (the signature is the proof). */
+export const webhookUrl: Kind<string> = {
+  allowed: "an http:// or https:// URL without user:password@",
+  schema: { type: "string", pattern: "^https?://" },
+  parse(value, at) {
+    const url = urlWithoutCredentials(value, at);
+    const valid = url?.protocol === "https:" || url?.protocol === "http:";
+    return valid && url !== undefined ? url.href : fail(at, value, this.allowed);
+  },
+};
+
+/** Lifecycle event types, or "all". */
+export const eventTypes: Kind<EventType[]> = {
+  allowed: `a comma-separated list (in files also a list) of "all" or event types: ${EVENT_TYPES.join(", ")}`,
+  schema: listSchema({ enum: ["all", ...EVENT_TYPES] }),
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    if (entries.length === 1 && entries[0] === "all") return [...EVENT_TYPES];
+    const types = entries.map((entry) => EVENT_TYPES.find((t) => t === entry) ?? fail(at, entry, this.allowed));
+    return [...new Set(types)];
   },
 };
 

@@ -1,5 +1,6 @@
 import type { TokenVerifier } from "../auth/jwt.js";
 import type { Config } from "../config/types.js";
+import type { LifecycleEvents } from "../events/lifecycle.js";
 import type { Hub } from "../hub/hub.js";
 import type { Limits } from "../limits/limits.js";
 import type { Logger } from "../log.js";
@@ -14,4 +15,6 @@ export interface DeliveryContext {
   metrics: Metrics;
   log: Logger;
   node: string;
+  /** Where client connects and disconnects are reported (src/events/). */
+  events: LifecycleEvents;
 }

@@ -148,6 +148,7 @@ export class Session implements HubSession, Caller {
     if (this.ended) return {};
     this.connected = true;
     this.ctx.hub.register(this);
+    this.ctx.events.clientConnected(this.info, "websocket");
     return { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
   }
 
@@ -284,8 +285,8 @@ export class Session implements HubSession, Caller {
     this.conn.close(code, reason);
   }
 
-  /** The transport reports the connection gone (for any reason). */
-  closed(): void {
+  /** The transport reports the connection gone (for any reason), with its close code and reason. */
+  closed(code: number, reason: string): void {
     if (this.ended) return;
     this.ended = true;
     this.commands.ended = true;
@@ -296,5 +297,6 @@ export class Session implements HubSession, Caller {
     this.subs.clear();
     if (this.connected) this.ctx.hub.unregister(this);
     if (this.countedForUser) this.ctx.limits.users.remove(this.info);
+    if (this.connected) this.ctx.events.clientDisconnected(this.info, "websocket", code, reason);
   }
 }

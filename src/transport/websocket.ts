@@ -240,7 +240,7 @@ export class WebSocketTransport implements FanoutSink {
       drain: (ws) => {
         ws.getUserData().conn?.checkBackpressure();
       },
-      close: (ws, code) => {
+      close: (ws, code, message) => {
         const data = ws.getUserData();
         const conn = data.conn as WsConnection;
         limits.connections.closed(data.ip);
@@ -250,7 +250,7 @@ export class WebSocketTransport implements FanoutSink {
         if (open > 0) this.apps.set(app, open);
         else this.apps.delete(app);
         conn.forgetAll();
-        conn.session.closed();
+        conn.session.closed(code, Buffer.from(message).toString("utf8"));
         metrics.connections.dec({ transport: "websocket" });
         metrics.disconnects.inc({ code: String(code) });
       },
