@@ -186,10 +186,11 @@ export class Gateway {
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
-    // Users' and channels' last transitions are settled while NATS is still there.
     await this.lifecycle.limits.users.flush();
-    await this.lifecycle.events.close();
     await this.hub.close();
+    // After the hub's last leaves, before the link closes: the last transitions are settled and
+    // the webhook gets what waits.
+    await this.lifecycle.events.close();
     await this.backend.close();
     this.listeners.admin.close();
     this.log.info("stopped");

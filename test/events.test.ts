@@ -12,6 +12,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { Signal } from "./helpers/signal.js";
+import { SseClient } from "./helpers/sse-client.js";
 import { signToken } from "./helpers/tokens.js";
 
 const SECRET = "events-test-hmac-secret-0123456789abcdef";
@@ -128,6 +129,36 @@ describe("webhook (memory mode)", () => {
     const retried = await fetch(`${gw!.adminUrl}/metrics`).then((r) => r.text());
     expect(retried).toMatch(/^natsedge_webhook_deliveries_total\{result="retry"\} 1$/m);
     expect(retried).toMatch(/^natsedge_events_published_total\{type="user\.online"\} 1$/m);
+  });
+});
+
+describe("SSE connects (memory mode)", () => {
+  let gw: GatewayProcess | undefined;
+  const receiver = new Receiver([]);
+  beforeAll(async () => {
+    await receiver.start();
+    const hook = ["events:", "  types: [client.connect, client.disconnect]", "  webhook:", `    url: ${receiver.url}`, `    secret: ${HOOK_SECRET}`];
+    gw = await startGateway({ config: { yaml: config(hook.join("\n")) } });
+  });
+  afterAll(async () => {
+    await gw?.stop();
+    await receiver.close();
+  });
+
+  it("reports an SSE stream's open, the server's disconnect with its code, and a dropped stream", async () => {
+    const kept = await SseClient.open(gw!.url, "ch=room.s", { authorization: `Bearer ${await token("gina")}` });
+    const dropped = await SseClient.open(gw!.url, "ch=room.s");
+    expect([kept.status, dropped.status]).toEqual([200, 200]);
+    await receiver.until(() => (receiver.delivered().filter((e) => e.type === "client.connect").length === 2 ? true : undefined), "two connects");
+    dropped.close();
+    expect((await api(gw!.url, "POST", "/api/disconnect", { key: API_KEY, body: { user: "gina" } })).status).toBe(200);
+    const byes = await receiver.until(() => {
+      const got = receiver.delivered().filter((e) => e.type === "client.disconnect");
+      return got.length === 2 ? got : undefined;
+    }, "two disconnects");
+    expect(byes.find((e) => e.user === "gina")).toMatchObject({ transport: "sse", code: 4003, reason: "disconnected by server" });
+    expect(byes.find((e) => e.user === "")).toMatchObject({ transport: "sse", code: 1006 });
+    expect(receiver.delivered().every((e) => e.type.startsWith("client."))).toBe(true);
   });
 });
 
@@ -261,6 +292,24 @@ describe("events on NATS across two replicas", () => {
     await marker(gws);
     expect(events("channel.occupied", isCh)).toHaveLength(1);
     expect(events("channel.vacated", isCh)).toHaveLength(1);
+  });
+
+  it("announces offline and vacated for its own clients when a replica shuts down", async () => {
+    const yaml = config("events:\n  types: all\nnats:\n  storage: memory").replace("presenceGrace: 0s", "presenceGrace: 5s");
+    const c3 = await startGateway({ config: { yaml }, args: ["--nats", NATS, "--nats-prefix", prefix] });
+    const isHank = (e: Event): boolean => e.user === "hank";
+    const isCh = (e: Event): boolean => e.ch === "room.closing";
+    const c = await client(c3, "hank");
+    expect((await c.request("subscribe", { ch: "room.closing" })).ok).toBeDefined();
+    await atLeast("user.online", isHank, 1);
+    await atLeast("channel.occupied", isCh, 1);
+    const stopped = Date.now();
+    expect(await c3.stop("SIGTERM")).toBe(0);
+    // Emitted by the stopping replica itself, without waiting out the 5 s grace period.
+    const [offline] = await atLeast("user.offline", isHank, 1, 4_000);
+    await atLeast("channel.vacated", isCh, 1, 4_000 - (Date.now() - stopped));
+    expect(offline).toMatchObject({ node: events("client.connect", isHank)[0]!.node });
+    expect(events("client.disconnect", isHank)[0]).toMatchObject({ code: 4000 });
   });
 
   it("announces offline and vacated for the clients of a replica killed with SIGKILL", async () => {
