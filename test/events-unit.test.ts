@@ -193,6 +193,21 @@ describe("Transitions", () => {
     expect(announced).toEqual([true]);
   });
 
+  it("needs no count for the first round after the caller's own add, but counts after a change", async () => {
+    const t = new Transitions(new MemoryTransitionState(), log);
+    let counted = 0;
+    const count = async (): Promise<number> => {
+      counted++;
+      return 1;
+    };
+    const announced: boolean[] = [];
+    await t.settle("u:a", count, (on) => announced.push(on), true);
+    expect(announced).toEqual([true]);
+    expect(counted).toBe(1); // the re-count after the change, not before it
+    await t.settle("u:a", count, (on) => announced.push(on), true);
+    expect(counted).toBe(1); // the bit was on already: nothing changed, nothing counted
+  });
+
   it("follows the count when a settle that saw zero loses the race to a connect", async () => {
     // Two replicas (two deciders over one bit): A saw the last connection go (count 0) and is
     // about to set off; B added a connection and finds the bit still on. A's change must not

@@ -70,13 +70,14 @@ export class LifecycleEvents {
 
   // --- users (cluster-wide) ---------------------------------------------------------------
 
-  /** A connection entry of the user was added or removed (here, or by the reaper). */
-  userChanged(user: string): void {
+  /** A connection entry of the user was added here (`added`) or removed (here, or by the reaper). */
+  userChanged(user: string, added = false): void {
     if (!this.tracksUsers) return;
     void this.transitions.settle(
       `u:${user}`,
-      async () => (await this.presence.stats(userConnectionsKey(user))).clients,
+      () => this.presence.clients(userConnectionsKey(user)),
       (on) => this.publisher.emit(on ? "user.online" : "user.offline", { user }),
+      added,
     );
   }
 
@@ -92,7 +93,7 @@ export class LifecycleEvents {
       return;
     }
     this.held.set(ch, {});
-    this.chain(ch, () => this.presence.add(HOLDERS_PREFIX + ch, { client: this.node, user: "" }));
+    this.chain(ch, () => this.presence.add(HOLDERS_PREFIX + ch, { client: this.node, user: "" }), true);
   }
 
   /** The last local subscriber of a channel is gone; the channel is let go after the grace period. */
@@ -109,15 +110,17 @@ export class LifecycleEvents {
   }
 
   /** Runs a presence update of the channel's holders after the previous one, then settles the channel. */
-  private chain(ch: string, update: () => Promise<void>): void {
+  private chain(ch: string, update: () => Promise<void>, adds = false): void {
     const prev = this.chains.get(ch) ?? Promise.resolve();
     const next = prev.then(async () => {
+      let added = adds;
       try {
         await update();
       } catch (err) {
+        added = false;
         this.log.warn({ err, ch }, "channel holder update failed");
       }
-      await this.settleChannel(ch);
+      await this.settleChannel(ch, added);
     });
     this.chains.set(ch, next);
     void next.then(() => {
@@ -125,11 +128,12 @@ export class LifecycleEvents {
     });
   }
 
-  private settleChannel(ch: string): Promise<void> {
+  private settleChannel(ch: string, added = false): Promise<void> {
     return this.transitions.settle(
       `c:${ch}`,
-      async () => (await this.presence.stats(HOLDERS_PREFIX + ch)).clients,
+      () => this.presence.clients(HOLDERS_PREFIX + ch),
       (on) => this.publisher.emit(on ? "channel.occupied" : "channel.vacated", { ch }),
+      added,
     );
   }
 

@@ -47,8 +47,12 @@ export class Transitions {
     private readonly log: Logger,
   ) {}
 
-  /** Settles the key now (or once more after the settle already running for it). */
-  settle(key: string, count: () => Promise<number>, announce: (on: boolean) => void): Promise<void> {
+  /**
+   * Settles the key now (or once more after the settle already running for it). `present`: the
+   * caller has just added an entry of the key that it alone removes, so the first round needs
+   * no count.
+   */
+  settle(key: string, count: () => Promise<number>, announce: (on: boolean) => void, present = false): Promise<void> {
     const run = this.running.get(key);
     if (run) {
       run.again = true;
@@ -57,9 +61,12 @@ export class Transitions {
     const entry = { again: false, done: Promise.resolve() };
     entry.done = (async () => {
       try {
+        let known = present;
         do {
           entry.again = false;
-          await this.withRetries(key, () => this.rounds(key, count, announce));
+          const first = known;
+          await this.withRetries(key, () => this.rounds(key, count, announce, first));
+          known = false;
         } while (entry.again);
       } finally {
         this.running.delete(key);
@@ -74,9 +81,9 @@ export class Transitions {
     while (this.running.size > 0) await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
-  private async rounds(key: string, count: () => Promise<number>, announce: (on: boolean) => void): Promise<void> {
+  private async rounds(key: string, count: () => Promise<number>, announce: (on: boolean) => void, present: boolean): Promise<void> {
     for (let i = 0; i < MAX_ROUNDS; i++) {
-      const on = (await count()) > 0;
+      const on = (i === 0 && present) || (await count()) > 0;
       if (!(await this.state.set(key, on))) return;
       announce(on);
     }

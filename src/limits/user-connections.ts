@@ -16,7 +16,8 @@ export function userConnectionsKey(user: string): string {
 
 /** Who follows a user's connection count (lifecycle events), and how long a closed one lingers. */
 export interface UserWatch {
-  changed(user: string): void;
+  /** After an entry of the user's was added (`added`) or removed. */
+  changed(user: string, added: boolean): void;
   /**
    * A closed connection's entry is removed this much later, so that a quick reconnect keeps the
    * count above zero; a gateway that dies meanwhile leaves the entry to the reaper.
@@ -59,7 +60,7 @@ export class UserConnections {
       }
     }
     await backendCall(() => this.presence.add(key, { client: info.client, user: info.user }), "user connection entry failed", this.log);
-    this.watch?.changed(info.user);
+    this.watch?.changed(info.user, true);
   }
 
   remove(info: ClientInfo): void {
@@ -68,7 +69,7 @@ export class UserConnections {
       this.lingering.delete(info.client);
       try {
         await this.presence.remove(userConnectionsKey(info.user), info.client);
-        this.watch?.changed(info.user);
+        this.watch?.changed(info.user, false);
       } catch (err) {
         this.log.warn({ err }, "removing a user connection entry failed");
       }
