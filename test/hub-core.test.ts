@@ -226,6 +226,24 @@ describe("catchUp: history lined up with live delivery (the core every transport
     expect(caught).toMatchObject({ position: { offset: 5, epoch }, recovered: true });
   });
 
+  it("a slow read on a busy channel lines up too: everything delivered during the read is kept (more than 64)", async () => {
+    store("c.f");
+    await subscribed("c.f", 1);
+    history.during = () => {
+      for (let i = 0; i < 200; i++) broker.handler?.onPublication(store("c.f"));
+    };
+    const epoch = (await history.inner.read("c.f", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    const caught = await catchUp(hub, "c.f", opts, { offset: 1, epoch });
+    expect(history.reads).toBe(1);
+    expect(caught.pubs.map((p) => p.offset)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
+    expect(caught.position.offset).toBe(201);
+    // Released: the next publication shrinks the buffer back to the last 64.
+    broker.handler?.onPublication(store("c.f"));
+    expect(hub.recentAfter("c.f", 1)).toBeUndefined();
+    expect(hub.recentAfter("c.f", 202 - 64)?.length).toBe(64);
+  });
+
   it("history ahead of live delivery: the position stops at what was delivered live, the rest arrives live", async () => {
     for (let i = 0; i < 4; i++) store("c.b");
     await subscribed("c.b", 2);

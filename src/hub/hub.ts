@@ -97,6 +97,14 @@ export class Hub implements BrokerHandler {
     return recent ? recent.after(after) : [];
   }
 
+  /**
+   * Keeps every live publication of the channel from now until the release is called (a
+   * catch-up reading history), so recentAfter() can cover a slow read on a busy channel.
+   */
+  holdRecent(ch: string): () => void {
+    return this.channels.recent(ch)?.hold() ?? (() => {});
+  }
+
   /** The newest offset delivered live in this channel, if any has been seen since subscribing. */
   lastOffset(ch: string): number | undefined {
     return this.channels.recent(ch)?.lastOffset;
