@@ -123,7 +123,7 @@ export class Gateway {
       sse: new SseTransport(ctx, origins, signer),
     };
     const local = new LocalNode(node, version(), hub, () => transports.ws.size + transports.sse.size);
-    const cluster = backend.nats ? new NatsCluster(backend.nats.link.nc, backend.nats.subjects, local, log) : new SingleNode(local);
+    const cluster = backend.nats ? new NatsCluster(backend.nats, local, log) : new SingleNode(local);
     const ops = new ServerOperations(config, hub, cluster);
     for (const t of Object.values(transports)) hub.addSink(t);
     const api = new ServerApi(config, ops, origins, limits, log);
@@ -147,8 +147,9 @@ export class Gateway {
     gateway.cluster = cluster;
 
     await hub.start();
-    await backend.start();
+    // Answering before the heartbeat announces this gateway: askers wait for every live one.
     cluster.start();
+    await backend.start();
     if (backend.nats) {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
       gateway.natsApi.start();

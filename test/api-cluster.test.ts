@@ -113,10 +113,15 @@ describe("server API across replicas", () => {
     const c2 = await client(b);
     for (const c of [c1, c2]) expect((await c.request("subscribe", { ch: "chat.gather1" })).ok).toBeDefined();
     expect((await c2.request("subscribe", { ch: "live.gather2" })).ok).toBeDefined();
-    const http = await api(a.url, "GET", "/api/channels?pattern=*.gather*", { key: KEY });
-    expect(http).toEqual({ status: 200, body: { channels: { "chat.gather1": { subscribers: 2 }, "live.gather2": { subscribers: 1 } } } });
-    expect(await natsApi("channels", { pattern: "live.*r2" }, "msgpack")).toEqual({ channels: { "live.gather2": { subscribers: 1 } } });
-    expect(await natsApi("channels", { pattern: "*.gather*", limit: 1 })).toEqual({ channels: { "chat.gather1": { subscribers: 2 } }, truncated: true });
+    const http = await api(a.url, "GET", "/api/channels?pattern=chat.gather1", { key: KEY });
+    expect(http).toEqual({ status: 200, body: { channels: { "chat.gather1": { subscribers: 2 } } } });
+    const live = (await natsApi("channels", { pattern: "live.>" }, "msgpack")).channels as Frame;
+    expect(live["live.gather2"]).toEqual({ subscribers: 1 });
+    expect(Object.keys(live).every((ch) => ch.startsWith("live."))).toBe(true);
+    const both = await natsApi("channels", { pattern: "*.*" });
+    expect(both.channels).toMatchObject({ "chat.gather1": { subscribers: 2 }, "live.gather2": { subscribers: 1 } });
+    expect(await natsApi("channels", { pattern: "*.*", limit: 1 })).toMatchObject({ truncated: true });
+    expect(await natsApi("channels", { pattern: 5 })).toEqual({ error: { code: 400, message: "pattern must be a channel pattern (see Permissions)" } });
     expect(await natsApi("channels", { limit: 1001 })).toMatchObject({ error: { code: 400, message: "limit must be an integer from 1 to 1000" } });
 
     const info = await api(b.url, "GET", "/api/info", { key: KEY });

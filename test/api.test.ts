@@ -527,26 +527,25 @@ describe("channels and info", () => {
     const all = await api(gw.url, "GET", "/api/channels", { key: KEY });
     expect(all.status).toBe(200);
     expect(all.body.channels).toMatchObject({ "chat.ls1": { subscribers: 2 }, "chat.ls2": { subscribers: 1 }, "news.ls3": { subscribers: 1 } });
-    const some = await api(gw.url, "GET", "/api/channels?pattern=*.ls*", { key: KEY });
-    expect(some.body).toEqual({ channels: { "chat.ls1": { subscribers: 2 }, "chat.ls2": { subscribers: 1 }, "news.ls3": { subscribers: 1 } } });
-    const chat = await api(gw.url, "GET", "/api/channels?pattern=chat.ls*", { key: KEY });
-    expect(Object.keys(chat.body.channels as Frame)).toEqual(["chat.ls1", "chat.ls2"]);
-    const one = await api(gw.url, "GET", "/api/channels?pattern=chat.ls*&limit=1", { key: KEY });
-    expect(one.body).toEqual({ channels: { "chat.ls1": { subscribers: 2 } }, truncated: true });
+    const some = await api(gw.url, "GET", "/api/channels?pattern=*.ls1", { key: KEY });
+    expect(some.body).toEqual({ channels: { "chat.ls1": { subscribers: 2 } } });
+    const chat = await api(gw.url, "GET", "/api/channels?pattern=chat.*", { key: KEY });
+    expect(Object.keys(chat.body.channels as Frame)).toEqual(expect.arrayContaining(["chat.ls1", "chat.ls2"]));
+    expect(Object.keys(chat.body.channels as Frame).every((ch) => ch.startsWith("chat."))).toBe(true);
+    const one = await api(gw.url, "GET", "/api/channels?pattern=chat.>&limit=1", { key: KEY });
+    expect(one.body).toMatchObject({ truncated: true });
+    expect(Object.keys(one.body.channels as Frame)).toHaveLength(1);
     // Leaving frees the channel.
     a.close();
     await eventually(async () => {
-      const now = await api(gw.url, "GET", "/api/channels?pattern=chat.ls*", { key: KEY });
+      const now = await api(gw.url, "GET", "/api/channels?pattern=*.ls1", { key: KEY });
       return JSON.stringify(now.body) === JSON.stringify({ channels: { "chat.ls1": { subscribers: 1 } } }) ? true : undefined;
     }, "chat.ls1 down to one subscriber");
-    for (const q of ["pattern=", `pattern=${"*".repeat(257)}`, "limit=0", "limit=1001", "limit=x"]) {
+    for (const q of ["pattern=", "pattern=chat.>.x", "pattern=chat..x", "pattern=chat.a*", `pattern=${"a".repeat(256)}`, "limit=0", "limit=1001", "limit=x"]) {
       const res = await api(gw.url, "GET", `/api/channels?${q}`, { key: KEY });
       expect(res.status, q).toBe(400);
       expect(res.body).toMatchObject({ error: { code: 400, message: expect.stringMatching(/^(pattern|limit) must be/) } });
     }
-    // A hostile pattern costs no more than its length times the name's.
-    const slow = await api(gw.url, "GET", `/api/channels?pattern=${"*a".repeat(128)}`, { key: KEY });
-    expect(slow.body).toEqual({ channels: {} });
   });
 
   it("info describes the node", async () => {

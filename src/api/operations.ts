@@ -1,5 +1,6 @@
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
-import { MAX_CHANNELS_LIMIT, MAX_PATTERN_LENGTH, type Cluster } from "../cluster/cluster.js";
+import { isValidPattern } from "../auth/patterns.js";
+import { MAX_CHANNELS_LIMIT, type Cluster } from "../cluster/cluster.js";
 import type { Config } from "../config/types.js";
 import type { Hub } from "../hub/hub.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
@@ -191,8 +192,8 @@ export class ServerOperations {
   /** Channels held on any gateway, with subscriptions summed over gateways, by name. */
   private async channels(params: Params): Promise<unknown> {
     const pattern = params.pattern;
-    if (pattern !== undefined && (typeof pattern !== "string" || pattern.length === 0 || pattern.length > MAX_PATTERN_LENGTH)) {
-      throw new ProtocolError(ErrorCode.BadRequest, `pattern must be a string of 1 to ${MAX_PATTERN_LENGTH} characters`);
+    if (pattern !== undefined && (typeof pattern !== "string" || !isValidPattern(pattern))) {
+      throw new ProtocolError(ErrorCode.BadRequest, "pattern must be a channel pattern (see Permissions)");
     }
     const limit = integerParam(params.limit, "limit", 1, MAX_CHANNELS_LIMIT) ?? MAX_CHANNELS_LIMIT;
     const answers = await this.cluster.channels(pattern === undefined ? { limit } : { pattern, limit });

@@ -1,9 +1,8 @@
 import type { Hub } from "../hub/hub.js";
-import { matchesPattern } from "./pattern.js";
+import { matchesPattern } from "../auth/patterns.js";
 
 /** The most channels a `channels` answer lists (each gateway's answer, and the merged one). */
 export const MAX_CHANNELS_LIMIT = 1_000;
-export const MAX_PATTERN_LENGTH = 256;
 
 /** One gateway's state, as the server API `info` reports it. */
 export interface NodeInfo {
@@ -20,7 +19,7 @@ export interface NodeInfo {
 }
 
 export interface ChannelQuery {
-  /** `*` matches any run of characters; absent matches every channel. */
+  /** A channel pattern as in tokens' `channels` claims; absent matches every channel. */
   pattern?: string;
   /** At most this many channels per node. */
   limit: number;

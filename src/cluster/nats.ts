@@ -1,13 +1,15 @@
-import { RequestStrategy, type Msg, type NatsConnection, type Subscription } from "nats";
+import { createInbox, type NatsConnection, type Subscription } from "nats";
 import type { Logger } from "../log.js";
+import type { NatsLink } from "../nats/connection.js";
 import type { Subjects } from "../nats/subjects.js";
-import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { pack, unpack } from "../protocol/msgpack.js";
-import { MAX_CHANNELS_LIMIT, MAX_PATTERN_LENGTH, type ChannelQuery, type Cluster, type LocalNode, type NodeChannels, type NodeInfo } from "./cluster.js";
+import { isValidPattern } from "../auth/patterns.js";
+import { MAX_CHANNELS_LIMIT, type ChannelQuery, type Cluster, type LocalNode, type NodeChannels, type NodeInfo } from "./cluster.js";
 
 /**
- * Every gateway answers; the asker takes answers until none has come for this long (or
- * GATHER_MAX_MS have passed). A gateway slower than that is missing from the answer.
+ * The asker waits for every gateway whose heartbeat is live; failing that (a gateway that died
+ * keeps its heartbeat for 15 s), until no answer has come for GATHER_QUIET_MS after the last, or
+ * GATHER_MAX_MS in all. A gateway slower than that is missing from the answer.
  */
 const GATHER_QUIET_MS = 300;
 const GATHER_MAX_MS = 2_000;
@@ -21,13 +23,15 @@ const MAX_NODES = 1_000;
  */
 export class NatsCluster implements Cluster {
   private readonly subs: Subscription[] = [];
+  private readonly nc: NatsConnection;
 
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly subjects: Subjects,
+    private readonly nats: { link: NatsLink; subjects: Subjects; liveNodes: () => Promise<Set<string>> },
     private readonly local: LocalNode,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.nc = nats.link.nc;
+  }
 
   start(): void {
     this.answer("info", () => this.local.info());
@@ -38,7 +42,7 @@ export class NatsCluster implements Cluster {
   }
 
   private answer(what: string, reply: (body: unknown) => unknown): void {
-    const sub = this.nc.subscribe(this.subjects.cluster(what), {
+    const sub = this.nc.subscribe(this.nats.subjects.cluster(what), {
       callback: (err, msg) => {
         if (err || !msg.reply) return;
         // A callback that throws ends nats.js's read loop: nothing a request holds may escape.
@@ -61,34 +65,44 @@ export class NatsCluster implements Cluster {
     return this.gather("channels", query, nodeChannels);
   }
 
-  private async gather<T>(what: string, body: unknown, decode: (v: unknown) => T | undefined): Promise<T[]> {
-    let replies: AsyncIterable<Msg>;
-    try {
-      replies = await this.nc.requestMany(this.subjects.cluster(what), pack(body), {
-        strategy: RequestStrategy.JitterTimer,
-        jitter: GATHER_QUIET_MS,
-        maxWait: GATHER_MAX_MS,
+  private async gather<T extends { node: string }>(what: string, body: unknown, decode: (v: unknown) => T | undefined): Promise<T[]> {
+    this.nats.link.require();
+    const live = await this.nats.liveNodes().catch(() => new Set<string>());
+    return new Promise((resolve) => {
+      const out: T[] = [];
+      const seen = new Set<string>();
+      const missing = new Set(live);
+      let quiet: NodeJS.Timeout | undefined;
+      const finish = (): void => {
+        clearTimeout(quiet);
+        clearTimeout(deadline);
+        sub.unsubscribe();
+        resolve(out);
+      };
+      const deadline = setTimeout(finish, GATHER_MAX_MS);
+      const inbox = createInbox();
+      const sub = this.nc.subscribe(inbox, {
+        max: MAX_NODES,
+        callback: (err, msg) => {
+          if (err) return finish();
+          let value: T | undefined;
+          try {
+            value = decode(unpack(msg.data));
+          } catch {
+            value = undefined;
+          }
+          if (value && !seen.has(value.node)) {
+            seen.add(value.node);
+            out.push(value);
+            missing.delete(value.node);
+          }
+          if ((live.size > 0 && missing.size === 0) || out.length >= MAX_NODES) return finish();
+          clearTimeout(quiet);
+          quiet = setTimeout(finish, GATHER_QUIET_MS);
+        },
       });
-    } catch (err) {
-      this.log.warn({ err }, "cluster request failed");
-      throw new ProtocolError(ErrorCode.Unavailable, "broker unavailable");
-    }
-    const out: T[] = [];
-    const seen = new Set<string>();
-    for await (const msg of replies) {
-      let value: T | undefined;
-      try {
-        value = decode(unpack(msg.data));
-      } catch {
-        value = undefined;
-      }
-      const node = (value as { node?: string } | undefined)?.node;
-      if (value === undefined || node === undefined || seen.has(node)) continue;
-      seen.add(node);
-      out.push(value);
-      if (out.length >= MAX_NODES) break;
-    }
-    return out;
+      this.nc.publish(this.nats.subjects.cluster(what), pack(body), { reply: inbox });
+    });
   }
 
   stop(): void {
@@ -128,7 +142,7 @@ function channelQuery(v: unknown): ChannelQuery | undefined {
   const o = v as Partial<ChannelQuery> | null;
   if (typeof o !== "object" || o === null) return undefined;
   const { pattern, limit } = o;
-  if (pattern !== undefined && (typeof pattern !== "string" || pattern.length > MAX_PATTERN_LENGTH)) return undefined;
+  if (pattern !== undefined && (typeof pattern !== "string" || !isValidPattern(pattern))) return undefined;
   if (typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 || limit > MAX_CHANNELS_LIMIT) return undefined;
   return pattern === undefined ? { limit } : { pattern, limit };
 }
