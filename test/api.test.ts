@@ -432,6 +432,23 @@ describe("server-side subscriptions", () => {
     expect((await api(gw.url, "POST", "/api/unsubscribe", { key: KEY, body: { user: "nobody", channel: "chat.none" } })).status).toBe(200);
   });
 
+  it("a server-side subscription is not limited by the token's channels, also after a refresh", async () => {
+    const token = await signToken({ sub: "tess", channels: ["chat.mine"] }, SECRET);
+    const c = await connect(gw.wsUrl, token);
+    expect((await c.request("subscribe", { ch: "chat.theirs" })).error).toMatchObject({ code: 403 });
+    await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "tess", channel: "chat.theirs" } });
+    await c.nextPush((p) => p.push === "subscribe", "subscribe push");
+    expect((await c.request("refresh", { token })).ok).toEqual({});
+    await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.theirs", data: "still here" } });
+    expect(await c.nextPush((p) => p.push === "pub", "pub after refresh")).toMatchObject({ ch: "chat.theirs", data: "still here" });
+    expect(c.pushes.filter((p) => p.push === "unsub")).toEqual([]);
+    // The connection's own subscribe is still the token's to allow; where it does, it conflicts.
+    expect((await c.request("subscribe", { ch: "chat.theirs" })).error).toMatchObject({ code: 403 });
+    await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "tess", channel: "chat.mine" } });
+    await c.nextPush((p) => p.push === "subscribe" && p.ch === "chat.mine", "second subscribe push");
+    expect((await c.request("subscribe", { ch: "chat.mine" })).error).toMatchObject({ code: 409 });
+  });
+
   it("refuses bad users and channels with 400/404", async () => {
     for (const op of ["subscribe", "unsubscribe"]) {
       for (const body of [{ channel: "chat.a" }, { user: "", channel: "chat.a" }, { user: "x".repeat(257), channel: "chat.a" }, { user: "u" }, { user: "u", channel: "chat..a" }]) {
