@@ -167,6 +167,27 @@ describe("server API across replicas", () => {
     });
   });
 
+  it("ignores control messages from NATS that are malformed or address every anonymous connection", async () => {
+    const anon = await client(a);
+    const named = await client(a, "erin");
+    for (const bad of [
+      { kind: "subscribe", user: "", ch: "live.ctl" },
+      { kind: "subscribe", user: "erin", ch: 5 },
+      { kind: "subscribe", user: "erin", ch: "live..x" },
+      { kind: "unsubscribe", user: "erin", ch: "live.ctl" },
+      { kind: "nope", user: "erin" },
+    ]) {
+      nc.publish(`${PREFIX}.ctl`, packr.pack(bad));
+    }
+    nc.publish(`${PREFIX}.ctl`, Buffer.from("not msgpack"));
+    // Control messages arrive in order: once this one is seen, the ones before it were handled.
+    nc.publish(`${PREFIX}.ctl`, packr.pack({ kind: "subscribe", user: "erin", ch: "live.ctl" }));
+    expect(await named.nextPush((p) => p.push === "subscribe", "erin's subscribe")).toEqual({ push: "subscribe", ch: "live.ctl" });
+    expect(named.pushes.filter((p) => p.push === "subscribe" || p.push === "unsub")).toEqual([]);
+    expect((await anon.request("ping")).ok).toEqual({});
+    expect(anon.pushes).toEqual([]);
+  });
+
   it("info leaves out a gateway that has stopped", async () => {
     await b.stop();
     const info = await api(a.url, "GET", "/api/info", { key: KEY });

@@ -475,7 +475,8 @@ function messageId(ch: string, key: string): string {
 function decodeControl(data: Uint8Array): ControlMessage | undefined {
   try {
     const m = unpack(data) as Record<string, unknown> | null;
-    if (typeof m !== "object" || m === null || typeof m.user !== "string") return undefined;
+    // Anonymous connections share the user "": no control message may address them all at once.
+    if (typeof m !== "object" || m === null || typeof m.user !== "string" || m.user === "") return undefined;
     const { user, code, reason, ch } = m;
     if (m.kind === "disconnect" && typeof code === "number" && Number.isInteger(code) && code >= 4000 && code <= 4999 && typeof reason === "string") {
       return { kind: "disconnect", user, code, reason: reason.slice(0, 100) };
