@@ -73,7 +73,10 @@ export class NatsCluster implements Cluster {
       const seen = new Set<string>();
       const missing = new Set(live);
       let quiet: NodeJS.Timeout | undefined;
+      let done = false;
       const finish = (): void => {
+        if (done) return;
+        done = true;
         clearTimeout(quiet);
         clearTimeout(deadline);
         sub.unsubscribe();
@@ -84,7 +87,7 @@ export class NatsCluster implements Cluster {
       const sub = this.nc.subscribe(inbox, {
         max: MAX_NODES,
         callback: (err, msg) => {
-          if (err) return finish();
+          if (err || done) return finish();
           let value: T | undefined;
           try {
             value = decode(unpack(msg.data));
