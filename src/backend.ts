@@ -37,8 +37,8 @@ export interface Backend {
   eventOutlet?: EventOutlet;
   /** Present in NATS mode: tells of presence entries removed because their gateway died. */
   onReaped?(listener: ReapListener): void;
-  /** Present in NATS mode: what the NATS server API needs. */
-  nats?: { link: NatsLink; subjects: Subjects };
+  /** Present in NATS mode: what the NATS server API and the cluster view need. */
+  nats?: { link: NatsLink; subjects: Subjects; liveNodes: () => Promise<Set<string>> };
   /** Starts background work that needs the hub running (heartbeats, probes, reaping). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -90,7 +90,7 @@ export async function natsBackend(
     transitions: new NatsTransitionState(jsm, link.nc.jetstream(), subjects, limiter),
     eventOutlet: (event) => link.nc.publish(subjects.event(event.type), JSON.stringify(event)),
     onReaped: (listener) => reaper.onReaped(listener),
-    nats: { link, subjects },
+    nats: { link, subjects, liveNodes: () => presence.live() },
     ready: () => probe.healthy(),
     async start() {
       await untilDone(() => presence.start(), "presence heartbeat not stored yet", log);

@@ -6,6 +6,8 @@ import { hostname } from "node:os";
 import { NatsServerApi } from "./api/nats.js";
 import { ServerOperations } from "./api/operations.js";
 import { TokenVerifier } from "./auth/jwt.js";
+import { LocalNode, SingleNode, type Cluster } from "./cluster/cluster.js";
+import { NatsCluster } from "./cluster/nats.js";
 import { memoryBackend, natsBackend, type Backend } from "./backend.js";
 import type { Config } from "./config/types.js";
 import { attachAdmin } from "./http/admin.js";
@@ -27,6 +29,7 @@ import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp } from "./uws.js";
 import { lifecycleEvents } from "./events/wiring.js";
 import type { LifecycleEvents } from "./events/lifecycle.js";
+import { version } from "./version.js";
 
 /**
  * The browser SDK (always) and the chat demo (when enabled), read once at start-up. The SDK is
@@ -63,6 +66,7 @@ export class Gateway {
   private draining = false;
   private started = false;
   private natsApi: NatsServerApi | undefined;
+  private cluster: Cluster | undefined;
   private tlsReloader: TlsReloader | undefined;
 
   private constructor(
@@ -117,8 +121,6 @@ export class Gateway {
     const limits = new Limits(config, backend.presence, metrics, log, userWatch);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
-    const ops = new ServerOperations(config, hub);
-
     const ctx = { config, hub, limits, verifier, metrics, log, node, events };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
@@ -126,6 +128,9 @@ export class Gateway {
       longPoll: new LongPollTransport(ctx, origins, signer),
       sse: new SseTransport(ctx, origins, signer),
     };
+    const local = new LocalNode(node, version(), hub, () => transports.ws.size + transports.sse.size);
+    const cluster = backend.nats ? new NatsCluster(backend.nats, local, log) : new SingleNode(local);
+    const ops = new ServerOperations(config, hub, cluster);
     for (const t of Object.values(transports)) hub.addSink(t);
     const api = new ServerApi(config, ops, origins, limits, log);
     const statics = staticRoutes(config.demo);
@@ -145,8 +150,11 @@ export class Gateway {
       admin,
     };
     gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits });
+    gateway.cluster = cluster;
 
     await hub.start();
+    // Answering before the heartbeat announces this gateway: askers wait for every live one.
+    cluster.start();
     await backend.start();
     if (backend.nats) {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
@@ -186,6 +194,7 @@ export class Gateway {
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
+    this.cluster?.stop();
     await this.lifecycle.limits.users.flush();
     await this.hub.close();
     // After the hub's last leaves, before the link closes: the last transitions are settled and

@@ -30,6 +30,8 @@ export interface Connection {
 interface Subscription {
   resolved: ResolvedChannel;
   active: boolean;
+  /** Made by the server API: the backend decided, so the token's channels do not limit it. */
+  byServer?: boolean;
 }
 
 // setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
@@ -163,7 +165,7 @@ export class Session implements HubSession, Caller {
     this.armExpiry();
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
     for (const [ch, sub] of this.subs) {
-      if (!allowed(this.identity, sub.resolved)) {
+      if (!sub.byServer && !allowed(this.identity, sub.resolved)) {
         this.dropSubscription(ch, sub);
         this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
       }
@@ -190,11 +192,27 @@ export class Session implements HubSession, Caller {
     const r = resolveChannel(this.ctx.config.namespaces, cmd.ch);
     checkAccess(this.identity, r);
     const since = optionalPosition(cmd, "since");
+    return this.hold(r, since, false, (ok, entries) => {
+      if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
+      else this.commands.sendOk(idOf(cmd), ok);
+    });
+  }
+
+  /**
+   * Holds the channel for this connection: catch-up from `since`, then live delivery. `answer`
+   * runs exactly when the subscription starts, before the first live publication can arrive.
+   */
+  private async hold(
+    r: ResolvedChannel,
+    since: ReturnType<typeof optionalPosition>,
+    byServer: boolean,
+    answer: (ok: Record<string, unknown>, entries: Buffer[] | undefined) => void,
+  ): Promise<Reply> {
     if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
     }
-    const sub: Subscription = { resolved: r, active: false };
+    const sub: Subscription = { resolved: r, active: false, byServer };
     this.subs.set(r.ch, sub);
     const hub = this.ctx.hub;
     try {
@@ -230,8 +248,7 @@ export class Session implements HubSession, Caller {
       hub.unsubscribe(r.ch);
       return ok;
     }
-    if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
-    else this.commands.sendOk(idOf(cmd), ok);
+    answer(ok, entries);
     this.conn.join(r.ch);
     sub.active = true;
     this.ctx.metrics.subscriptions.inc();
@@ -246,6 +263,32 @@ export class Session implements HubSession, Caller {
     const sub = this.subs.get(ch);
     if (sub) this.dropSubscription(ch, sub);
     return {};
+  }
+
+  /**
+   * Server API `subscribe`: the client learns of the subscription from a `subscribe` push with
+   * the position to recover from later. Nothing to tell when it cannot be made (a channel this
+   * gateway does not know, already subscribed, at the limit, a backend failure): the API call
+   * already returned, and the user's other connections are unaffected.
+   */
+  subscribeByServer(ch: string): void {
+    if (!this.connected || this.ended || this.closing) return;
+    let r: ResolvedChannel;
+    try {
+      r = resolveChannel(this.ctx.config.namespaces, ch);
+    } catch {
+      return;
+    }
+    const push = (ok: Record<string, unknown>): void => this.conn.send(encodeFrame(this.conn.format, { push: "subscribe", ch: r.ch, ...ok }));
+    this.hold(r, undefined, true, push).catch((err: unknown) => this.ctx.log.info({ err, ch: r.ch }, "server-side subscribe not made"));
+  }
+
+  /** Server API `unsubscribe`: ends an active subscription, whoever made it. */
+  unsubscribeByServer(ch: string, reason: string): void {
+    const sub = this.subs.get(ch);
+    if (this.ended || !sub?.active) return;
+    this.dropSubscription(ch, sub);
+    this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: ErrorCode.Forbidden, reason }));
   }
 
   /**

@@ -25,6 +25,11 @@ export class Subjects {
     return `${this.prefix}.ctl`;
   }
 
+  /** Requests every gateway answers about itself (server API `info`, `channels`). */
+  cluster(what: string): string {
+    return `${this.prefix}.cluster.${what}`;
+  }
+
   probe(node: string): string {
     return `${this.prefix}.probe.${node}`;
   }
