@@ -19,7 +19,9 @@ import {
   WebhookSender,
   type Post,
 } from "../src/events/webhook.js";
+import { UserConnections } from "../src/limits/user-connections.js";
 import { createLogger } from "../src/log.js";
+import { MemoryPresence } from "../src/presence/memory.js";
 import { Metrics } from "../src/metrics.js";
 
 const SECRET = "webhook-unit-secret-0123456789abcdef";
@@ -248,5 +250,48 @@ describe("Transitions", () => {
     await first;
     expect(announced).toEqual([false]);
     await t.idle();
+  });
+});
+
+describe("UserConnections with lifecycle events", () => {
+  beforeEach(() => vi.useFakeTimers());
+  afterEach(() => vi.useRealTimers());
+
+  it("counts without a limit, keeps a closed connection's entry for the grace period, and reports each change", async () => {
+    const presence = new MemoryPresence();
+    const changes: Array<[string, boolean]> = [];
+    const users = new UserConnections(presence, 0, log, { changed: (u, added) => changes.push([u, added]), graceMs: 1000 });
+    const a = { client: "c1", user: "ann" };
+    await users.add(a);
+    expect(await presence.clients("$conn.ann")).toBe(1);
+    users.remove(a);
+    await vi.advanceTimersByTimeAsync(999);
+    expect(await presence.clients("$conn.ann")).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await presence.clients("$conn.ann")).toBe(0);
+    expect(changes).toEqual([["ann", true], ["ann", false]]);
+    await users.add({ client: "anon", user: "" });
+    expect(changes).toHaveLength(2); // anonymous connections are nobody's
+  });
+
+  it("keeps the entry of a session that comes back with its client id within the grace period", async () => {
+    const presence = new MemoryPresence();
+    const users = new UserConnections(presence, 0, log, { changed: () => undefined, graceMs: 1000 });
+    const s = { client: "sse-session", user: "bo" };
+    await users.add(s);
+    users.remove(s);
+    await vi.advanceTimersByTimeAsync(500);
+    await users.add(s);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(await presence.clients("$conn.bo")).toBe(1);
+  });
+
+  it("removes lingering entries at once when flushed (shutdown)", async () => {
+    const presence = new MemoryPresence();
+    const users = new UserConnections(presence, 0, log, { changed: () => undefined, graceMs: 60_000 });
+    await users.add({ client: "c", user: "cy" });
+    users.remove({ client: "c", user: "cy" });
+    await users.flush();
+    expect(await presence.clients("$conn.cy")).toBe(0);
   });
 });

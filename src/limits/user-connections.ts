@@ -52,6 +52,13 @@ export class UserConnections {
   /** Registers the connection; throws ProtocolError 429 when its user is at the limit. */
   async add(info: ClientInfo): Promise<void> {
     if (!this.counts(info)) return;
+    // An SSE session keeps its client id across reconnects: its entry, still lingering, is its
+    // entry again.
+    const lingering = this.lingering.get(info.client);
+    if (lingering) {
+      clearTimeout(lingering.timer);
+      this.lingering.delete(info.client);
+    }
     const key = userConnectionsKey(info.user);
     if (this.max > 0) {
       const { clients } = await backendCall(() => this.presence.stats(key), "user connection count failed", this.log);
