@@ -36,6 +36,8 @@ export interface ClientOptions {
   websocketRetryInterval?: number;
   /** Connect on construction (default true); otherwise call connect(). */
   autoConnect?: boolean;
+  /** Sent with every connect, for a gateway whose connect hook authenticates clients (docs/backend.md). */
+  data?: unknown;
 }
 
 type Listener = (arg: never) => void;
@@ -77,7 +79,7 @@ export class Client {
   clientId: string | undefined;
   private readonly urls: string[];
   private urlIndex = 0;
-  private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket">> & ClientOptions;
+  private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket" | "data">> & ClientOptions;
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly subs = new Map<string, AnySub>();
   /** Subscriptions waiting to retry after a transient subscribe error. */
@@ -168,6 +170,16 @@ export class Client {
     const conn = this.conn;
     this.lost(1000, "client disconnect", false);
     conn?.close();
+  }
+
+  /**
+   * Calls `method` on the backend through the gateway's rpc hook and resolves with the backend's
+   * `data`. Rejects with NatsedgeError: 404 when the gateway has no rpc hook, the backend's own
+   * refusal (400, 401, 403, 404, 429), or 503 with `retryAfter` when the backend could not answer.
+   */
+  async rpc<T = unknown>(method: string, data?: unknown): Promise<T> {
+    const ok = await this.command(data === undefined ? { op: "rpc", method } : { op: "rpc", method, data });
+    return ok.data as T;
   }
 
   subscribe<T = unknown>(channel: string, handlers: SubscriptionHandlers<T> = {}): Subscription<T> {
@@ -298,7 +310,9 @@ export class Client {
   private async handshake(conn: Transport, replacing?: Transport): Promise<void> {
     let ok: Frame;
     try {
-      ok = await this.request(conn, this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token });
+      const cmd: Frame = this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token };
+      if (this.opts.data !== undefined) cmd.data = this.opts.data;
+      ok = await this.request(conn, cmd);
       // disconnect() during the handshake, or the connection was lost and replaced meanwhile.
       if (!this.wanted || this.conn !== replacing) throw new NatsedgeError(503, "disconnected");
     } catch (err) {
