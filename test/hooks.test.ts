@@ -31,6 +31,7 @@ function decide(kind: string, body: Record<string, unknown>): Behaviour {
     case "connect": {
       const sid = (body.cookies as Record<string, string> | undefined)?.sid;
       if (data.ticket === "deny") return { answer: { error: { code: 401, message: "ticket refused" } } };
+      if (data.user === "brief") return { answer: { result: { user: "brief", exp: Math.floor(Date.now() / 1000) + 2 } } };
       if (typeof data.user === "string") {
         return { answer: { result: { user: data.user, info: { tenant: (body.headers as Record<string, string> | undefined)?.["x-tenant"] ?? null }, channels: data.channels } } };
       }
@@ -173,6 +174,18 @@ describe("connect hook", () => {
     ok(await c.request("refresh", {}));
     const call = await backend.waitForCall((k) => k.kind === "refresh" && k.body.user === "rita", "refresh call");
     expect(call.body.transport).toBe("websocket");
+    c.close();
+  });
+});
+
+describe("refresh at expiry", () => {
+  it("a WebSocket connection the connect hook authenticated is extended by the refresh hook, not closed", async () => {
+    const { c, reply } = await wsConnect(gwA, { user: "brief" });
+    expect(ok(reply).user).toBe("brief");
+    const call = await backend.waitForCall((k) => k.kind === "refresh" && k.body.user === "brief", "refresh at expiry", 5_000);
+    expect(call.body.transport).toBe("websocket");
+    ok(await c.request("ping"));
+    expect(c.pushes.filter((p) => p.push === "disconnect")).toEqual([]);
     c.close();
   });
 });
