@@ -9,6 +9,7 @@ import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import type { ResolvedChannel } from "../src/channels.js";
 import type { HooksConfig, HookSpec, NamespaceOptions } from "../src/config/types.js";
+import { loadConfig } from "../src/config/load.js";
 import { connectGrant, parseAnswer } from "../src/hooks/answers.js";
 import { HookFailure } from "../src/hooks/caller.js";
 import { Hooks } from "../src/hooks/hooks.js";
@@ -63,6 +64,30 @@ describe("answers", () => {
     } finally {
       vi.useRealTimers();
     }
+  });
+});
+
+describe("hook settings", () => {
+  const load = (yaml: Record<string, string>): unknown => {
+    const env: Record<string, string> = {};
+    for (const [k, v] of Object.entries(yaml)) env[`NATSEDGE_${k}`] = v;
+    const out = loadConfig([], env);
+    return "config" in out ? out.config.hooks : out;
+  };
+
+  it("takes a target alone or a mapping, and refuses what cannot work", () => {
+    expect(load({ HOOKS_RPC: "https://api.internal/rpc", HOOKS_HEADERS: "X-Tenant, User-Agent" })).toMatchObject({
+      rpc: { target: "https://api.internal/rpc", failOpen: false },
+      headers: ["x-tenant", "user-agent"],
+    });
+    expect(load({ HOOKS_CONNECT: '{"target":"http://127.0.0.1:9/c","timeout":"250ms","failOpen":true}' })).toMatchObject({
+      connect: { target: "http://127.0.0.1:9/c", timeout: 250, failOpen: true },
+    });
+    expect(() => load({ HOOKS_CONNECT: "nats" })).toThrow(/needs nats.servers/);
+    expect(() => load({ HOOKS_RPC: '{"target":"nats","failOpen":true}', NATS_SERVERS: "127.0.0.1:4222" })).toThrow(/no open answer/);
+    expect(() => load({ HOOKS_RPC: "https://user:pw@api.internal/rpc" })).toThrow(/credentials/);
+    expect(() => load({ HOOKS_RPC: "ftp://api.internal/rpc" })).toThrow(/http/);
+    expect(() => load({ NAMESPACES: '{"chat":{"subscribeHook":"nats"}}' })).toThrow(/namespaces.chat.subscribeHook/);
   });
 });
 

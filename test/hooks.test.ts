@@ -204,12 +204,31 @@ describe("subscribe hook", () => {
     c.close();
   });
 
-  it("refuses on long-poll, per channel in the poll answer", async () => {
+  it("refuses on long-poll, per channel in the poll answer; the other channels are polled", async () => {
     const res = await lp(gwA, "/lp/rpc", { cmds: [{ id: 1, op: "connect", data: { user: "carol" } }] });
     const session = ok((res.body.replies as Frame[])[0] as Frame).session as string;
-    const poll = await lp(gwA, "/lp/poll", { session, subs: { "chat.secret": null }, timeout: 0 });
+    const subs = { "chat.secret": null, "chat.lp-room": null, "news.lp": null, "nowhere.x": null };
+    const poll = await lp(gwA, "/lp/poll", { session, subs, timeout: 0 });
     expect(poll.status).toBe(200);
-    expect((poll.body.errors as Record<string, Frame>)["chat.secret"]).toMatchObject({ code: 403, message: "not for you" });
+    const errors = poll.body.errors as Record<string, Frame>;
+    expect(errors["chat.secret"]).toMatchObject({ code: 403, message: "not for you" });
+    expect(errors["nowhere.x"]).toMatchObject({ code: 404 });
+    expect(Object.keys(poll.body.subs as Frame).sort()).toEqual(["chat.lp-room", "news.lp"]);
+    expect((poll.body.subs as Record<string, Frame>)["news.lp"]).toMatchObject({ offset: expect.any(Number) as number });
+  });
+
+  it("long-poll refresh without a token asks the refresh hook and issues a new session", async () => {
+    const res = await lp(gwA, "/lp/rpc", { cmds: [{ id: 1, op: "connect", data: { user: "lena" } }] });
+    const session = ok((res.body.replies as Frame[])[0] as Frame).session as string;
+    const refreshed = await lp(gwA, "/lp/rpc", { session, cmds: [{ id: 2, op: "refresh" }] });
+    const next = ok((refreshed.body.replies as Frame[])[0] as Frame).session as string;
+    expect(typeof next).toBe("string");
+    expect(next).not.toBe(session);
+    const call = await backend.waitForCall((k) => k.kind === "refresh" && k.body.user === "lena", "long-poll refresh call");
+    expect(call.body.transport).toBe("longpoll");
+    // Without a refresh hook, refresh needs a token as before.
+    const b = await lp(gwB, "/lp/rpc", { cmds: [{ id: 1, op: "connect" }, { id: 2, op: "refresh" }] }, { cookie: "sid=nr" });
+    expect((b.body.replies as Frame[])[1]).toMatchObject({ error: { code: 400, message: "token is required (no refresh hook is configured)" } });
   });
 
   it("refuses on SSE before the stream opens", async () => {
