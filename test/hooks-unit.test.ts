@@ -161,6 +161,22 @@ describe("Hooks against an HTTP backend", () => {
     expect(await hooks.subscribe(who, channel("/huge", { failOpen: true }), ws)).toBeUndefined();
   });
 
+  it("logs a failing hook once per second per reason, counting the calls not logged", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const recording = pino({ level: "warn" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+    const hooks = new Hooks(config(), undefined, new Metrics(), recording);
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      for (let i = 0; i < 5; i++) await hooks.subscribe(who, channel("/500"), ws).catch(() => undefined);
+      expect(lines.map((l) => [l.msg, l.reason, l.unlogged])).toEqual([["hook call failed", "unavailable", 0]]);
+      vi.setSystemTime(Date.now() + 1_001);
+      await hooks.subscribe(who, channel("/500"), ws).catch(() => undefined);
+      expect(lines.map((l) => l.unlogged)).toEqual([0, 4]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("remembers a long-poll client's allowed channel for a minute, and nothing for WebSocket", async () => {
     const hooks = new Hooks(config(), undefined, new Metrics(), log);
     const before = calls;

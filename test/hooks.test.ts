@@ -245,6 +245,8 @@ describe("subscribe hook", () => {
     expect(reply.error).toMatchObject({ code: 503, retryAfter: 1 });
     expect(Date.now() - started).toBeLessThan(1400);
     expect(await metricValue(gwA, 'natsedge_hook_calls_total{kind="subscribe",result="timeout"}')).toBe(before + 1);
+    expect(await metricValue(gwA, 'natsedge_hook_duration_seconds_count{kind="subscribe",transport="websocket"}')).toBeGreaterThan(0);
+    await gwA.waitForLog("hook call failed", { where: (r) => r.hook === "subscribe" && r.reason === "timeout" });
     c.close();
   });
 

@@ -34,6 +34,11 @@ const RETRY_AFTER_S = 1;
 const LONG_POLL_GRANT_MS = 60_000;
 const MAX_LONG_POLL_GRANTS = 10_000;
 const MAX_METHOD = 128;
+/**
+ * While a backend is down every client's call fails: one log line per hook kind and reason per
+ * interval, saying how many were not logged, instead of one per call.
+ */
+const LOG_INTERVAL_MS = 1_000;
 
 const FAILURE_TEXT = {
   timeout: "did not answer in time",
@@ -53,6 +58,7 @@ export class Hooks {
   private inFlight = 0;
   private readonly callers = new Map<string, HookCaller>();
   private readonly grants = new Map<string, { until: number; grant: SubscribeGrant }>();
+  private readonly logged = new Map<string, { at: number; unlogged: number }>();
 
   constructor(
     private readonly config: HooksConfig,
@@ -146,15 +152,27 @@ export class Hooks {
       }
       const failure = err instanceof HookFailure ? err : new HookFailure("unavailable", (err as Error).message);
       result = failure.reason;
-      if (failure.reason !== "busy") {
-        this.log.warn({ hook: kind, target: spec.target, reason: failure.reason, err: failure.message, failOpen: spec.failOpen }, "hook call failed");
-      }
+      this.logFailure(kind, spec, failure);
       if (spec.failOpen) return undefined;
       throw new ProtocolError(ErrorCode.Unavailable, `${kind} hook ${FAILURE_TEXT[failure.reason]}; retry`, RETRY_AFTER_S);
     } finally {
       this.metrics.hookCalls.inc({ kind, result });
       this.metrics.hookDuration.observe({ kind, transport: request.transport }, (performance.now() - started) / 1000);
     }
+  }
+
+  private logFailure(kind: HookKind, spec: HookSpec, failure: HookFailure): void {
+    const key = `${kind} ${failure.reason}`;
+    const now = Date.now();
+    const last = this.logged.get(key);
+    if (last && now - last.at < LOG_INTERVAL_MS) {
+      last.unlogged++;
+      return;
+    }
+    const unlogged = last?.unlogged ?? 0;
+    this.logged.set(key, { at: now, unlogged: 0 });
+    const fields = { hook: kind, target: spec.target, reason: failure.reason, err: failure.message, failOpen: spec.failOpen, unlogged };
+    this.log.warn(fields, "hook call failed");
   }
 
   private callerFor(spec: HookSpec): HookCaller {
