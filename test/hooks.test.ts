@@ -13,6 +13,7 @@ import { metricValue, startGateway, type GatewayProcess } from "./helpers/gatewa
 import { freePort } from "./helpers/nats.js";
 import { HookBackend, type Behaviour } from "./helpers/hook-backend.js";
 import { openSseClients, SseClient } from "./helpers/sse-client.js";
+import { Signal } from "./helpers/signal.js";
 import { ok } from "./helpers/suite.js";
 
 const NATS = "nats://127.0.0.1:4222";
@@ -323,6 +324,30 @@ describe("rpc", () => {
     }, { cookie: "sid=r1" });
     const replies = res.body.replies as Frame[];
     expect(ok(replies[1] as Frame).data).toEqual({ echo: [1, 2], user: "cookie-r1", method: "echo" });
+  });
+
+  it("the SDK reports the connect hook's server-side subscriptions and their publications", async () => {
+    const client = new Client(gwA.url, { WebSocket: WebSocket as never, autoConnect: false, data: { user: "sdk", channels: ["news.sdk"] } });
+    const seen = new Signal();
+    const events: Frame[] = [];
+    client.on("subscribed", (e) => {
+      events.push({ event: "subscribed", ...e });
+      seen.wake();
+    });
+    client.on("publication", (p) => {
+      events.push({ event: "publication", ...p });
+      seen.wake();
+    });
+    try {
+      await client.connect();
+      await seen.until(() => events.find((e) => e.event === "subscribed"), "subscribed event", 10_000, () => JSON.stringify(events));
+      expect(events[0]).toMatchObject({ channel: "news.sdk", offset: expect.any(Number) as number });
+      expect((await api(gwA.url, "POST", "/api/publish", { key: API_KEY, body: { channel: "news.sdk", data: { hi: 1 } } })).status).toBe(200);
+      const pub = await seen.until(() => events.find((e) => e.event === "publication"), "publication event", 10_000, () => JSON.stringify(events));
+      expect(pub).toMatchObject({ ch: "news.sdk", data: { hi: 1 } });
+    } finally {
+      client.disconnect();
+    }
   });
 
   it("from the SDK: client.rpc resolves with the backend's data and rejects with its refusal", async () => {

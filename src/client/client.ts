@@ -9,6 +9,7 @@ import {
   type AnySub,
   type Call,
   type ClientInfo,
+  type Publication,
   type SubscriptionHandlers,
   type SubscriptionOwner,
 } from "./subscription.js";
@@ -126,6 +127,11 @@ export class Client {
   on(event: "connected", fn: (e: { client: string; transport: TransportName }) => void): this;
   on(event: "disconnected", fn: (e: { code: number; reason: string; reconnect: boolean }) => void): this;
   on(event: "error", fn: (e: Error) => void): this;
+  /** Subscriptions the gateway's connect hook made (WebSocket): the channel, and its position. */
+  on(event: "subscribed", fn: (e: { channel: string; offset?: number; epoch?: string }) => void): this;
+  on(event: "unsubscribed", fn: (e: { channel: string; code: number; reason: string }) => void): this;
+  /** Publications of those subscriptions (channels with no `Subscription` of the app's). */
+  on(event: "publication", fn: (p: Publication) => void): this;
   on(event: string, fn: Listener): this {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
@@ -426,7 +432,7 @@ export class Client {
 
   private push(f: Frame): void {
     const sub = typeof f.ch === "string" ? this.subs.get(f.ch) : undefined;
-    if (!sub) return;
+    if (!sub) return this.serverPush(f);
     if (f.push === "pub") deliver(sub, f, this.call);
     else if (f.push === "join") this.call(sub.handlers.onJoin, f.info as ClientInfo);
     else if (f.push === "leave") this.call(sub.handlers.onLeave, f.info as ClientInfo);
@@ -438,6 +444,28 @@ export class Client {
       this.resubscribe(sub);
     } else if (f.push === "unsub") {
       this.subscribeFailed(sub, errorFrom({ code: f.code as number, message: String(f.reason), retryAfter: f.retryAfter }));
+    }
+  }
+
+  /**
+   * Pushes of subscriptions the server made (the connect hook's channels): they belong to the
+   * connection, not to the app's Subscription objects, and end with it; the hook makes them
+   * again on the next connect.
+   */
+  private serverPush(f: Frame): void {
+    if (typeof f.ch !== "string") return;
+    if (f.push === "sub") {
+      const e: { channel: string; offset?: number; epoch?: string } = { channel: f.ch };
+      if (typeof f.offset === "number") e.offset = f.offset;
+      if (typeof f.epoch === "string") e.epoch = f.epoch;
+      this.emit("subscribed", e);
+    } else if (f.push === "unsub") {
+      this.emit("unsubscribed", { channel: f.ch, code: f.code as number, reason: String(f.reason) });
+    } else if (f.push === "pub") {
+      const p: Publication = { ch: f.ch, data: f.data };
+      if (typeof f.offset === "number") p.offset = f.offset;
+      if (f.info) p.info = f.info as Publication["info"];
+      this.emit("publication", p);
     }
   }
 
