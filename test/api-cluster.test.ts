@@ -82,8 +82,8 @@ describe("server API across replicas", () => {
     const res = await api(a.url, "POST", "/api/subscribe", { key: KEY, body: { user: "carol", channel: "chat.srv" } });
     expect(res).toEqual({ status: 200, body: {} });
     for (const c of [onA, onB]) {
-      expect(await c.nextPush((p) => p.push === "subscribe", `${c.format} subscribe push`)).toEqual({
-        push: "subscribe",
+      expect(await c.nextPush((p) => p.push === "sub", `${c.format} subscribe push`)).toEqual({
+        push: "sub",
         ch: "chat.srv",
         offset: expect.any(Number),
         epoch: expect.any(String),
@@ -104,8 +104,8 @@ describe("server API across replicas", () => {
     expect(await natsApi("subscribe", { user: "carol", channel: "nope.x" }, "msgpack")).toMatchObject({ error: { code: 404 } });
     // A subscribe by NATS reaches both replicas too.
     expect(await natsApi("subscribe", { user: "carol", channel: "live.srv" }, "msgpack")).toEqual({});
-    for (const c of [onA, onB]) expect(await c.nextPush((p) => p.push === "subscribe", "live subscribe push")).toEqual({ push: "subscribe", ch: "live.srv" });
-    expect(other.pushes.filter((p) => p.push === "subscribe")).toEqual([]);
+    for (const c of [onA, onB]) expect(await c.nextPush((p) => p.push === "sub", "live subscribe push")).toEqual({ push: "sub", ch: "live.srv" });
+    expect(other.pushes.filter((p) => p.push === "sub")).toEqual([]);
   });
 
   it("channels and info gather every gateway", async () => {
@@ -182,8 +182,8 @@ describe("server API across replicas", () => {
     nc.publish(`${PREFIX}.ctl`, Buffer.from("not msgpack"));
     // Control messages arrive in order: once this one is seen, the ones before it were handled.
     nc.publish(`${PREFIX}.ctl`, packr.pack({ kind: "subscribe", user: "erin", ch: "live.ctl" }));
-    expect(await named.nextPush((p) => p.push === "subscribe", "erin's subscribe")).toEqual({ push: "subscribe", ch: "live.ctl" });
-    expect(named.pushes.filter((p) => p.push === "subscribe" || p.push === "unsub")).toEqual([]);
+    expect(await named.nextPush((p) => p.push === "sub", "erin's subscribe")).toEqual({ push: "sub", ch: "live.ctl" });
+    expect(named.pushes.filter((p) => p.push === "sub" || p.push === "unsub")).toEqual([]);
     expect((await anon.request("ping")).ok).toEqual({});
     expect(anon.pushes).toEqual([]);
   });

@@ -400,9 +400,9 @@ describe("server-side subscriptions", () => {
     const sub = await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "sally", channel: "chat.srv" } });
     expect(sub).toEqual({ status: 200, body: {} });
     for (const c of [alice1, alice2]) {
-      const push = await c.nextPush((p) => p.push === "subscribe", `${c.format} subscribe push`);
+      const push = await c.nextPush((p) => p.push === "sub", `${c.format} subscribe push`);
       // The position to recover from later: the publication before the subscription is not sent.
-      expect(push).toEqual({ push: "subscribe", ch: "chat.srv", offset: 1, epoch: expect.any(String) });
+      expect(push).toEqual({ push: "sub", ch: "chat.srv", offset: 1, epoch: expect.any(String) });
     }
     // A second subscribe of an already subscribed connection changes nothing.
     expect((await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "sally", channel: "chat.srv" } })).status).toBe(200);
@@ -412,7 +412,7 @@ describe("server-side subscriptions", () => {
 
     await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.srv", data: "live" } });
     for (const c of [alice1, alice2]) expect(await c.nextPush((p) => p.push === "pub", "pub")).toMatchObject({ ch: "chat.srv", offset: 2, data: "live" });
-    expect(alice1.pushes.filter((p) => p.push === "subscribe")).toEqual([]);
+    expect(alice1.pushes.filter((p) => p.push === "sub")).toEqual([]);
     expect(bob.pubs("chat.srv")).toEqual([]);
 
     const unsub = await api(gw.url, "POST", "/api/unsubscribe", { key: KEY, body: { user: "sally", channel: "chat.srv" } });
@@ -437,7 +437,7 @@ describe("server-side subscriptions", () => {
     const c = await connect(gw.wsUrl, token);
     expect((await c.request("subscribe", { ch: "chat.theirs" })).error).toMatchObject({ code: 403 });
     await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "tess", channel: "chat.theirs" } });
-    await c.nextPush((p) => p.push === "subscribe", "subscribe push");
+    await c.nextPush((p) => p.push === "sub", "subscribe push");
     expect((await c.request("refresh", { token })).ok).toEqual({});
     await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.theirs", data: "still here" } });
     expect(await c.nextPush((p) => p.push === "pub", "pub after refresh")).toMatchObject({ ch: "chat.theirs", data: "still here" });
@@ -445,7 +445,7 @@ describe("server-side subscriptions", () => {
     // The connection's own subscribe is still the token's to allow; where it does, it conflicts.
     expect((await c.request("subscribe", { ch: "chat.theirs" })).error).toMatchObject({ code: 403 });
     await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "tess", channel: "chat.mine" } });
-    await c.nextPush((p) => p.push === "subscribe" && p.ch === "chat.mine", "second subscribe push");
+    await c.nextPush((p) => p.push === "sub" && p.ch === "chat.mine", "second subscribe push");
     expect((await c.request("subscribe", { ch: "chat.mine" })).error).toMatchObject({ code: 409 });
   });
 

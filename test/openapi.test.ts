@@ -130,7 +130,7 @@ describe("docs/openapi.yaml", () => {
   it("answers with content: the examples' results are not trivially empty", async () => {
     // The unsubscribe example ended alice's subscription; the server makes it again.
     await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "alice", channel: "chat.room1" } });
-    await alice.nextPush((p) => p.push === "subscribe", "subscribe push");
+    await alice.nextPush((p) => p.push === "sub", "subscribe push");
     const batch = await api(gw.url, "POST", "/api/batch", {
       key: KEY,
       body: spec.paths["/api/batch"]?.post?.requestBody?.content["application/json"].example,

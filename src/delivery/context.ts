@@ -1,6 +1,7 @@
 import type { TokenVerifier } from "../auth/jwt.js";
 import type { Config } from "../config/types.js";
 import type { LifecycleEvents } from "../events/lifecycle.js";
+import type { Hooks } from "../hooks/hooks.js";
 import type { Hub } from "../hub/hub.js";
 import type { Limits } from "../limits/limits.js";
 import type { Logger } from "../log.js";
@@ -10,6 +11,7 @@ import type { Metrics } from "../metrics.js";
 export interface DeliveryContext {
   config: Config;
   hub: Hub;
+  hooks: Hooks;
   limits: Limits;
   verifier: TokenVerifier | undefined;
   metrics: Metrics;

@@ -38,6 +38,11 @@ export class Subjects {
     return `${this.prefix}.api.${op}`;
   }
 
+  /** Where backends answer a hook (request/reply; they subscribe with a queue group). */
+  hook(kind: string): string {
+    return `${this.prefix}.hook.${kind}`;
+  }
+
   /**
    * Where a publish with an idempotency key to a channel without history goes: a stream that
    * dedupes by message id and republishes what it stores to the channel subject, so recording
