@@ -155,14 +155,17 @@ describe("WebhookSender", () => {
     expect((delivered[0] as { user: string }).user).toBe(`u${1_000_000 + extra}`);
   });
 
-  it("sends what is queued at close, one try per batch", async () => {
+  it("sends what is queued at close, one try per batch, and counts what it could not", async () => {
     const { post, sent } = receiver([500]);
-    const w = new WebhookSender(SECRET, post, new Metrics(), log);
+    const metrics = new Metrics();
+    const w = new WebhookSender(SECRET, post, metrics, log);
     w.enqueue(ev(1));
     const closed = w.close();
     await vi.advanceTimersByTimeAsync(0);
     await closed;
     expect(sent).toHaveLength(1);
+    w.enqueue(ev(2));
+    expect(await counter(metrics, "natsedge_webhook_events_dropped_total")).toBe(2);
   });
 });
 

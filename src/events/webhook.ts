@@ -79,7 +79,10 @@ export class WebhookSender {
   }
 
   enqueue(event: LifecycleEvent): void {
-    if (this.closing) return;
+    if (this.closing) {
+      this.metrics.webhookEventsDropped.inc();
+      return;
+    }
     if (this.waiting >= QUEUE_MAX) {
       this.head++;
       this.metrics.webhookEventsDropped.inc();
@@ -176,5 +179,6 @@ export class WebhookSender {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.sending, new Promise((r) => (timer = setTimeout(r, CLOSE_MS)))]);
     clearTimeout(timer);
+    if (this.waiting > 0) this.metrics.webhookEventsDropped.inc(this.waiting);
   }
 }
