@@ -118,7 +118,7 @@ export class Gateway {
       maxPresenceMembers: config.maxPresenceMembers,
       events,
     });
-    const userWatch = events.tracksUsers ? { changed: (user: string, added: boolean) => events.userChanged(user, added), graceMs: config.presenceGrace } : undefined;
+    const userWatch = events.tracksUsers ? { changed: (user: string, present?: () => boolean) => events.userChanged(user, present), graceMs: config.presenceGrace } : undefined;
     const limits = new Limits(config, backend.presence, metrics, log, userWatch);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);

@@ -206,11 +206,15 @@ describe("Transitions", () => {
       return 1;
     };
     const announced: boolean[] = [];
-    await t.settle("u:a", count, (on) => announced.push(on), true);
+    await t.settle("u:a", count, (on) => announced.push(on), () => true);
     expect(announced).toEqual([true]);
     expect(counted).toBe(1); // the re-count after the change, not before it
-    await t.settle("u:a", count, (on) => announced.push(on), true);
+    await t.settle("u:a", count, (on) => announced.push(on), () => true);
     expect(counted).toBe(1); // the bit was on already: nothing changed, nothing counted
+    // The entry went before the settle ran: it counts, and finds nobody.
+    const none = async (): Promise<number> => 0;
+    await t.settle("u:b", none, (on) => announced.push(on), () => false);
+    expect(announced).toEqual([true]);
   });
 
   it("follows the count when a settle that saw zero loses the race to a connect", async () => {
@@ -263,7 +267,7 @@ describe("UserConnections with lifecycle events", () => {
   it("counts without a limit, keeps a closed connection's entry for the grace period, and reports each change", async () => {
     const presence = new MemoryPresence();
     const changes: Array<[string, boolean]> = [];
-    const users = new UserConnections(presence, 0, log, { changed: (u, added) => changes.push([u, added]), graceMs: 1000 });
+    const users = new UserConnections(presence, 0, log, { changed: (u, present) => changes.push([u, present?.() ?? false]), graceMs: 1000 });
     const a = { client: "c1", user: "ann" };
     await users.add(a);
     expect(await presence.clients("$conn.ann")).toBe(1);

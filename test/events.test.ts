@@ -268,8 +268,9 @@ describe("events on NATS across two replicas", () => {
     for (const u of users) await atLeast("user.offline", mine(u), 1);
     await marker(gws);
     for (const u of users) {
-      expect(events("user.online", mine(u)), u).toHaveLength(1);
-      expect(events("user.offline", mine(u)), u).toHaveLength(1);
+      const story = (): string => `${u}: ${JSON.stringify(seen.filter((e) => e.user === u).map((e) => [e.type, e.node.slice(-6), e.ts]))}`;
+      expect(events("user.online", mine(u)), story()).toHaveLength(1);
+      expect(events("user.offline", mine(u)), story()).toHaveLength(1);
     }
   });
 

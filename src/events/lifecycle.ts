@@ -70,14 +70,17 @@ export class LifecycleEvents {
 
   // --- users (cluster-wide) ---------------------------------------------------------------
 
-  /** A connection entry of the user was added here (`added`) or removed (here, or by the reaper). */
-  userChanged(user: string, added = false): void {
+  /**
+   * A connection entry of the user was added here (with `present`: whether this gateway still
+   * holds one) or removed (here, or by the reaper).
+   */
+  userChanged(user: string, present?: () => boolean): void {
     if (!this.tracksUsers) return;
     void this.transitions.settle(
       `u:${user}`,
       () => this.presence.clients(userConnectionsKey(user)),
       (on) => this.publisher.emit(on ? "user.online" : "user.offline", { user }),
-      added,
+      present,
     );
   }
 
@@ -120,7 +123,7 @@ export class LifecycleEvents {
         added = false;
         this.log.warn({ err, ch }, "channel holder update failed");
       }
-      await this.settleChannel(ch, added);
+      await this.settleChannel(ch, added ? () => this.held.has(ch) : undefined);
     });
     this.chains.set(ch, next);
     void next.then(() => {
@@ -128,12 +131,12 @@ export class LifecycleEvents {
     });
   }
 
-  private settleChannel(ch: string, added = false): Promise<void> {
+  private settleChannel(ch: string, present?: () => boolean): Promise<void> {
     return this.transitions.settle(
       `c:${ch}`,
       () => this.presence.clients(HOLDERS_PREFIX + ch),
       (on) => this.publisher.emit(on ? "channel.occupied" : "channel.vacated", { ch }),
-      added,
+      present,
     );
   }
 

@@ -49,10 +49,10 @@ export class Transitions {
 
   /**
    * Settles the key now (or once more after the settle already running for it). `present`: the
-   * caller has just added an entry of the key that it alone removes, so the first round needs
-   * no count.
+   * caller has just added an entry of the key that it alone removes, and tells whether it still
+   * holds one; while it does, the first round needs no count.
    */
-  settle(key: string, count: () => Promise<number>, announce: (on: boolean) => void, present = false): Promise<void> {
+  settle(key: string, count: () => Promise<number>, announce: (on: boolean) => void, present?: () => boolean): Promise<void> {
     const run = this.running.get(key);
     if (run) {
       run.again = true;
@@ -66,7 +66,7 @@ export class Transitions {
           entry.again = false;
           const first = known;
           await this.withRetries(key, () => this.rounds(key, count, announce, first));
-          known = false;
+          known = undefined;
         } while (entry.again);
       } finally {
         this.running.delete(key);
@@ -81,9 +81,16 @@ export class Transitions {
     while (this.running.size > 0) await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
-  private async rounds(key: string, count: () => Promise<number>, announce: (on: boolean) => void, present: boolean): Promise<void> {
+  private async rounds(
+    key: string,
+    count: () => Promise<number>,
+    announce: (on: boolean) => void,
+    present: (() => boolean) | undefined,
+  ): Promise<void> {
     for (let i = 0; i < MAX_ROUNDS; i++) {
-      const on = (i === 0 && present) || (await count()) > 0;
+      // Asked when the round starts, not when the entry was added: a removal since (its own
+      // settle may already have announced the change) must not turn the bit back on.
+      const on = (i === 0 && present?.() === true) || (await count()) > 0;
       if (!(await this.state.set(key, on))) return;
       announce(on);
     }

@@ -16,8 +16,11 @@ export function userConnectionsKey(user: string): string {
 
 /** Who follows a user's connection count (lifecycle events), and how long a closed one lingers. */
 export interface UserWatch {
-  /** After an entry of the user's was added (`added`) or removed. */
-  changed(user: string, added: boolean): void;
+  /**
+   * After an entry of the user's was added or removed; for an add, `present` tells (when asked)
+   * whether this gateway still holds one of the user's entries.
+   */
+  changed(user: string, present?: () => boolean): void;
   /**
    * A closed connection's entry is removed this much later, so that a quick reconnect keeps the
    * count above zero; a gateway that dies meanwhile leaves the entry to the reaper.
@@ -37,6 +40,8 @@ export class UserConnections {
   /** Removals waiting out the grace period, by client id. */
   private readonly lingering = new Map<string, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
   private readonly removing = new Set<Promise<void>>();
+  /** Entries of each user this gateway has added and not begun to remove. */
+  private readonly held = new Map<string, number>();
 
   constructor(
     private readonly presence: Presence,
@@ -67,16 +72,21 @@ export class UserConnections {
       }
     }
     await backendCall(() => this.presence.add(key, { client: info.client, user: info.user }), "user connection entry failed", this.log);
-    this.watch?.changed(info.user, true);
+    if (!lingering) this.held.set(info.user, (this.held.get(info.user) ?? 0) + 1);
+    this.watch?.changed(info.user, () => this.held.has(info.user));
   }
+
 
   remove(info: ClientInfo): void {
     if (!this.counts(info)) return;
     const run = async (): Promise<void> => {
       this.lingering.delete(info.client);
+      const n = (this.held.get(info.user) ?? 1) - 1;
+      if (n > 0) this.held.set(info.user, n);
+      else this.held.delete(info.user);
       try {
         await this.presence.remove(userConnectionsKey(info.user), info.client);
-        this.watch?.changed(info.user, false);
+        this.watch?.changed(info.user);
       } catch (err) {
         this.log.warn({ err }, "removing a user connection entry failed");
       }
