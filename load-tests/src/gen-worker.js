@@ -30,8 +30,9 @@ function note(reason) {
 }
 
 /**
- * Sequence accounting for channel j of a connection: a jump counts as a gap (lost), a repeat or a
- * step back as a duplicate. After a `recovered:false` answer the channel is marked for resync: the
+ * Sequence accounting for channel j of a connection: a jump counts as a gap (lost) until the
+ * missing sequences arrive late (then they count as `reordered`, not lost: publishers on different
+ * replicas are not ordered between them); a repeat or any other step back is a duplicate. After a `recovered:false` answer the channel is marked for resync: the
  * next sequence is taken as the new position and what was skipped is counted apart (expected, not
  * loss).
  */
