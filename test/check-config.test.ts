@@ -100,6 +100,8 @@ describe("redaction", () => {
   const withSecrets = (keys: readonly string[]): Record<string, string> => {
     const env: Record<string, string> = { NATSEDGE_NATS: "localhost:4222" };
     for (const key of SECRET_KEYS.filter((secret) => keys.includes(secret))) env[envNames(key)[0] ?? key] = value(key);
+    // The webhook's secret only comes with its URL and the events it sends.
+    if (keys.includes("events.webhook.secret")) Object.assign(env, { NATSEDGE_EVENTS_WEBHOOK_URL: "https://hooks.example.com/natsedge", NATSEDGE_EVENTS_TYPES: "all" });
     return env;
   };
   const runs = [

@@ -13,12 +13,10 @@ import {
   BATCH_MAX,
   FLUSH_MS,
   QUEUE_MAX,
-  signature,
-  SIGNATURE_HEADER,
-  TIMESTAMP_HEADER,
   WebhookSender,
   type Post,
 } from "../src/events/webhook.js";
+import { signature, SIGNATURE_HEADER, TIMESTAMP_HEADER } from "../src/http/signature.js";
 import { UserConnections } from "../src/limits/user-connections.js";
 import { createLogger } from "../src/log.js";
 import { MemoryPresence } from "../src/presence/memory.js";

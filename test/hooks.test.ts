@@ -15,10 +15,12 @@ import { HookBackend, type Behaviour } from "./helpers/hook-backend.js";
 import { openSseClients, SseClient } from "./helpers/sse-client.js";
 import { Signal } from "./helpers/signal.js";
 import { ok } from "./helpers/suite.js";
+import { signature } from "../src/http/signature.js";
 
 const NATS = "nats://127.0.0.1:4222";
 const API_KEY = "hooks-test-api-key-0123456789abcdef";
 const SESSION_SECRET = "hooks-test-session-secret-0123456789abcdef";
+const HTTP_SECRET = "hooks-test-http-secret-0123456789abcdef";
 const run = randomBytes(4).toString("hex");
 /** The backend listens on PREFIX_A; nobody answers hooks on PREFIX_B (no responders). */
 const PREFIX_A = `hooktest${run}a`;
@@ -96,6 +98,7 @@ hooks:
   connect: ${backend.url}/connect
   rpc: ${backend.url}/rpc
   cookies: [sid]
+  httpSecret: ${HTTP_SECRET}
 namespaces:
   chat: { clientPublish: true, subscribeHook: "${backend.url}/subscribe", publishHook: "${backend.url}/publish" }
   quiet: { subscribeHook: nats }
@@ -159,6 +162,16 @@ describe("connect hook", () => {
     expect(hello.user).toBe("cookie-lp7");
     const call = await backend.waitForCall((k) => k.kind === "connect" && k.via === "http" && k.body.transport === "longpoll", "http connect call");
     expect(call.body.cookies).toEqual({ sid: "lp7" });
+  });
+
+  it("over HTTP: every call is signed with hooks.httpSecret (HMAC-SHA256 over timestamp.body)", async () => {
+    const res = await lp(gwB, "/lp/rpc", { cmds: [{ id: 1, op: "connect" }] }, { cookie: "sid=signed" });
+    expect(res.status).toBe(200);
+    const call = await backend.waitForCall((k) => k.via === "http" && k.body.cookies !== undefined && (k.body.cookies as Frame).sid === "signed", "signed connect call");
+    const http = call.http as NonNullable<typeof call.http>;
+    expect(Math.abs(Number(http.timestamp) - Date.now() / 1000)).toBeLessThan(60);
+    expect(http.signature).toBe(signature(HTTP_SECRET, http.timestamp as string, http.raw));
+    expect(http.signature).not.toBe(signature("another-secret-of-32-characters-x", http.timestamp as string, http.raw));
   });
 
   it("over HTTP: an SSE stream is authenticated from a cookie", async () => {

@@ -163,6 +163,8 @@ function buildHooks(
     headers: get("hooks.headers") ?? [],
     cookies: get("hooks.cookies") ?? [],
   };
+  const httpSecret = get("hooks.httpSecret");
+  if (httpSecret !== undefined) hooks.httpSecret = httpSecret;
   const needsNats = (where: string, at: At): void => {
     if (!natsConfigured) throw problem(at, `${where} is answered over NATS ("nats"), which needs nats.servers (--nats); or give an http(s) URL`);
   };

@@ -100,6 +100,7 @@ export interface Values {
   "hooks.maxResponseSize": number;
   "hooks.headers": string[];
   "hooks.cookies": string[];
+  "hooks.httpSecret": string;
 }
 
 export type Key = keyof Values;
@@ -398,6 +399,11 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: nameList("cookie"),
     about: "Client cookies forwarded to hooks (nothing else is forwarded)",
     defaultText: "none",
+  },
+  "hooks.httpSecret": {
+    kind: secretText,
+    about: "Secret HTTP hook calls are signed with (HMAC-SHA256, header Natsedge-Signature), so the backend can refuse calls not from a gateway",
+    secret: true,
   },
 };
 

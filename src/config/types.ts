@@ -38,6 +38,8 @@ export interface HooksConfig {
   headers: string[];
   /** Client cookies forwarded to hooks. */
   cookies: string[];
+  /** Signs HTTP hook calls when set. */
+  httpSecret?: string;
 }
 
 export interface NamespaceOptions {

@@ -1,4 +1,4 @@
-import { createHmac } from "node:crypto";
+import { signatureHeaders } from "../http/signature.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { LifecycleEvent } from "./types.js";
@@ -18,14 +18,6 @@ export const BACKOFF_MAX_MS = 30_000;
 export const POST_TIMEOUT_MS = 10_000;
 /** How long shutdown spends sending what is still queued (one try per batch). */
 export const CLOSE_MS = 5_000;
-
-export const SIGNATURE_HEADER = "Natsedge-Signature";
-export const TIMESTAMP_HEADER = "Natsedge-Timestamp";
-
-/** `v1=` + hex HMAC-SHA256 over `<timestamp>.<body>`: the timestamp is signed so a replay can be refused by age. */
-export function signature(secret: string, timestamp: string, body: string): string {
-  return "v1=" + createHmac("sha256", secret).update(`${timestamp}.${body}`).digest("hex");
-}
 
 /** Sends one POST; resolves with the status, rejects when no answer came. */
 export type Post = (body: string, headers: Record<string, string>) => Promise<number>;
@@ -130,12 +122,7 @@ export class WebhookSender {
   private async deliver(batch: LifecycleEvent[]): Promise<void> {
     const body = JSON.stringify({ events: batch });
     for (let attempt = 1; ; attempt++) {
-      const timestamp = String(Math.floor(Date.now() / 1000));
-      const headers = {
-        "Content-Type": "application/json",
-        [TIMESTAMP_HEADER]: timestamp,
-        [SIGNATURE_HEADER]: signature(this.secret, timestamp, body),
-      };
+      const headers = { "Content-Type": "application/json", ...signatureHeaders(this.secret, body) };
       let status: number;
       try {
         status = await this.post(body, headers);

@@ -182,7 +182,7 @@ export class Hooks {
         if (!this.nats) throw new Error("natsedge bug: a NATS hook without a NATS connection (the config checks this)");
         caller = new NatsHookCaller(this.nats.nc, this.nats.subjects);
       } else {
-        caller = new HttpHookCaller(spec.target);
+        caller = new HttpHookCaller(spec.target, this.config.httpSecret);
       }
       this.callers.set(spec.target, caller);
     }

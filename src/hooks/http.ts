@@ -1,19 +1,28 @@
+import { signatureHeaders } from "../http/signature.js";
 import { HookFailure, type HookCaller } from "./caller.js";
 
 /**
  * Hooks over HTTP: a JSON POST to the configured URL, answered with a 2xx JSON body. Redirects are
  * not followed (the answer decides who may do what; it comes from the configured URL or not at
- * all), and the body is read only up to the size limit.
+ * all), and the body is read only up to the size limit. With `hooks.httpSecret` every call is
+ * signed like a webhook batch, so a backend reachable by others can refuse what is not signed.
  */
 export class HttpHookCaller implements HookCaller {
-  constructor(private readonly url: string) {}
+  constructor(
+    private readonly url: string,
+    private readonly secret: string | undefined,
+  ) {}
 
   async call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number): Promise<Buffer> {
     const signal = AbortSignal.timeout(timeoutMs);
     try {
       const res = await fetch(this.url, {
         method: "POST",
-        headers: { "content-type": "application/json", "natsedge-hook": kind },
+        headers: {
+          "content-type": "application/json",
+          "natsedge-hook": kind,
+          ...(this.secret === undefined ? {} : signatureHeaders(this.secret, body)),
+        },
         body,
         redirect: "error",
         signal,

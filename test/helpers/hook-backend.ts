@@ -8,6 +8,8 @@ export interface HookCall {
   kind: string;
   via: "nats" | "http";
   body: Record<string, unknown>;
+  /** HTTP calls: the bytes as sent and the signature headers, to check `hooks.httpSecret`. */
+  http?: { raw: Buffer; timestamp?: string; signature?: string };
 }
 
 /** What the backend does with a call: an answer to send as JSON, raw bytes, or an answer after a delay. */
@@ -32,8 +34,10 @@ export class HookBackend {
     const nc = await connect({ servers: natsUrl });
     const server = createServer((req, res) => {
       const kind = (req.url ?? "").replace(/^\/hook\//, "");
-      void readJson(req).then(async (body) => {
-        const b = await backend.handle(kind, "http", body, decide);
+      void readRaw(req).then(async (raw) => {
+        const body = JSON.parse(raw.toString("utf8")) as Record<string, unknown>;
+        const http = { raw, timestamp: req.headers["natsedge-timestamp"] as string | undefined, signature: req.headers["natsedge-signature"] as string | undefined };
+        const b = await backend.handle(kind, "http", body, decide, http);
         res.writeHead(200, { "content-type": "application/json" }).end(b);
       });
     });
@@ -53,8 +57,14 @@ export class HookBackend {
     return backend;
   }
 
-  private async handle(kind: string, via: "nats" | "http", body: Record<string, unknown>, decide: (kind: string, body: Record<string, unknown>) => Behaviour): Promise<Buffer> {
-    this.calls.push({ kind, via, body });
+  private async handle(
+    kind: string,
+    via: "nats" | "http",
+    body: Record<string, unknown>,
+    decide: (kind: string, body: Record<string, unknown>) => Behaviour,
+    http?: HookCall["http"],
+  ): Promise<Buffer> {
+    this.calls.push(http ? { kind, via, body, http } : { kind, via, body });
     this.signal.wake();
     const b = decide(kind, body);
     if ("raw" in b) return Buffer.from(b.raw);
@@ -75,8 +85,8 @@ export class HookBackend {
   }
 }
 
-async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+async function readRaw(req: IncomingMessage): Promise<Buffer> {
   const parts: Buffer[] = [];
   for await (const chunk of req) parts.push(chunk as Buffer);
-  return JSON.parse(Buffer.concat(parts).toString("utf8")) as Record<string, unknown>;
+  return Buffer.concat(parts);
 }
