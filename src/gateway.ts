@@ -13,11 +13,13 @@ import { ServerApi } from "./http/api.js";
 import { Listener } from "./http/listener.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
-import { Hub } from "./hub/hub.js";
+import { ExpirySchedule } from "./delivery/expiry-schedule.js";
+import { Hub, type HubSession } from "./hub/hub.js";
 import { Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { nodeToken } from "./nats/subjects.js";
+import { CloseCode } from "./protocol/codes.js";
 import { SessionSigner } from "./http/session-token.js";
 import { loadCertificate } from "./http/tls.js";
 import { TlsReloader, type ReloadReason } from "./http/tls-reload.js";
@@ -113,7 +115,8 @@ export class Gateway {
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const ops = new ServerOperations(config, hub);
 
-    const ctx = { config, hub, limits, verifier, metrics, log, node };
+    const tokenExpiry = new ExpirySchedule<HubSession>((s) => s.disconnect(CloseCode.TokenExpired, "token expired", true));
+    const ctx = { config, hub, limits, verifier, metrics, log, node, tokenExpiry };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),

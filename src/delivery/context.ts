@@ -1,9 +1,10 @@
 import type { TokenVerifier } from "../auth/jwt.js";
 import type { Config } from "../config/types.js";
-import type { Hub } from "../hub/hub.js";
+import type { Hub, HubSession } from "../hub/hub.js";
 import type { Limits } from "../limits/limits.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import type { ExpirySchedule } from "./expiry-schedule.js";
 
 /** What the delivery core and the transports share on one gateway. */
 export interface DeliveryContext {
@@ -14,4 +15,6 @@ export interface DeliveryContext {
   metrics: Metrics;
   log: Logger;
   node: string;
+  /** Ends connected sessions when their token expires: one timer for all of them. */
+  tokenExpiry: ExpirySchedule<HubSession>;
 }

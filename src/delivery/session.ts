@@ -10,10 +10,11 @@ import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
 import type { ClientInfo } from "../publication.js";
 import { allowed, checkAccess } from "./access.js";
 import { catchUp } from "./catch-up.js";
-import { ALREADY_SENT, channelCommand, CommandQueue, type Caller, type Reply } from "./commands.js";
+import { ALREADY_SENT, channelCommand, CommandQueue, sendError, sendOk, type Caller, type Reply } from "./commands.js";
 import type { DeliveryContext } from "./context.js";
 import { idOf, optionalPosition, optionalString, requiredString, type Frame } from "./frames.js";
 import { clientInfo, type Identity } from "./identity.js";
+import { SubscriptionTable } from "./subscription-table.js";
 import { requireAnonymousAllowed, verifyToken } from "./tokens.js";
 
 /** What a connection-holding transport offers a session: frames out, and channel fan-out. */
@@ -27,13 +28,9 @@ export interface Connection {
   leave(ch: string): void;
 }
 
-interface Subscription {
-  resolved: ResolvedChannel;
+interface Subscription extends ResolvedChannel {
   active: boolean;
 }
-
-// setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
-const MAX_TIMER = 2_147_483_647;
 
 /**
  * One connected client's protocol state (a WebSocket today): authentication, subscriptions with
@@ -48,9 +45,11 @@ export class Session implements HubSession, Caller {
   private connected = false;
   private ended = false;
   private closing = false;
-  private readonly subs = new Map<string, Subscription>();
-  private expiryTimer: NodeJS.Timeout | undefined;
-  private readonly commands: CommandQueue;
+  private readonly subs = new SubscriptionTable<Subscription>();
+  /** The token's `exp` this session is scheduled to end at. */
+  private expiresAt: number | undefined;
+  /** Only while commands are in flight: an idle connection holds no queue, promise or closure. */
+  private commands: CommandQueue | undefined;
   /** Counted in the user's connections across the cluster (removed when closed). */
   private countedForUser = false;
 
@@ -60,8 +59,7 @@ export class Session implements HubSession, Caller {
     /** A token the transport found outside the protocol (a cookie, an Authorization header). */
     private readonly ambientToken?: string,
   ) {
-    this.budget = ctx.limits.commandBudget(this.client);
-    this.commands = new CommandQueue(ctx, conn, this.budget, (cmd) => this.dispatch(cmd));
+    this.budget = ctx.limits.commandBudget();
   }
 
   get format(): Format {
@@ -82,17 +80,22 @@ export class Session implements HubSession, Caller {
 
   /** Queues decoded frames from one transport message; replies go out in command order. */
   receive(frames: unknown[]): void {
-    if (!this.commands.receive(frames)) this.disconnect(CloseCode.RateLimited, "rate limited", true);
+    if (this.ended) return;
+    const queue = (this.commands ??= new CommandQueue(this.ctx, this.conn, this.budget, (cmd) => this.dispatch(cmd)));
+    if (!queue.receive(frames)) this.disconnect(CloseCode.RateLimited, "rate limited", true);
+    void queue.settled().then(() => {
+      if (this.commands === queue && queue.idle) this.commands = undefined;
+    });
   }
 
   /** Resolves once every command received so far has been answered. */
   settled(): Promise<void> {
-    return this.commands.settled();
+    return this.commands?.settled() ?? Promise.resolve();
   }
 
   /** A transport-level refusal (e.g. an oversized message) reported like any command error. */
   refuse(err: ProtocolError): void {
-    if (!this.ended) this.commands.sendError(undefined, err);
+    if (!this.ended) sendError(this.ctx, this.conn, undefined, err);
   }
 
   private dispatch(cmd: Frame): Promise<Reply> | Reply {
@@ -121,7 +124,7 @@ export class Session implements HubSession, Caller {
     } catch (err) {
       if (!(err instanceof ProtocolError)) throw err;
       // Answered, then closed: an unauthenticated connection has nothing else to do.
-      this.commands.sendError(idOf(cmd), err);
+      sendError(this.ctx, this.conn, idOf(cmd), err);
       this.disconnect(CloseCode.Unauthorized, err.message, false);
       return ALREADY_SENT;
     }
@@ -133,7 +136,7 @@ export class Session implements HubSession, Caller {
         // At the limit: refused and closed. A backend failure (503) is answered like any failed
         // command, and the client may try to connect again.
         if (!(err instanceof ProtocolError) || err.code !== ErrorCode.RateLimited) throw err;
-        this.commands.sendError(idOf(cmd), err);
+        sendError(this.ctx, this.conn, idOf(cmd), err);
         this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
         this.disconnect(CloseCode.RateLimited, err.message, true);
         return ALREADY_SENT;
@@ -161,8 +164,9 @@ export class Session implements HubSession, Caller {
     this.claims = claims;
     this.armExpiry();
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
-    for (const [ch, sub] of this.subs) {
-      if (!allowed(this.identity, sub.resolved)) {
+    for (const sub of this.subs.values()) {
+      if (!allowed(this.identity, sub)) {
+        const ch = sub.ch;
         this.dropSubscription(ch, sub);
         this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
       }
@@ -171,16 +175,17 @@ export class Session implements HubSession, Caller {
   }
 
   private armExpiry(): void {
-    clearTimeout(this.expiryTimer);
-    this.expiryTimer = undefined;
+    this.disarmExpiry();
     const exp = this.claims?.exp;
     if (exp === undefined) return;
-    const delay = exp * 1000 - Date.now();
-    if (delay > MAX_TIMER) {
-      this.expiryTimer = setTimeout(() => this.armExpiry(), MAX_TIMER);
-      return;
-    }
-    this.expiryTimer = setTimeout(() => this.disconnect(CloseCode.TokenExpired, "token expired", true), Math.max(0, delay));
+    this.expiresAt = exp;
+    this.ctx.tokenExpiry.add(this, exp);
+  }
+
+  private disarmExpiry(): void {
+    if (this.expiresAt === undefined) return;
+    this.ctx.tokenExpiry.remove(this, this.expiresAt);
+    this.expiresAt = undefined;
   }
 
   // --- channels -----------------------------------------------------------------------------
@@ -193,8 +198,8 @@ export class Session implements HubSession, Caller {
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
     }
-    const sub: Subscription = { resolved: r, active: false };
-    this.subs.set(r.ch, sub);
+    const sub: Subscription = { ch: r.ch, namespace: r.namespace, options: r.options, active: false };
+    this.subs.set(sub);
     const hub = this.ctx.hub;
     try {
       if (r.options.presence) await hub.presenceRoom(r.ch);
@@ -230,7 +235,7 @@ export class Session implements HubSession, Caller {
       return ok;
     }
     if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
-    else this.commands.sendOk(idOf(cmd), ok);
+    else sendOk(this.conn, idOf(cmd), ok);
     this.conn.join(r.ch);
     sub.active = true;
     this.ctx.metrics.subscriptions.inc();
@@ -268,7 +273,7 @@ export class Session implements HubSession, Caller {
   }
 
   private releaseSubscription(sub: Subscription): void {
-    const r = sub.resolved;
+    const r = sub;
     this.ctx.hub.unsubscribe(r.ch);
     this.ctx.metrics.subscriptions.dec();
     if (r.options.presence) this.ctx.hub.leave(r.ch, this.info, r.options.joinLeave);
@@ -288,10 +293,12 @@ export class Session implements HubSession, Caller {
   closed(): void {
     if (this.ended) return;
     this.ended = true;
-    this.commands.ended = true;
-    clearTimeout(this.expiryTimer);
+    if (this.commands) this.commands.ended = true;
+    this.disarmExpiry();
     for (const sub of this.subs.values()) {
-      if (sub.active) this.releaseSubscription(sub);
+      if (!sub.active) continue;
+      this.conn.leave(sub.ch);
+      this.releaseSubscription(sub);
     }
     this.subs.clear();
     if (this.connected) this.ctx.hub.unregister(this);
