@@ -6,6 +6,8 @@ import { hostname } from "node:os";
 import { NatsServerApi } from "./api/nats.js";
 import { ServerOperations } from "./api/operations.js";
 import { TokenVerifier } from "./auth/jwt.js";
+import { LocalNode, SingleNode, type Cluster } from "./cluster/cluster.js";
+import { NatsCluster } from "./cluster/nats.js";
 import { memoryBackend, natsBackend, type Backend } from "./backend.js";
 import type { Config } from "./config/types.js";
 import { attachAdmin } from "./http/admin.js";
@@ -14,12 +16,13 @@ import { Listener } from "./http/listener.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
 import { ExpirySchedule } from "./delivery/expiry-schedule.js";
-import { Hub, type HubSession } from "./hub/hub.js";
+import type { Session } from "./delivery/session.js";
+import { Hooks } from "./hooks/hooks.js";
+import { Hub } from "./hub/hub.js";
 import { Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
 import { Metrics } from "./metrics.js";
 import { nodeToken } from "./nats/subjects.js";
-import { CloseCode } from "./protocol/codes.js";
 import { SessionSigner } from "./http/session-token.js";
 import { loadCertificate } from "./http/tls.js";
 import { TlsReloader, type ReloadReason } from "./http/tls-reload.js";
@@ -27,6 +30,7 @@ import { LongPollTransport } from "./transport/longpoll.js";
 import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp } from "./uws.js";
+import { version } from "./version.js";
 
 /**
  * The browser SDK (always) and the chat demo (when enabled), read once at start-up. The SDK is
@@ -63,6 +67,7 @@ export class Gateway {
   private draining = false;
   private started = false;
   private natsApi: NatsServerApi | undefined;
+  private cluster: Cluster | undefined;
   private tlsReloader: TlsReloader | undefined;
 
   private constructor(
@@ -113,16 +118,18 @@ export class Gateway {
     const limits = new Limits(config, backend.presence, metrics, log);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
-    const ops = new ServerOperations(config, hub);
-
-    const tokenExpiry = new ExpirySchedule<HubSession>((s) => s.disconnect(CloseCode.TokenExpired, "token expired", true));
-    const ctx = { config, hub, limits, verifier, metrics, log, node, tokenExpiry };
+    const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log);
+    const tokenExpiry = new ExpirySchedule<Session>((s) => s.expired());
+    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, tokenExpiry };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),
       longPoll: new LongPollTransport(ctx, origins, signer),
       sse: new SseTransport(ctx, origins, signer),
     };
+    const local = new LocalNode(node, version(), hub, () => transports.ws.size + transports.sse.size);
+    const cluster = backend.nats ? new NatsCluster(backend.nats, local, log) : new SingleNode(local);
+    const ops = new ServerOperations(config, hub, cluster);
     for (const t of Object.values(transports)) hub.addSink(t);
     const api = new ServerApi(config, ops, origins, limits, log);
     const statics = staticRoutes(config.demo);
@@ -142,8 +149,11 @@ export class Gateway {
       admin,
     };
     gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node);
+    gateway.cluster = cluster;
 
     await hub.start();
+    // Answering before the heartbeat announces this gateway: askers wait for every live one.
+    cluster.start();
     await backend.start();
     if (backend.nats) {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
@@ -183,6 +193,7 @@ export class Gateway {
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
+    this.cluster?.stop();
     await this.hub.close();
     await this.backend.close();
     this.listeners.admin.close();

@@ -135,6 +135,26 @@ function forPrometheus(expr: string): string {
 
 const dashboard = JSON.parse(read("grafana/natsedge.json")) as Obj;
 
+/**
+ * The series names a scrape exports: those with samples, and those its `# TYPE` lines declare
+ * (a labelled counter has no sample until the first event, a refused connection say), with a
+ * histogram's _bucket, _sum and _count.
+ */
+function exportedNames(text: string): Set<string> {
+  const names = new Set<string>();
+  for (const line of text.split("\n")) {
+    const declared = /^# TYPE ([A-Za-z_:][A-Za-z0-9_:]*) (\w+)/.exec(line);
+    if (declared) {
+      const [, name, type] = declared as unknown as [string, string, string];
+      names.add(name);
+      if (type === "histogram") for (const suffix of ["_bucket", "_sum", "_count"]) names.add(name + suffix);
+    } else if (line !== "" && !line.startsWith("#")) {
+      names.add(/^[A-Za-z_:][A-Za-z0-9_:]*/.exec(line)?.[0] ?? "");
+    }
+  }
+  return names;
+}
+
 // --- a real gateway on NATS, with traffic, for /metrics and Prometheus -----------------------
 
 const API_KEY = "deploy-artifacts-api-key-0123456";
@@ -185,12 +205,7 @@ beforeAll(async () => {
   const text = await (await fetch(`${g.adminUrl}/metrics`)).text();
   sse.abort();
   a.terminate();
-  scrapeNames = new Set(
-    text
-      .split("\n")
-      .filter((l) => l !== "" && !l.startsWith("#"))
-      .map((l) => /^[A-Za-z_:][A-Za-z0-9_:]*/.exec(l)?.[0] ?? ""),
-  );
+  scrapeNames = exportedNames(text);
 }, 90_000);
 
 afterAll(async () => {
@@ -213,7 +228,7 @@ describe("Prometheus config and alert rules", () => {
     expect(t.code, t.out).toBe(0);
   });
 
-  it("has the alerts of issue #7 on the gateway's metrics", () => {
+  it("has alerts for replicas, NATS, latency, slow consumers, limits, event-loop lag, continuity and keys", () => {
     const rules = (parse(read("prometheus/natsedge.rules.yml")) as { groups: Array<{ rules: Obj[] }> }).groups.flatMap((g) => g.rules);
     const expr = (alert: string): string => String(rules.find((r) => r.alert === alert)?.expr ?? "");
     expect(expr("NatsedgeReplicaDown")).toMatch(/up\{job="natsedge"\} == 0/);
@@ -221,6 +236,13 @@ describe("Prometheus config and alert rules", () => {
     expect(expr("NatsedgeBrokerRoundtripSlow")).toMatch(/histogram_quantile\(0\.99,[\s\S]*natsedge_broker_roundtrip_seconds_bucket/);
     expect(expr("NatsedgeSlowConsumerDisconnectsSpiking")).toMatch(/natsedge_disconnects_total\{code="4008"\}/);
     expect(expr("NatsedgeDeliveryLatencyHigh")).toMatch(/histogram_quantile\(0\.99,[\s\S]*natsedge_delivery_latency_seconds_bucket/);
+    // Limits, event-loop health, continuity, the JetStream gate and the identity provider's keys.
+    expect(expr("NatsedgeConnectionsRefused")).toMatch(/natsedge_connections_refused_total/);
+    expect(expr("NatsedgeRateLimited")).toMatch(/natsedge_rate_limited_total/);
+    expect(expr("NatsedgeEventLoopLagHigh")).toMatch(/histogram_quantile\(0\.99,[\s\S]*natsedge_event_loop_lag_seconds_bucket/);
+    expect(expr("NatsedgeContinuityLost")).toMatch(/natsedge_continuity_lost_total/);
+    expect(expr("NatsedgeJetStreamSaturated")).toMatch(/natsedge_jetstream_refused_total/);
+    expect(expr("NatsedgeJwksStale")).toMatch(/natsedge_jwks_last_success_timestamp_seconds/);
     for (const r of rules) {
       expect((r.labels as Obj | undefined)?.severity, `${String(r.alert)} severity`).toMatch(/^(warning|critical)$/);
       expect((r.annotations as Obj | undefined)?.summary, `${String(r.alert)} summary`).toBeTruthy();

@@ -127,6 +127,35 @@ describe("Hub with a scripted broker", () => {
     expect(broker.calls).toEqual(["sub c.x", "unsub c.x", "sub c.x"]);
   });
 
+  it("hands control messages to the user's sessions: disconnect to all, (un)subscribe to those that take them", async () => {
+    const seen: string[] = [];
+    const ws = {
+      user: "u1",
+      disconnect: (code: number) => seen.push(`ws disconnect ${code}`),
+      subscribeByServer: (ch: string) => seen.push(`ws subscribe ${ch}`),
+      unsubscribeByServer: (ch: string, reason: string) => seen.push(`ws unsubscribe ${ch} ${reason}`),
+    };
+    const poll = { user: "u1", disconnect: (code: number) => seen.push(`poll disconnect ${code}`) };
+    const other = { user: "u2", disconnect: () => seen.push("other"), subscribeByServer: () => seen.push("other") };
+    for (const s of [ws, poll, other]) hub.register(s);
+    broker.handler?.onControl({ kind: "subscribe", user: "u1", ch: "c.a" });
+    broker.handler?.onControl({ kind: "unsubscribe", user: "u1", ch: "c.a", reason: "why" });
+    broker.handler?.onControl({ kind: "disconnect", user: "u1", code: 4003, reason: "bye" });
+    expect(seen).toEqual(["ws subscribe c.a", "ws unsubscribe c.a why", "ws disconnect 4003", "poll disconnect 4003"]);
+  });
+
+  it("counts local holders per channel", async () => {
+    const holds = [hub.subscribe("c.a", NS), hub.subscribe("c.a", NS), hub.subscribe("c.b", NS)];
+    await settle();
+    broker.release(1);
+    broker.release(1);
+    await Promise.all(holds);
+    expect([...hub.channelCounts()]).toEqual([["c.a", 2], ["c.b", 1]]);
+    hub.unsubscribe("c.a");
+    hub.unsubscribe("c.b");
+    expect([...hub.channelCounts()]).toEqual([["c.a", 1]]);
+  });
+
   it("forgets a channel whose broker subscription failed, so the next subscriber tries again", async () => {
     const a = hub.subscribe("c.y", NS);
     await settle();
@@ -226,6 +255,24 @@ describe("catchUp: history lined up with live delivery (the core every transport
     expect(caught).toMatchObject({ position: { offset: 5, epoch }, recovered: true });
   });
 
+  it("a slow read on a busy channel lines up too: everything delivered during the read is kept (more than 64)", async () => {
+    store("c.f");
+    await subscribed("c.f", 1);
+    history.during = () => {
+      for (let i = 0; i < 200; i++) broker.handler?.onPublication(store("c.f"));
+    };
+    const epoch = (await history.inner.read("c.f", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    const caught = await catchUp(hub, "c.f", opts, { offset: 1, epoch });
+    expect(history.reads).toBe(1);
+    expect(caught.pubs.map((p) => p.offset)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
+    expect(caught.position.offset).toBe(201);
+    // Released: the next publication shrinks the buffer back to the last 64.
+    broker.handler?.onPublication(store("c.f"));
+    expect(hub.recentAfter("c.f", 1)).toBeUndefined();
+    expect(hub.recentAfter("c.f", 202 - 64)?.length).toBe(64);
+  });
+
   it("history ahead of live delivery: the position stops at what was delivered live, the rest arrives live", async () => {
     for (let i = 0; i < 4; i++) store("c.b");
     await subscribed("c.b", 2);
@@ -263,6 +310,24 @@ describe("catchUp: history lined up with live delivery (the core every transport
     const epoch = (await history.inner.read("c.d", opts, { limit: 0 })).position.epoch;
     history.reads = 0;
     await expect(catchUp(hub, "c.d", opts, { offset: 1, epoch })).rejects.toMatchObject({ code: 503 });
+    expect(history.reads).toBe(3);
+  });
+
+  it("identical reads in flight share one history read: a replica's clients recovering at once", async () => {
+    for (let i = 0; i < 3; i++) store("c.g");
+    await subscribed("c.g", 3);
+    const epoch = (await history.inner.read("c.g", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    const all = await Promise.all([
+      ...Array.from({ length: 50 }, () => catchUp(hub, "c.g", opts, { offset: 1, epoch })),
+      catchUp(hub, "c.g", opts, { offset: 2, epoch }),
+    ]);
+    // One read for the 50 clients at offset 1, one for the client at offset 2.
+    expect(history.reads).toBe(2);
+    for (const c of all.slice(0, 50)) expect(c.pubs.map((p) => p.offset)).toEqual([2, 3]);
+    expect(all[50]?.pubs.map((p) => p.offset)).toEqual([3]);
+    // Finished reads are not reused: the next catch-up reads again.
+    await catchUp(hub, "c.g", opts, { offset: 1, epoch });
     expect(history.reads).toBe(3);
   });
 

@@ -1,4 +1,4 @@
-import { backoff } from "./backoff.js";
+import { backoff, reconnectDelay } from "./backoff.js";
 import { jsonCodec, msgpackCodec, type Codec } from "./codec.js";
 import { errorFrom, NatsedgeError } from "./errors.js";
 import { LongPoll } from "./longpoll.js";
@@ -9,6 +9,7 @@ import {
   type AnySub,
   type Call,
   type ClientInfo,
+  type Publication,
   type SubscriptionHandlers,
   type SubscriptionOwner,
 } from "./subscription.js";
@@ -27,7 +28,13 @@ export interface ClientOptions {
   format?: "json" | "msgpack";
   /** WebSocket implementation (Node: `import WebSocket from "ws"`). Default: globalThis.WebSocket. */
   WebSocket?: WebSocketCtor;
-  /** Reconnect backoff: full jitter over an exponentially growing, capped window (ms). */
+  /**
+   * Window of the first reconnect attempt after a loss (ms): uniform in [0, reconnectJitter).
+   * Wider spreads a failed replica's clients thinner (a lower load spike on the replicas that
+   * take them) and makes them come back later. See docs/client.md, Reconnecting.
+   */
+  reconnectJitter?: number;
+  /** Backoff of the later attempts: full jitter over an exponentially growing, capped window (ms). */
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
   /** How long a command waits for its reply, and for a connection when sent while disconnected (ms). */
@@ -36,6 +43,8 @@ export interface ClientOptions {
   websocketRetryInterval?: number;
   /** Connect on construction (default true); otherwise call connect(). */
   autoConnect?: boolean;
+  /** Sent with every connect, for a gateway whose connect hook authenticates clients (docs/backend.md). */
+  data?: unknown;
 }
 
 type Listener = (arg: never) => void;
@@ -68,6 +77,14 @@ interface Hint {
   reconnect: boolean;
 }
 
+/**
+ * Default reconnectJitter (ms). A replica's clients all lose it at once; spread over this window
+ * they arrive at (clients per replica) / window per second. The value is the measured trade in
+ * docs/benchmarks.md (storm): 500 ms raised the spike and brought the clients back later, 5 s
+ * spread them thinner and brought them back no sooner.
+ */
+export const DEFAULT_RECONNECT_JITTER = 2_000;
+
 /** The gateway's default `ping` interval (s), for a connect reply that does not say. */
 const PING_S = 25;
 
@@ -77,7 +94,7 @@ export class Client {
   clientId: string | undefined;
   private readonly urls: string[];
   private urlIndex = 0;
-  private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket">> & ClientOptions;
+  private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket" | "data">> & ClientOptions;
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly subs = new Map<string, AnySub>();
   /** Subscriptions waiting to retry after a transient subscribe error. */
@@ -108,6 +125,7 @@ export class Client {
     this.opts = {
       transports: ["websocket", "longpoll"],
       format: "json",
+      reconnectJitter: DEFAULT_RECONNECT_JITTER,
       minReconnectDelay: 500,
       maxReconnectDelay: 20_000,
       timeout: 10_000,
@@ -124,6 +142,11 @@ export class Client {
   on(event: "connected", fn: (e: { client: string; transport: TransportName }) => void): this;
   on(event: "disconnected", fn: (e: { code: number; reason: string; reconnect: boolean }) => void): this;
   on(event: "error", fn: (e: Error) => void): this;
+  /** Subscriptions the gateway's connect hook made (WebSocket): the channel, and its position. */
+  on(event: "subscribed", fn: (e: { channel: string; offset?: number; epoch?: string }) => void): this;
+  on(event: "unsubscribed", fn: (e: { channel: string; code: number; reason: string }) => void): this;
+  /** Publications of those subscriptions (channels with no `Subscription` of the app's). */
+  on(event: "publication", fn: (p: Publication) => void): this;
   on(event: string, fn: Listener): this {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
@@ -168,6 +191,16 @@ export class Client {
     const conn = this.conn;
     this.lost(1000, "client disconnect", false);
     conn?.close();
+  }
+
+  /**
+   * Calls `method` on the backend through the gateway's rpc hook and resolves with the backend's
+   * `data`. Rejects with NatsedgeError: 404 when the gateway has no rpc hook, the backend's own
+   * refusal (400, 401, 403, 404, 429), or 503 with `retryAfter` when the backend could not answer.
+   */
+  async rpc<T = unknown>(method: string, data?: unknown): Promise<T> {
+    const ok = await this.command(data === undefined ? { op: "rpc", method } : { op: "rpc", method, data });
+    return ok.data as T;
   }
 
   subscribe<T = unknown>(channel: string, handlers: SubscriptionHandlers<T> = {}): Subscription<T> {
@@ -298,7 +331,9 @@ export class Client {
   private async handshake(conn: Transport, replacing?: Transport): Promise<void> {
     let ok: Frame;
     try {
-      ok = await this.request(conn, this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token });
+      const cmd: Frame = this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token };
+      if (this.opts.data !== undefined) cmd.data = this.opts.data;
+      ok = await this.request(conn, cmd);
       // disconnect() during the handshake, or the connection was lost and replaced meanwhile.
       if (!this.wanted || this.conn !== replacing) throw new NatsedgeError(503, "disconnected");
     } catch (err) {
@@ -412,7 +447,7 @@ export class Client {
 
   private push(f: Frame): void {
     const sub = typeof f.ch === "string" ? this.subs.get(f.ch) : undefined;
-    if (!sub) return;
+    if (!sub) return this.serverPush(f);
     if (f.push === "pub") deliver(sub, f, this.call);
     else if (f.push === "join") this.call(sub.handlers.onJoin, f.info as ClientInfo);
     else if (f.push === "leave") this.call(sub.handlers.onLeave, f.info as ClientInfo);
@@ -424,6 +459,28 @@ export class Client {
       this.resubscribe(sub);
     } else if (f.push === "unsub") {
       this.subscribeFailed(sub, errorFrom({ code: f.code as number, message: String(f.reason), retryAfter: f.retryAfter }));
+    }
+  }
+
+  /**
+   * Pushes of subscriptions the server made (the connect hook's channels): they belong to the
+   * connection, not to the app's Subscription objects, and end with it; the hook makes them
+   * again on the next connect.
+   */
+  private serverPush(f: Frame): void {
+    if (typeof f.ch !== "string") return;
+    if (f.push === "sub") {
+      const e: { channel: string; offset?: number; epoch?: string } = { channel: f.ch };
+      if (typeof f.offset === "number") e.offset = f.offset;
+      if (typeof f.epoch === "string") e.epoch = f.epoch;
+      this.emit("subscribed", e);
+    } else if (f.push === "unsub") {
+      this.emit("unsubscribed", { channel: f.ch, code: f.code as number, reason: String(f.reason) });
+    } else if (f.push === "pub") {
+      const p: Publication = { ch: f.ch, data: f.data };
+      if (typeof f.offset === "number") p.offset = f.offset;
+      if (f.info) p.info = f.info as Publication["info"];
+      this.emit("publication", p);
     }
   }
 
@@ -476,7 +533,8 @@ export class Client {
     clearTimeout(this.reconnectTimer);
     if (!this.wanted) return;
     this.urlIndex++;
-    const delay = backoff(this.attempt++, this.opts.minReconnectDelay, this.opts.maxReconnectDelay);
+    const { reconnectJitter: jitter, minReconnectDelay: min, maxReconnectDelay: max } = this.opts;
+    const delay = reconnectDelay(this.attempt++, { jitter, min, max });
     this.reconnectTimer = setTimeout(() => void this.connect(), delay);
   }
 

@@ -18,16 +18,23 @@ const ATTEMPTS = 3;
 /**
  * Lines a history channel's stored past up with its live fan-out, the same for every transport.
  * The caller already holds the hub subscription, so the hub records what is delivered live
- * meanwhile; if the caller then starts taking live delivery before it awaits anything else, the
- * first live publication it keeps (offset > position) follows `pubs` without a gap or a
- * duplicate. A continuity break during the read leaves the hub without that record: the read is
+ * meanwhile (all of it while the read runs); if the caller then starts taking live delivery
+ * before it awaits anything else, the first live publication it keeps (offset > position)
+ * follows `pubs` without a gap or a duplicate. A continuity break during the read leaves the hub without that record: the read is
  * repeated, and a channel that keeps moving faster than it can be read is refused with 503.
  * Without `since` only the position is read.
  */
 export async function catchUp(hub: Hub, ch: string, opts: HistoryOptions, since: StreamPosition | undefined): Promise<CatchUp> {
   let reads = 0;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const result = await hub.readHistory(ch, opts, since ? { since } : { limit: 0 });
+    const release = hub.holdRecent(ch);
+    let result;
+    try {
+      result = await hub.readHistory(ch, opts, since ? { since } : { limit: 0 });
+    } finally {
+      // What was delivered during the read stays until the next publication: nothing below awaits.
+      release();
+    }
     reads += result.reads;
     const top = result.position.offset;
     const live = hub.lastOffset(ch) ?? top;

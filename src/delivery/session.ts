@@ -1,6 +1,8 @@
 import { randomUUID } from "node:crypto";
+import { isDeepStrictEqual } from "node:util";
 import type { Claims } from "../auth/jwt.js";
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
+import type { ClientRequest } from "../hooks/request.js";
 import type { HubSession } from "../hub/hub.js";
 import type { TokenBucket } from "../limits/bucket.js";
 import { chargeItems } from "../limits/limits.js";
@@ -9,13 +11,13 @@ import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
 import type { ClientInfo } from "../publication.js";
 import { allowed, checkAccess } from "./access.js";
+import { authenticate, refreshClaims } from "./authenticate.js";
 import { catchUp } from "./catch-up.js";
 import { ALREADY_SENT, channelCommand, CommandQueue, sendError, sendOk, type Caller, type Reply } from "./commands.js";
 import type { DeliveryContext } from "./context.js";
 import { idOf, optionalPosition, optionalString, requiredString, type Frame } from "./frames.js";
 import { clientInfo, type Identity } from "./identity.js";
 import { SubscriptionTable } from "./subscription-table.js";
-import { requireAnonymousAllowed, verifyToken } from "./tokens.js";
 
 /** What a connection-holding transport offers a session: frames out, and channel fan-out. */
 export interface Connection {
@@ -28,9 +30,20 @@ export interface Connection {
   leave(ch: string): void;
 }
 
+/** Optional fields are set only when they differ from the common case: most subscriptions have neither. */
 interface Subscription extends ResolvedChannel {
   active: boolean;
+  /**
+   * How the client appears in this channel's presence when that is not the session's own info:
+   * set by the subscribe hook, or kept from before a refresh changed the session's info.
+   */
+  info?: ClientInfo;
+  /** Made by the backend (connect hook, server API): the token's channels do not limit it. */
+  byServer?: true;
 }
+
+/** Sends a subscription's first answer: a reply to the command, or a `sub` push for a server-side one. */
+type Answer = (ok: Record<string, unknown>, entries: Buffer[] | undefined) => void;
 
 /**
  * One connected client's protocol state (a WebSocket today): authentication, subscriptions with
@@ -42,11 +55,13 @@ export class Session implements HubSession, Caller {
   user = "";
   readonly budget: TokenBucket | undefined;
   private claims: Claims | undefined;
+  /** The claims came from the connect hook: at their expiry the refresh hook is asked for more. */
+  private claimsByHook = false;
   private connected = false;
   private ended = false;
   private closing = false;
   private readonly subs = new SubscriptionTable<Subscription>();
-  /** The token's `exp` this session is scheduled to end at. */
+  /** The token's `exp` this session is scheduled to expire at. */
   private expiresAt: number | undefined;
   /** Only while commands are in flight: an idle connection holds no queue, promise or closure. */
   private commands: CommandQueue | undefined;
@@ -58,6 +73,7 @@ export class Session implements HubSession, Caller {
     private readonly ctx: DeliveryContext,
     /** A token the transport found outside the protocol (a cookie, an Authorization header). */
     private readonly ambientToken?: string,
+    readonly request: ClientRequest = { transport: "websocket" },
   ) {
     this.budget = ctx.limits.commandBudget();
   }
@@ -118,11 +134,15 @@ export class Session implements HubSession, Caller {
   private async connect(cmd: Frame): Promise<Reply> {
     if (this.connected) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
     const token = optionalString(cmd, "token") ?? this.ambientToken;
+    let channels: string[] | undefined;
     try {
-      if (token !== undefined) this.claims = await verifyToken(this.ctx.verifier, token);
-      else requireAnonymousAllowed(this.ctx.config.namespaces);
+      const who = await authenticate(this.ctx, this.client, token, this.request, cmd.data);
+      this.claims = who.claims;
+      this.claimsByHook = who.byHook === true;
+      channels = who.channels;
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
+      // A hook that could not answer: the client may try to connect again on this connection.
+      if (!(err instanceof ProtocolError) || err.code === ErrorCode.Unavailable) throw err;
       // Answered, then closed: an unauthenticated connection has nothing else to do.
       sendError(this.ctx, this.conn, idOf(cmd), err);
       this.disconnect(CloseCode.Unauthorized, err.message, false);
@@ -151,27 +171,53 @@ export class Session implements HubSession, Caller {
     if (this.ended) return {};
     this.connected = true;
     this.ctx.hub.register(this);
-    return { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
+    const ok = { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
+    if (!channels) return ok;
+    // The reply first, then each server-side subscription's `sub` push; later commands wait.
+    sendOk(this.conn, idOf(cmd), ok);
+    for (const ch of channels) await this.subscribeForServer(ch);
+    return ALREADY_SENT;
   }
 
   private async refresh(cmd: Frame): Promise<Reply> {
-    const token = requiredString(cmd, "token", 16384);
-    if (this.user === "") {
-      throw new ProtocolError(ErrorCode.BadRequest, "an anonymous connection cannot refresh; reconnect with a token");
-    }
-    const claims = await verifyToken(this.ctx.verifier, token);
-    if (claims.sub !== this.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
+    this.applyClaims(await refreshClaims(this.ctx, this.identity, optionalString(cmd, "token"), this.request));
+    return {};
+  }
+
+  private applyClaims(claims: Claims): void {
+    const before = this.info;
     this.claims = claims;
     this.armExpiry();
+    // Presence entries made with the old info leave with it, so the leave matches the join.
+    const infoChanged = !isDeepStrictEqual(before.info, this.info.info);
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
     for (const sub of this.subs.values()) {
-      if (!allowed(this.identity, sub)) {
-        const ch = sub.ch;
-        this.dropSubscription(ch, sub);
-        this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
+      if (!sub.byServer && !allowed(this.identity, sub)) {
+        this.dropSubscription(sub.ch, sub);
+        this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch: sub.ch, code: 403, reason: "not allowed by token" }));
+      } else if (infoChanged && sub.info === undefined && sub.options.presence) {
+        sub.info = before;
       }
     }
-    return {};
+  }
+
+  /**
+   * The token expired (called by the context's expiry schedule). At the expiry of backend-issued
+   * claims the backend is asked to extend them; refused or failed, the client goes.
+   */
+  expired(): void {
+    this.expiresAt = undefined; // the schedule has let go of this session already
+    if (this.ended || this.closing) return;
+    if (!this.claimsByHook || !this.ctx.hooks.refreshes) return this.disconnect(CloseCode.TokenExpired, "token expired", true);
+    refreshClaims(this.ctx, this.identity, undefined, this.request).then(
+      (claims) => {
+        if (!this.ended) this.applyClaims(claims);
+      },
+      (err: unknown) => {
+        if (!(err instanceof ProtocolError)) this.ctx.log.error({ err }, "refresh hook failed");
+        this.disconnect(CloseCode.TokenExpired, "token expired", true);
+      },
+    );
   }
 
   private armExpiry(): void {
@@ -198,7 +244,59 @@ export class Session implements HubSession, Caller {
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
     }
+    const grant = await this.ctx.hooks.subscribe(this.identity, r, this.request, cmd.data);
+    if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
+    const info = grant?.info === undefined ? undefined : { ...this.info, info: grant.info };
+    return this.attach(r, since, info, (ok, entries) => {
+      if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
+      else sendOk(this.conn, idOf(cmd), ok);
+    });
+  }
+
+  /**
+   * A subscription the backend asked for (the connect hook, the server API's `subscribe`): no
+   * access check (the backend decided), answered with a `sub` push, or an `unsub` push saying why
+   * it could not be made. One that exists already is left as it is.
+   */
+  private async subscribeForServer(ch: string): Promise<void> {
+    try {
+      const r = resolveChannel(this.ctx.config.namespaces, ch);
+      if (this.subs.has(r.ch)) return;
+      if (this.subs.size >= this.ctx.config.maxSubscriptions) {
+        throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
+      }
+      await this.attach(
+        r,
+        undefined,
+        undefined,
+        (ok, entries) => {
+          this.conn.send(encodeFrame(this.conn.format, { push: "sub", ch: r.ch, ...ok }));
+          for (const e of entries ?? []) this.conn.send(e);
+        },
+        true,
+      );
+    } catch (err) {
+      if (this.ended) return;
+      const e = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.Internal, "internal error");
+      if (!(err instanceof ProtocolError)) this.ctx.log.error({ err, ch }, "server-side subscribe failed");
+      this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: e.code, reason: e.message }));
+    }
+  }
+
+  /**
+   * Subscribes with recovery and starts live delivery; `answer` goes out before the first live
+   * publication. `info` is the client's presence info in this channel when not the session's own.
+   */
+  private async attach(
+    r: ResolvedChannel,
+    since: ReturnType<typeof optionalPosition>,
+    info: ClientInfo | undefined,
+    answer: Answer,
+    byServer = false,
+  ): Promise<Reply> {
     const sub: Subscription = { ch: r.ch, namespace: r.namespace, options: r.options, active: false };
+    if (info) sub.info = info;
+    if (byServer) sub.byServer = true;
     this.subs.set(sub);
     const hub = this.ctx.hub;
     try {
@@ -234,13 +332,12 @@ export class Session implements HubSession, Caller {
       hub.unsubscribe(r.ch);
       return ok;
     }
-    if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
-    else sendOk(this.conn, idOf(cmd), ok);
+    answer(ok, entries);
     this.conn.join(r.ch);
     sub.active = true;
     this.ctx.metrics.subscriptions.inc();
     if (r.options.presence) {
-      hub.join(r.ch, this.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
+      hub.join(r.ch, info ?? this.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
     }
     return ALREADY_SENT;
   }
@@ -250,6 +347,28 @@ export class Session implements HubSession, Caller {
     const sub = this.subs.get(ch);
     if (sub) this.dropSubscription(ch, sub);
     return {};
+  }
+
+  /**
+   * Server API `subscribe`, reaching this connection through the hub. A name no namespace takes
+   * can only come from a malformed control message (the API checks names): it is dropped.
+   */
+  subscribeByServer(ch: string): void {
+    if (!this.connected || this.ended || this.closing) return;
+    try {
+      resolveChannel(this.ctx.config.namespaces, ch);
+    } catch {
+      return;
+    }
+    void this.subscribeForServer(ch);
+  }
+
+  /** Server API `unsubscribe`: ends an active subscription, whoever made it. */
+  unsubscribeByServer(ch: string, reason: string): void {
+    const sub = this.subs.get(ch);
+    if (this.ended || !sub?.active) return;
+    this.dropSubscription(ch, sub);
+    this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: ErrorCode.Forbidden, reason }));
   }
 
   /**
@@ -273,10 +392,9 @@ export class Session implements HubSession, Caller {
   }
 
   private releaseSubscription(sub: Subscription): void {
-    const r = sub;
-    this.ctx.hub.unsubscribe(r.ch);
+    this.ctx.hub.unsubscribe(sub.ch);
     this.ctx.metrics.subscriptions.dec();
-    if (r.options.presence) this.ctx.hub.leave(r.ch, this.info, r.options.joinLeave);
+    if (sub.options.presence) this.ctx.hub.leave(sub.ch, sub.info ?? this.info, sub.options.joinLeave);
   }
 
   // --- lifecycle ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import type { ClientInfo, Publication } from "../publication.js";
 import type { Revocations } from "../sessions/revocations.js";
 import { backendCall } from "./backend-call.js";
 import { ChannelTable } from "./channels.js";
+import { SharedReads } from "./shared-reads.js";
 import { UserRegistry, type HubSession } from "./users.js";
 
 export type { HubSession } from "./users.js";
@@ -46,6 +47,7 @@ export interface HubParts {
 export class Hub implements BrokerHandler {
   private readonly channels: ChannelTable;
   private readonly users = new UserRegistry();
+  private readonly reads = new SharedReads();
   private readonly sinks: FanoutSink[] = [];
   private readonly announcer: PresenceAnnouncer;
   private readonly capacity: PresenceCapacity;
@@ -97,6 +99,14 @@ export class Hub implements BrokerHandler {
     return recent ? recent.after(after) : [];
   }
 
+  /**
+   * Keeps every live publication of the channel from now until the release is called (a
+   * catch-up reading history), so recentAfter() can cover a slow read on a busy channel.
+   */
+  holdRecent(ch: string): () => void {
+    return this.channels.recent(ch)?.hold() ?? (() => {});
+  }
+
   /** The newest offset delivered live in this channel, if any has been seen since subscribing. */
   lastOffset(ch: string): number | undefined {
     return this.channels.recent(ch)?.lastOffset;
@@ -114,10 +124,13 @@ export class Hub implements BrokerHandler {
     );
   }
 
-  /** A `limit` above the namespace's size (a client cannot know it) reads what is retained. */
+  /**
+   * A `limit` above the namespace's size (a client cannot know it) reads what is retained.
+   * Identical reads in flight share one backend read (see SharedReads).
+   */
   readHistory(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
     const q = query.limit !== undefined && query.limit > opts.size ? { ...query, limit: opts.size } : query;
-    return backendCall(() => this.parts.history.read(ch, opts, q), "history read failed", this.log);
+    return this.reads.read(ch, q, () => backendCall(() => this.parts.history.read(ch, opts, q), "history read failed", this.log));
   }
 
   join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {
@@ -154,6 +167,24 @@ export class Hub implements BrokerHandler {
       "control publish failed",
       this.log,
     );
+  }
+
+  /** Subscribes the user's connections on every replica to the channel (server-side subscription). */
+  subscribeUser(user: string, ch: string): Promise<void> {
+    return this.control({ kind: "subscribe", user, ch });
+  }
+
+  unsubscribeUser(user: string, ch: string, reason: string): Promise<void> {
+    return this.control({ kind: "unsubscribe", user, ch, reason });
+  }
+
+  private control(msg: ControlMessage): Promise<void> {
+    return backendCall(() => this.broker.publishControl(msg), "control publish failed", this.log);
+  }
+
+  /** Channels held on this gateway and how many local subscriptions hold each. */
+  channelCounts(): IterableIterator<[string, number]> {
+    return this.channels.counts();
   }
 
   // --- BrokerHandler: deliveries from the broker ---------------------------------------------
@@ -199,8 +230,11 @@ export class Hub implements BrokerHandler {
   }
 
   onControl(msg: ControlMessage): void {
-    if (msg.kind !== "disconnect") return;
-    for (const s of this.users.sessionsOf(msg.user)) s.disconnect(msg.code, msg.reason, false);
+    for (const s of this.users.sessionsOf(msg.user)) {
+      if (msg.kind === "disconnect") s.disconnect(msg.code, msg.reason, false);
+      else if (msg.kind === "subscribe") s.subscribeByServer?.(msg.ch);
+      else s.unsubscribeByServer?.(msg.ch, msg.reason);
+    }
   }
 
   async close(): Promise<void> {

@@ -2,6 +2,11 @@ import type { Publication } from "../publication.js";
 
 /** Recent publications kept per channel to close the window between a history read and joining live delivery. */
 const RECENT = 64;
+/**
+ * While a catch-up reads history, everything delivered meanwhile is kept (up to this many), so a
+ * slow read on a busy channel still lines up instead of being refused as moving too fast.
+ */
+const HELD = 10_000;
 
 /**
  * A history channel's last live publications on this gateway and the newest offset seen, so a
@@ -9,6 +14,8 @@ const RECENT = 64;
  */
 export class RecentPublications {
   private pubs: Publication[] = [];
+  /** Catch-ups reading history right now: none of what they may need is dropped. */
+  private holds = 0;
   /** The newest offset delivered live, if any has been seen since subscribing. */
   lastOffset: number | undefined;
 
@@ -21,7 +28,26 @@ export class RecentPublications {
     if (pub.offset === undefined) return;
     this.lastOffset = pub.offset;
     this.pubs.push(pub);
-    if (this.pubs.length > RECENT) this.pubs.shift();
+    this.trim();
+  }
+
+  /**
+   * Keeps everything delivered from now until the returned release is called; the buffer shrinks
+   * back at the next publication, so the caller can still read it right after releasing.
+   */
+  hold(): () => void {
+    this.holds++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.holds--;
+    };
+  }
+
+  private trim(): void {
+    const keep = this.holds > 0 ? HELD : RECENT;
+    if (this.pubs.length > keep) this.pubs.splice(0, this.pubs.length - keep);
   }
 
   /** What was delivered before a continuity break proves nothing about what follows it. */

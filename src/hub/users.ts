@@ -1,13 +1,18 @@
-/** What the hub needs to know of a client session: whom it belongs to and how to end it. */
+/**
+ * What the hub needs to know of a client session: whom it belongs to, how to end it, and (for
+ * sessions whose channels the server may change, i.e. WebSocket) server-side (un)subscribes.
+ */
 export interface HubSession {
   readonly user: string;
   disconnect(code: number, reason: string, reconnect: boolean): void;
+  subscribeByServer?(ch: string): void;
+  unsubscribeByServer?(ch: string, reason: string): void;
 }
 
 /**
- * The sessions on this gateway by user, so a server-side disconnect finds them. Anonymous
- * sessions (user "") cannot be disconnected by user, so they are not kept: most connections of a
- * public gateway cost no entry here.
+ * The sessions on this gateway by user, so a server-side disconnect, subscribe or unsubscribe
+ * finds them. Anonymous sessions (user "") cannot be named by the server API, so they are not
+ * kept: most connections of a public gateway cost no entry here.
  */
 export class UserRegistry {
   private readonly byUser = new Map<string, Set<HubSession>>();

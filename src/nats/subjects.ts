@@ -25,12 +25,22 @@ export class Subjects {
     return `${this.prefix}.ctl`;
   }
 
+  /** Requests every gateway answers about itself (server API `info`, `channels`). */
+  cluster(what: string): string {
+    return `${this.prefix}.cluster.${what}`;
+  }
+
   probe(node: string): string {
     return `${this.prefix}.probe.${node}`;
   }
 
   api(op: string): string {
     return `${this.prefix}.api.${op}`;
+  }
+
+  /** Where backends answer a hook (request/reply; they subscribe with a queue group). */
+  hook(kind: string): string {
+    return `${this.prefix}.hook.${kind}`;
   }
 
   /**

@@ -1,4 +1,5 @@
 import { readCookie } from "../auth/cookie.js";
+import { clientRequest } from "../hooks/request.js";
 import type { FanoutSink } from "../hub/hub.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
@@ -185,6 +186,7 @@ export class WebSocketTransport implements FanoutSink {
         const cookieName = config.auth?.cookie;
         const token = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
         const version = req.getHeader("sec-websocket-version");
+        const request = clientRequest("websocket", config.hooks, (name) => req.getHeader(name));
         const ip = limits.addresses.of(res, req);
         const reply = new Reply(res);
         if (headTooLarge(req)) return refuseHead(reply, metrics);
@@ -217,7 +219,7 @@ export class WebSocketTransport implements FanoutSink {
         // uWS calls open() from within upgrade(): the slot is counted there, before any other
         // upgrade can be admitted.
         const conn = new WsConnection(format, ip, this.shared);
-        conn.session = new Session(conn, this.ctx, token);
+        conn.session = new Session(conn, this.ctx, token, request);
         res.upgrade<UserData>({ conn }, key, protocol, extensions, context);
       },
       open: (ws) => {
