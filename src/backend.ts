@@ -10,7 +10,10 @@ import type { Metrics } from "./metrics.js";
 import { NatsLink } from "./nats/connection.js";
 import { JsLimiter } from "./nats/js-limiter.js";
 import { RoundTripProbe } from "./nats/probe.js";
-import { PresenceReaper } from "./presence/reaper.js";
+import { PresenceReaper, type ReapListener } from "./presence/reaper.js";
+import { NatsTransitionState } from "./events/nats-state.js";
+import type { EventOutlet } from "./events/publisher.js";
+import { MemoryTransitionState, type TransitionState } from "./events/transitions.js";
 import { Streams, type Jsm } from "./nats/streams.js";
 import { NatsRevocations } from "./nats/revocations.js";
 import { Subjects } from "./nats/subjects.js";
@@ -28,6 +31,12 @@ export interface Backend {
   revocations: Revocations;
   /** False while the broker path is known to be broken. */
   ready(): boolean;
+  /** The on/off bits lifecycle transitions are decided with (src/events/transitions.ts). */
+  transitions: TransitionState;
+  /** Present in NATS mode: publishes lifecycle events to `<prefix>.event.<type>`. */
+  eventOutlet?: EventOutlet;
+  /** Present in NATS mode: tells of presence entries removed because their gateway died. */
+  onReaped?(listener: ReapListener): void;
   /** Present in NATS mode: what the NATS server API and the cluster view need. */
   nats?: { link: NatsLink; subjects: Subjects; liveNodes: () => Promise<Set<string>> };
   /** Starts background work that needs the hub running (heartbeats, probes, reaping). */
@@ -42,6 +51,7 @@ export function memoryBackend(config: Config): Backend {
     history,
     presence: new MemoryPresence(),
     revocations: new MemoryRevocations(),
+    transitions: new MemoryTransitionState(),
     ready: () => true,
     start: async () => undefined,
     close: async () => undefined,
@@ -77,6 +87,9 @@ export async function natsBackend(
     history,
     presence,
     revocations,
+    transitions: new NatsTransitionState(jsm, link.nc.jetstream(), subjects, limiter),
+    eventOutlet: (event) => link.nc.publish(subjects.event(event.type), JSON.stringify(event)),
+    onReaped: (listener) => reaper.onReaped(listener),
     nats: { link, subjects, liveNodes: () => presence.live() },
     ready: () => probe.healthy(),
     async start() {

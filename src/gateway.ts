@@ -30,6 +30,8 @@ import { LongPollTransport } from "./transport/longpoll.js";
 import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp } from "./uws.js";
+import { lifecycleEvents } from "./events/wiring.js";
+import type { LifecycleEvents } from "./events/lifecycle.js";
 import { version } from "./version.js";
 
 /**
@@ -79,6 +81,7 @@ export class Gateway {
     private readonly listeners: { client: Listener; admin: Listener },
     private readonly verifier: TokenVerifier | undefined,
     readonly node: string,
+    private readonly lifecycle: { events: LifecycleEvents; limits: Limits },
   ) {}
 
   get ready(): boolean {
@@ -108,19 +111,22 @@ export class Gateway {
     const adminPort = admin.start();
     log.info({ adminPort, node }, "admin listening; not ready until start-up completes");
     const backend = config.nats ? await natsBackend(config, config.nats, node, metrics, log) : memoryBackend(config);
+    const events = lifecycleEvents(config, backend, node, metrics, log);
     const hub = new Hub({
       ...backend,
       metrics,
       log,
       presenceGraceMs: config.presenceGrace,
       maxPresenceMembers: config.maxPresenceMembers,
+      events,
     });
-    const limits = new Limits(config, backend.presence, metrics, log);
+    const userWatch = events.tracksUsers ? { changed: (user: string, present?: () => boolean) => events.userChanged(user, present), graceMs: config.presenceGrace } : undefined;
+    const limits = new Limits(config, backend.presence, metrics, log, userWatch);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log);
     const tokenExpiry = new ExpirySchedule<Session>((s) => s.expired());
-    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, tokenExpiry };
+    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, tokenExpiry, events };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),
@@ -148,7 +154,7 @@ export class Gateway {
       ),
       admin,
     };
-    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node);
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits });
     gateway.cluster = cluster;
 
     await hub.start();
@@ -194,7 +200,11 @@ export class Gateway {
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
     this.cluster?.stop();
+    await this.lifecycle.limits.users.flush();
     await this.hub.close();
+    // After the hub's last leaves, before the link closes: the last transitions are settled and
+    // the webhook gets what waits.
+    await this.lifecycle.events.close();
     await this.backend.close();
     this.listeners.admin.close();
     this.log.info("stopped");

@@ -58,6 +58,23 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly eventsPublished = new Counter({
+    name: "natsedge_events_published_total",
+    help: "Lifecycle events this gateway emitted, by type (docs/events.md)",
+    labelNames: ["type"] as const,
+    registers: [this.registry],
+  });
+  readonly webhookDeliveries = new Counter({
+    name: "natsedge_webhook_deliveries_total",
+    help: "Webhook batch POSTs by result: ok, retry (failed, tried again), failed (out of tries), rejected (4xx)",
+    labelNames: ["result"] as const,
+    registers: [this.registry],
+  });
+  readonly webhookEventsDropped = new Counter({
+    name: "natsedge_webhook_events_dropped_total",
+    help: "Lifecycle events never delivered to the webhook: queue full (oldest dropped) or batch out of tries",
+    registers: [this.registry],
+  });
   readonly connectionsRefused = new Counter({
     name: "natsedge_connections_refused_total",
     help: "Connections refused by a limit: max_connections, per_ip, connect_rate, per_user, no_token",

@@ -119,9 +119,26 @@ describe("defaults and the embedded default", () => {
     fails(["--trusted-proxies", "1.2.3.4/8/9"], {}, "trustedProxies");
   });
 
+  it("takes lifecycle event types and a signed webhook, and refuses half a webhook", () => {
+    const secret = "w".repeat(32);
+    expect(load(["--events-types", "all"]).events?.types).toHaveLength(8);
+    expect(load(["--events-types", "user.online, channel.vacated,user.online"]).events).toEqual({ types: ["user.online", "channel.vacated"] });
+    const hook = ["--events-types", "client.connect", "--events-webhook-url", "https://backend.internal/hook"];
+    expect(load([...hook, "--events-webhook-secret", secret]).events).toEqual({
+      types: ["client.connect"],
+      webhook: { url: "https://backend.internal/hook", secret },
+    });
+    fails(["--events-types", "user.away"], {}, "events.types (from --events-types)", "user.online");
+    fails(hook, {}, "events.webhook.url (from --events-webhook-url)", "needs events.webhook.secret");
+    fails(["--events-webhook-url", "https://b/h", "--events-webhook-secret", secret], {}, "events.webhook.url", "needs events.types");
+    fails(["--events-types", "all", "--events-webhook-url", "ftp://b/h", "--events-webhook-secret", secret], {}, "events.webhook.url", "http:// or https://");
+    fails(["--events-types", "all", "--events-webhook-url", "https://u:p@b/h", "--events-webhook-secret", secret], {}, "events.webhook.url", "credentials");
+    fails([...hook, "--events-webhook-secret", "short"], {}, "events.webhook.secret", "at least 32");
+  });
+
   it("leaves optional settings unset rather than undefined-valued", () => {
     const config = load();
-    for (const key of ["apiKey", "allowedOrigins", "auth", "nats", "tls"]) expect(Object.hasOwn(config, key)).toBe(false);
+    for (const key of ["apiKey", "allowedOrigins", "auth", "nats", "tls", "events"]) expect(Object.hasOwn(config, key)).toBe(false);
   });
 
   it("stays embedded with settings that are neither namespaces nor auth, keeping allowedOrigins", () => {

@@ -243,6 +243,7 @@ describe("Prometheus config and alert rules", () => {
     expect(expr("NatsedgeContinuityLost")).toMatch(/natsedge_continuity_lost_total/);
     expect(expr("NatsedgeJetStreamSaturated")).toMatch(/natsedge_jetstream_refused_total/);
     expect(expr("NatsedgeJwksStale")).toMatch(/natsedge_jwks_last_success_timestamp_seconds/);
+    expect(expr("NatsedgeWebhookEventsDropped")).toMatch(/natsedge_webhook_events_dropped_total/);
     for (const r of rules) {
       expect((r.labels as Obj | undefined)?.severity, `${String(r.alert)} severity`).toMatch(/^(warning|critical)$/);
       expect((r.annotations as Obj | undefined)?.summary, `${String(r.alert)} summary`).toBeTruthy();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * npm run bench -- <scenario> [options]
- * Scenarios: fanout, idle, latency, personal, chat, longpoll, storm, history, all, soak (not in `all`); `report` rewrites docs/benchmarks.md
+ * Scenarios: fanout, idle, latency, personal, chat, longpoll, storm, history, hooks, all, soak (not in `all`); `report` rewrites docs/benchmarks.md
  * from the latest saved results. See load-tests/README.md and docs/benchmarks.md.
  */
 import { execFileSync } from "node:child_process";
@@ -14,10 +14,10 @@ import { machineInfo, markdownFor, updateDocs } from "./report.js";
 import { closeClients, pinSelf } from "./run.js";
 import { checkGatewayBuild, LOAD_TESTS, removeTmpDirsSync } from "./topology.js";
 
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history"];
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history", "hooks"];
 /** Long runs, started by name only (not part of `all`, not for CI). */
 const LONG = ["soak"];
-const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio"], longpoll: [], storm: [], history: [] };
+const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio"], longpoll: [], storm: [], history: [], hooks: [] };
 
 const HELP = `usage: npm run bench -- <scenario> [options]
 
@@ -30,6 +30,7 @@ scenarios:
   longpoll   long-poll clients (POST /lp/rpc + /lp/poll) round-robin across replicas: polls/s, latency
   storm      SIGKILL + restart one replica under load; JWT clients reconnect with jitter and recover history: T99, loss
   history    GET /api/history latency and JetStream requests per read, limit 1/100/1,000 on channels of 10 and 10,000
+  hooks      connect / subscribe / publish latency with backend hooks over NATS and HTTP vs none (one replica)
   all        every scenario above, one after another
   soak       chat + broadcast + long-poll + reconnect churn for --minutes (default 30; not in \`all\`): RSS, heap,
              fds and event-loop lag per gateway every 10 s, an SVG chart; exits 1 on a growth trend or loss
@@ -67,6 +68,7 @@ soak:     --minutes 30 --rooms 200 --members 10 --chat-rate 200 --broadcast 2000
           thresholds (growth per hour over the second half): --max-rss-growth 40 (MiB) --max-heap-growth 20 (MiB)
           --max-fd-growth 60 --max-lag-growth 30 (ms of p99)
 history:  --reads 200 --max-seconds 15 --small 10 --big 10000 --interleave 1 --limits 1,100,1000 --size 64
+hooks:    --ops 500 --max-seconds 20 (per command and hook transport)
 `;
 
 function parseArgs(argv) {

@@ -1,7 +1,8 @@
 /**
  * Markdown for results, and the generated sections of docs/benchmarks.md:
  *   <!-- bench:<name>:start --> ... <!-- bench:<name>:end -->
- * for name in machine, targets, fanout, idle, latency, personal, chat, longpoll, storm, history. Everything outside the
+ * for name in machine, targets, fanout, idle, latency, personal, chat, longpoll, storm, history, hooks.
+ * Everything outside the
  * markers is hand-written and left alone.
  */
 import { execFileSync } from "node:child_process";
@@ -12,7 +13,7 @@ import { LOAD_TESTS, REPO } from "./topology.js";
 
 const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
 const DOCS = path.join(REPO, "docs", "benchmarks.md");
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history"];
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history", "hooks"];
 /** The scenarios the targets section is computed from. */
 const TARGET_SCENARIOS = ["fanout", "idle", "latency"];
 
@@ -352,6 +353,23 @@ function historyMd(r) {
   ].join("\n");
 }
 
+function hooksMd(r) {
+  const p = r.params;
+  const rows = Object.values(r.systems);
+  if (rows.length === 0) return "_hooks: natsedge only, not run_";
+  const lat = (c) => `${ms(c.latencyMs.p50)} / ${ms(c.latencyMs.p99)}`;
+  return [
+    `### hooks: one WebSocket command at a time on one replica, ${f(p.ops)} of each, the backend answering at once`,
+    "",
+    `${when(r)} Machine: ${r.machine ? `${r.machine.nproc} × ${r.machine.cpuModel}, ${r.machine.natsServer}` : "?"}.`,
+    "",
+    table(
+      ["hooks", "connect p50 / p99 (ms)", "subscribe p50 / p99 (ms)", "publish p50 / p99 (ms)", "hook calls", "CPU % of a core: gateway / other jobs"],
+      rows.map((s) => [s.variant, lat(s.connect), lat(s.subscribe), lat(s.publish), f(s.hookCalls), `${f(s.cpu?.gatewayPctOfCore)} / ${f(s.cpu?.otherLoadPctOfCore)}`]),
+    ),
+  ].join("\n");
+}
+
 function genericMd(r) {
   return `### ${r.scenario}\n\n${when(r)}\n\n\`\`\`json\n${JSON.stringify(r.systems, null, 2).slice(0, 4000)}\n\`\`\``;
 }
@@ -391,7 +409,7 @@ function soakMd(r) {
   ].join("\n");
 }
 
-const FORMATTERS = { soak: soakMd, fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, chat: chatMd, longpoll: longpollMd, storm: stormMd, history: historyMd };
+const FORMATTERS = { soak: soakMd, fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, chat: chatMd, longpoll: longpollMd, storm: stormMd, history: historyMd, hooks: hooksMd };
 
 export function markdownFor(r) {
   return (FORMATTERS[r.scenario] ?? genericMd)(r);

@@ -7,6 +7,7 @@
 import { isIP } from "node:net";
 import { DURATION_UNITS, parseDuration, parseSize, SIZE_UNITS } from "./duration.js";
 import { ConfigError, errorText, fail, problem, show, type At } from "./errors.js";
+import { EVENT_TYPES, type EventType } from "../events/types.js";
 import type { HistoryOptions, HookSpec, LogLevel, NamespaceOptions } from "./types.js";
 
 /** A JSON Schema (draft 2020-12) fragment. */
@@ -296,6 +297,30 @@ export function nameList(what: "header" | "cookie"): Kind<string[]> {
     },
   };
 }
+
+/** A receiver of signed events: http or https, no credentials in the URL (the signature is the proof). */
+export const webhookUrl: Kind<string> = {
+  allowed: "an http:// or https:// URL without user:password@",
+  schema: { type: "string", pattern: "^https?://" },
+  parse(value, at) {
+    const url = urlWithoutCredentials(value, at);
+    const valid = url?.protocol === "https:" || url?.protocol === "http:";
+    return valid && url !== undefined ? url.href : fail(at, value, this.allowed);
+  },
+};
+
+/** Lifecycle event types, or "all". */
+export const eventTypes: Kind<EventType[]> = {
+  allowed: `a comma-separated list (in files also a list) of "all" or event types: ${EVENT_TYPES.join(", ")}`,
+  schema: listSchema({ enum: ["all", ...EVENT_TYPES] }),
+  parse(value, at) {
+    const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+    if (!isList(entries) || entries.length === 0) return fail(at, value, this.allowed);
+    if (entries.length === 1 && entries[0] === "all") return [...EVENT_TYPES];
+    const types = entries.map((entry) => EVENT_TYPES.find((t) => t === entry) ?? fail(at, entry, this.allowed));
+    return [...new Set(types)];
+  },
+};
 
 export const nonEmpty = characters(1, "a non-empty string");
 

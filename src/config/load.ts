@@ -11,7 +11,7 @@ import { ConfigError, errorText, fail, problem, type At, type Origin } from "./e
 import { isList, isObject, namespaceMap, parseJson, PEM, publicKey } from "./kinds.js";
 import { embeddedNamespaces, HELP, KEYS, SETTINGS, type Key, type Values } from "./settings.js";
 import { readSources, readText, type Raw } from "./sources.js";
-import type { AuthConfig, Config, HooksConfig, NatsConfig, NatsTls, ServerTls } from "./types.js";
+import type { AuthConfig, Config, EventsConfig, HooksConfig, NatsConfig, NatsTls, ServerTls } from "./types.js";
 
 export { ConfigError, errorText, HELP };
 export { SCHEMA_FILE, schemaText } from "./schema.js";
@@ -92,6 +92,18 @@ function buildAuth(raw: Map<Key, Raw>, get: Get, withDefault: WithDefault): Auth
 
 const NATS_KEYS = KEYS.filter((key) => key.startsWith("nats.") && key !== "nats.servers");
 const TLS_FILES = ["nats.tls.caFile", "nats.tls.certFile", "nats.tls.keyFile"] as const;
+
+function buildEvents(raw: Map<Key, Raw>, get: Get): EventsConfig | undefined {
+  checkPair(raw, ["events.webhook.url", "events.webhook.secret"], "webhook batches are always signed");
+  const types = get("events.types");
+  const url = get("events.webhook.url");
+  const secret = get("events.webhook.secret");
+  if (types === undefined) {
+    if (url !== undefined) throw problem(atKey(raw, "events.webhook.url"), "needs events.types: without it no event is emitted");
+    return undefined;
+  }
+  return url !== undefined && secret !== undefined ? { types, webhook: { url, secret } } : { types };
+}
 
 /** "nats.user (from NATSEDGE_NATS_USER)" */
 function labelled(raw: Map<Key, Raw>, key: Key): string {
@@ -321,5 +333,6 @@ export function loadConfig(
   setIfDefined(config, "allowedOrigins", allowedOrigins);
   setIfDefined(config, "auth", auth);
   setIfDefined(config, "nats", nats);
+  setIfDefined(config, "events", buildEvents(raw, get));
   return { config };
 }

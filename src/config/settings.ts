@@ -8,6 +8,7 @@ import {
   addressList,
   boolean,
   duration,
+  eventTypes,
   filePath,
   hook,
   host,
@@ -26,8 +27,10 @@ import {
   publicKey,
   secretText,
   size,
+  webhookUrl,
   type Kind,
 } from "./kinds.js";
+import type { EventType } from "../events/types.js";
 import type { HookSpec, LogLevel, NamespaceOptions } from "./types.js";
 
 /** Parsed value of each setting; the file key is the property name. */
@@ -74,6 +77,9 @@ export interface Values {
   pollWarmTime: number;
   demo: boolean;
   workers: number;
+  "events.types": EventType[];
+  "events.webhook.url": string;
+  "events.webhook.secret": string;
   "nats.servers": string[];
   "nats.prefix": string;
   "nats.user": string;
@@ -299,6 +305,21 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: integer(1, 64),
     about: "Gateway processes sharing the client port (SO_REUSEPORT); more than 1 requires nats.servers",
     default: "1",
+  },
+  "events.types": {
+    kind: eventTypes,
+    about:
+      "Lifecycle events to emit (to <nats.prefix>.event.<type> and the webhook; see docs/events.md), or all",
+    defaultText: "none (no events)",
+  },
+  "events.webhook.url": {
+    kind: webhookUrl,
+    about: "URL that receives the events as signed JSON batches (POST); needs events.webhook.secret and events.types",
+  },
+  "events.webhook.secret": {
+    kind: secretText,
+    about: "Secret the webhook batches are signed with (HMAC-SHA256, header Natsedge-Signature)",
+    secret: true,
   },
   "nats.servers": {
     kind: natsServers,

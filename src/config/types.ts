@@ -1,3 +1,4 @@
+import type { EventType } from "../events/types.js";
 /**
  * The validated configuration every other module reads. Durations are milliseconds, sizes bytes.
  * Nothing outside src/config sees raw (unvalidated) input.
@@ -166,4 +167,11 @@ export interface Config {
   demo: boolean;
   /** Gateway processes sharing the port (SO_REUSEPORT); more than 1 requires NATS. */
   workers: number;
+  /** Present when lifecycle events are on (events.types). */
+  events?: EventsConfig;
+}
+
+export interface EventsConfig {
+  types: EventType[];
+  webhook?: { url: string; secret: string };
 }

@@ -1,5 +1,6 @@
 import type { TokenVerifier } from "../auth/jwt.js";
 import type { Config } from "../config/types.js";
+import type { LifecycleEvents } from "../events/lifecycle.js";
 import type { Hooks } from "../hooks/hooks.js";
 import type { Hub } from "../hub/hub.js";
 import type { Limits } from "../limits/limits.js";
@@ -20,4 +21,6 @@ export interface DeliveryContext {
   node: string;
   /** Tells connected sessions that their token expired: one timer for all of them. */
   tokenExpiry: ExpirySchedule<Session>;
+  /** Where client connects and disconnects are reported (src/events/). */
+  events: LifecycleEvents;
 }

@@ -171,6 +171,7 @@ export class Session implements HubSession, Caller {
     if (this.ended) return {};
     this.connected = true;
     this.ctx.hub.register(this);
+    this.ctx.events.clientConnected(this.info, "websocket");
     const ok = { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
     if (!channels) return ok;
     // The reply first, then each server-side subscription's `sub` push; later commands wait.
@@ -407,8 +408,8 @@ export class Session implements HubSession, Caller {
     this.conn.close(code, reason);
   }
 
-  /** The transport reports the connection gone (for any reason). */
-  closed(): void {
+  /** The transport reports the connection gone (for any reason), with its close code and reason. */
+  closed(code: number, reason: string): void {
     if (this.ended) return;
     this.ended = true;
     if (this.commands) this.commands.ended = true;
@@ -421,5 +422,6 @@ export class Session implements HubSession, Caller {
     this.subs.clear();
     if (this.connected) this.ctx.hub.unregister(this);
     if (this.countedForUser) this.ctx.limits.users.remove(this.info);
+    if (this.connected) this.ctx.events.clientDisconnected(this.info, "websocket", code, reason);
   }
 }

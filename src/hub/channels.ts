@@ -12,6 +12,11 @@ interface ChannelState {
   ready: Promise<void>;
 }
 
+export interface ChannelWatch {
+  channelHeld(ch: string): void;
+  channelReleased(ch: string): void;
+}
+
 /**
  * The channels this gateway listens to: one broker subscription per channel, however many local
  * subscribers hold it, made by the first and removed by the last. Broker calls for one channel
@@ -25,6 +30,8 @@ export class ChannelTable {
     private readonly broker: Broker,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    /** Told when this gateway starts and stops holding a channel (lifecycle events). */
+    private readonly watch?: ChannelWatch,
   ) {}
 
   /** Resolves once the broker delivers the channel to this gateway. */
@@ -44,9 +51,11 @@ export class ChannelTable {
         if (this.channels.get(ch) !== s) return;
         this.channels.delete(ch);
         this.metrics.channels.set(this.channels.size);
+        this.watch?.channelReleased(ch);
       });
       this.channels.set(ch, s);
       this.metrics.channels.set(this.channels.size);
+      this.watch?.channelHeld(ch);
       state = s;
     }
     state.refs++;
@@ -64,6 +73,7 @@ export class ChannelTable {
     if (!state || --state.refs > 0) return;
     this.channels.delete(ch);
     this.metrics.channels.set(this.channels.size);
+    this.watch?.channelReleased(ch);
     this.brokerOp(ch, () => this.broker.unsubscribe(ch)).catch((err: unknown) =>
       this.log.warn({ err, ch }, "broker unsubscribe failed"),
     );

@@ -8,6 +8,7 @@ import { PresenceCapacity } from "../presence/capacity.js";
 import type { Presence, PresenceStats } from "../presence/presence.js";
 import type { ClientInfo, Publication } from "../publication.js";
 import type { Revocations } from "../sessions/revocations.js";
+import type { LifecycleEvents } from "../events/lifecycle.js";
 import { backendCall } from "./backend-call.js";
 import { ChannelTable } from "./channels.js";
 import { SharedReads } from "./shared-reads.js";
@@ -36,6 +37,8 @@ export interface HubParts {
   log: Logger;
   presenceGraceMs: number;
   maxPresenceMembers: number;
+  /** Lifecycle events: channels held here, joins and leaves announced here. */
+  events?: LifecycleEvents;
 }
 
 /**
@@ -60,8 +63,8 @@ export class Hub implements BrokerHandler {
     this.broker = broker;
     this.metrics = metrics;
     this.log = log;
-    this.channels = new ChannelTable(broker, metrics, log);
-    this.announcer = new PresenceAnnouncer(presence, broker, metrics, log, parts.presenceGraceMs);
+    this.channels = new ChannelTable(broker, metrics, log, parts.events);
+    this.announcer = new PresenceAnnouncer(presence, broker, metrics, log, parts.presenceGraceMs, parts.events);
     this.capacity = new PresenceCapacity(presence, parts.maxPresenceMembers);
   }
 

@@ -6,7 +6,7 @@ import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { BucketMap, TokenBucket } from "./bucket.js";
 import { ClientAddress } from "./client-address.js";
 import { ConnectionLimiter } from "./connections.js";
-import { UserConnections } from "./user-connections.js";
+import { UserConnections, type UserWatch } from "./user-connections.js";
 
 /** Long-poll clients whose command budget one process remembers (least recently seen evicted). */
 const SESSION_BUDGETS = 100_000;
@@ -39,10 +39,12 @@ export class Limits {
     presence: Presence,
     readonly metrics: Metrics,
     log: Logger,
+    /** Present when lifecycle events follow users' connections. */
+    userWatch?: UserWatch,
   ) {
     this.addresses = new ClientAddress(config.trustedProxies);
     this.connections = new ConnectionLimiter(config, metrics);
-    this.users = new UserConnections(presence, config.maxConnectionsPerUser, log);
+    this.users = new UserConnections(presence, config.maxConnectionsPerUser, log, userWatch);
     const rate = config.commandRate;
     if (rate > 0) this.sessionBudgets = new BucketMap(rate, 2 * rate, SESSION_BUDGETS);
   }

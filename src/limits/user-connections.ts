@@ -5,11 +5,27 @@ import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { ClientInfo } from "../publication.js";
 
 /**
- * Presence key under which a user's connections are registered. `$` cannot start a namespace
- * name, so no channel shares it, and the reaper never announces leaves for it.
+ * Presence keys under which users' connections are registered. `$` cannot start a namespace
+ * name, so no channel shares them, and the reaper never announces leaves for them.
  */
-function keyOf(user: string): string {
-  return `$conn.${user}`;
+export const USER_CONNECTIONS_PREFIX = "$conn.";
+
+export function userConnectionsKey(user: string): string {
+  return USER_CONNECTIONS_PREFIX + user;
+}
+
+/** Who follows a user's connection count (lifecycle events), and how long a closed one lingers. */
+export interface UserWatch {
+  /**
+   * After an entry of the user's was added or removed; for an add, `present` tells (when asked)
+   * whether this gateway still holds one of the user's entries.
+   */
+  changed(user: string, present?: () => boolean): void;
+  /**
+   * A closed connection's entry is removed this much later, so that a quick reconnect keeps the
+   * count above zero; a gateway that dies meanwhile leaves the entry to the reaper.
+   */
+  graceMs: number;
 }
 
 /**
@@ -17,30 +33,82 @@ function keyOf(user: string): string {
  * an entry in the presence store (in NATS mode shared by every replica, with dead replicas'
  * entries expiring with their heartbeat). When the user already holds the limit, the newest
  * connection is refused; connections already open are never closed for it. Connects racing on
- * several replicas can overshoot by the number in flight at once.
+ * several replicas can overshoot by the number in flight at once. The same entries tell when a
+ * user comes online and goes offline (src/events/), which counts them even without a limit.
  */
 export class UserConnections {
+  /** Removals waiting out the grace period, by client id. */
+  private readonly lingering = new Map<string, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
+  private readonly removing = new Set<Promise<void>>();
+  /** Entries of each user this gateway has added and not begun to remove. */
+  private readonly held = new Map<string, number>();
+
   constructor(
     private readonly presence: Presence,
     private readonly max: number,
     private readonly log: Logger,
+    private readonly watch?: UserWatch,
   ) {}
+
+  private counts(info: ClientInfo): boolean {
+    return (this.max > 0 || this.watch !== undefined) && info.user !== "";
+  }
 
   /** Registers the connection; throws ProtocolError 429 when its user is at the limit. */
   async add(info: ClientInfo): Promise<void> {
-    if (this.max === 0 || info.user === "") return;
-    const key = keyOf(info.user);
-    const { clients } = await backendCall(() => this.presence.stats(key), "user connection count failed", this.log);
-    if (clients >= this.max) {
-      throw new ProtocolError(ErrorCode.RateLimited, `user has too many connections (limit ${this.max})`);
+    if (!this.counts(info)) return;
+    // An SSE session keeps its client id across reconnects: its entry, still lingering, is its
+    // entry again.
+    const lingering = this.lingering.get(info.client);
+    if (lingering) {
+      clearTimeout(lingering.timer);
+      this.lingering.delete(info.client);
+    }
+    const key = userConnectionsKey(info.user);
+    if (this.max > 0) {
+      const { clients } = await backendCall(() => this.presence.stats(key), "user connection count failed", this.log);
+      if (clients >= this.max) {
+        throw new ProtocolError(ErrorCode.RateLimited, `user has too many connections (limit ${this.max})`);
+      }
     }
     await backendCall(() => this.presence.add(key, { client: info.client, user: info.user }), "user connection entry failed", this.log);
+    if (!lingering) this.held.set(info.user, (this.held.get(info.user) ?? 0) + 1);
+    this.watch?.changed(info.user, () => this.held.has(info.user));
   }
 
+
   remove(info: ClientInfo): void {
-    if (this.max === 0 || info.user === "") return;
-    this.presence.remove(keyOf(info.user), info.client).catch((err: unknown) => {
-      this.log.warn({ err }, "removing a user connection entry failed");
-    });
+    if (!this.counts(info)) return;
+    const run = async (): Promise<void> => {
+      this.lingering.delete(info.client);
+      const n = (this.held.get(info.user) ?? 1) - 1;
+      if (n > 0) this.held.set(info.user, n);
+      else this.held.delete(info.user);
+      try {
+        await this.presence.remove(userConnectionsKey(info.user), info.client);
+        this.watch?.changed(info.user);
+      } catch (err) {
+        this.log.warn({ err }, "removing a user connection entry failed");
+      }
+    };
+    const graceMs = this.watch?.graceMs ?? 0;
+    if (graceMs === 0) this.track(run());
+    else if (!this.lingering.has(info.client)) {
+      this.lingering.set(info.client, { timer: setTimeout(() => this.track(run()), graceMs), run });
+    }
+  }
+
+  private track(p: Promise<void>): void {
+    this.removing.add(p);
+    void p.finally(() => this.removing.delete(p));
+  }
+
+  /** Removals still lingering happen now (shutdown), and every removal has finished. */
+  async flush(): Promise<void> {
+    for (const l of [...this.lingering.values()]) {
+      clearTimeout(l.timer);
+      this.track(l.run());
+    }
+    await Promise.all(this.removing);
   }
 }

@@ -83,6 +83,13 @@ export class Streams {
       max_age: nanos(SESSION_TTL_MS),
       allow_direct: true,
     });
+    // Only keys that are on hold a message (an off bit is purged once set), so the stream holds
+    // the users online and channels occupied, no more.
+    await this.ensure({
+      name: this.subjects.transitionsStream(),
+      subjects: [this.subjects.allTransitions()],
+      max_msgs_per_subject: 1,
+    });
     const idem = this.subjects.idempotentSubjects();
     await this.ensure({
       name: this.subjects.idempotentStream(),

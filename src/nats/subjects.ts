@@ -123,6 +123,24 @@ export class Subjects {
   idempotentStream(): string {
     return `${this.streamBase()}_idem`;
   }
+
+  /** Where a lifecycle event of this type is published (`user.online` -> `<prefix>.event.user.online`). */
+  event(type: string): string {
+    return `${this.prefix}.event.${type}`;
+  }
+
+  /** A lifecycle key's on/off bit (a user online, a channel occupied), set by compare-and-set. */
+  transition(key: string): string {
+    return `${this.prefix}.transition.${encodeToken(key)}`;
+  }
+
+  allTransitions(): string {
+    return `${this.prefix}.transition.>`;
+  }
+
+  transitionsStream(): string {
+    return `${this.streamBase()}_transitions`;
+  }
 }
 
 export function encodeToken(s: string): string {

@@ -1,4 +1,5 @@
 import type { Broker } from "../broker/broker.js";
+import type { LifecycleEvents } from "../events/lifecycle.js";
 import { backendCall } from "../hub/backend-call.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
@@ -32,6 +33,7 @@ export class PresenceAnnouncer {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly graceMs: number,
+    private readonly events?: LifecycleEvents,
   ) {}
 
   /** Adds the client to presence; announces a join only when its user was not already there. */
@@ -57,6 +59,7 @@ export class PresenceAnnouncer {
     await backendCall(() => this.presence.add(ch, info), "presence add failed", this.log);
     if (!present && this.spend(ch)) {
       await backendCall(() => this.broker.publishJoin(ch, info), "join publish failed", this.log);
+      this.events?.presenceJoined(ch, info);
     }
   }
 
@@ -72,7 +75,9 @@ export class PresenceAnnouncer {
       try {
         await this.presence.remove(ch, info.client);
         if (!announce || (await this.presence.has(ch, presenceIdentity(info)))) return;
-        if (this.spend(ch)) await this.broker.publishLeave(ch, info);
+        if (!this.spend(ch)) return;
+        await this.broker.publishLeave(ch, info);
+        this.events?.presenceLeft(ch, info);
       } catch (err) {
         this.log.warn({ err, ch }, "presence leave failed");
       }

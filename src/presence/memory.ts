@@ -50,6 +50,10 @@ export class MemoryPresence implements Presence {
     return { clients: c.members.size, users };
   }
 
+  async clients(ch: string): Promise<number> {
+    return this.channels.get(ch)?.members.size ?? 0;
+  }
+
   async close(): Promise<void> {}
 }
 

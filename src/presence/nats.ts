@@ -96,10 +96,10 @@ export class NatsPresence implements Presence {
     return Object.keys(counts).some((s) => live.has(this.subjects.parsePresence(s)?.node ?? ""));
   }
 
-  private async members(ch: string): Promise<Array<{ subject: string; client: string; identity: string }>> {
+  private async members(ch: string, gate: "admit" | "wait" = "admit"): Promise<Array<{ subject: string; client: string; identity: string }>> {
     this.link.require();
     const [counts, live] = await Promise.all([
-      this.counts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch), "admit"),
+      this.counts(this.subjects.presenceStream(), this.subjects.presenceOfChannel(ch), gate),
       this.live(),
     ]);
     // One client may hold entries on several gateways (a long-poll client served round-robin):
@@ -135,6 +135,10 @@ export class NatsPresence implements Presence {
     const users = new Set<string>();
     for (const m of members) if (m.identity.startsWith("user:")) users.add(m.identity);
     return { clients: members.length, users: users.size };
+  }
+
+  async clients(ch: string): Promise<number> {
+    return (await this.members(ch, "wait")).length;
   }
 
   /** Whether this gateway is the one that reaps: the live gateway with the smallest id. */

@@ -14,6 +14,11 @@ export interface Presence {
   has(ch: string, identity: string): Promise<boolean>;
   get(ch: string): Promise<Record<string, { user: string; info?: unknown }>>;
   stats(ch: string): Promise<PresenceStats>;
+  /**
+   * Clients present, for the gateway's own decisions (lifecycle transitions): in NATS mode this
+   * read queues behind other JetStream work instead of being refused when the gateway is busy.
+   */
+  clients(ch: string): Promise<number>;
   close(): Promise<void>;
 }
 

@@ -2,7 +2,11 @@ import type { Broker } from "../broker/broker.js";
 import { resolveChannel } from "../channels.js";
 import type { NamespaceOptions } from "../config/types.js";
 import type { Logger } from "../log.js";
+import type { ClientInfo } from "../publication.js";
 import type { NatsPresence } from "./nats.js";
+
+/** Told of every identity whose last entry under a presence key the reaper removed. */
+export type ReapListener = (key: string, info: ClientInfo, announced: boolean) => void;
 
 const REAP_INTERVAL_MS = 10_000;
 
@@ -15,6 +19,7 @@ const REAP_INTERVAL_MS = 10_000;
 export class PresenceReaper {
   private timer: NodeJS.Timeout | undefined;
   private running = false;
+  private readonly listeners: ReapListener[] = [];
 
   constructor(
     private readonly presence: NatsPresence,
@@ -22,6 +27,10 @@ export class PresenceReaper {
     private readonly namespaces: Record<string, NamespaceOptions>,
     private readonly log: Logger,
   ) {}
+
+  onReaped(listener: ReapListener): void {
+    this.listeners.push(listener);
+  }
 
   start(): void {
     this.timer = setInterval(() => void this.reap(), REAP_INTERVAL_MS);
@@ -34,7 +43,11 @@ export class PresenceReaper {
     try {
       if (!(await this.presence.leads())) return;
       const { reaped, leaves } = await this.presence.reapDead();
-      for (const { ch, info } of leaves) if (this.announces(ch)) await this.broker.publishLeave(ch, info);
+      for (const { ch, info } of leaves) {
+        const announced = this.announces(ch);
+        if (announced) await this.broker.publishLeave(ch, info);
+        for (const listener of this.listeners) listener(ch, info, announced);
+      }
       if (reaped > 0) this.log.info({ entries: reaped }, "reaped presence of dead gateways");
     } catch (err) {
       this.log.warn({ err }, "presence reaping failed");

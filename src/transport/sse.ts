@@ -46,6 +46,8 @@ class SseStream implements HubSession {
    * streams kept their channel subscriptions, presence and connection gauge forever.
    */
   onEnd: (() => void) | undefined;
+  /** Why the server ended the stream; a stream the client dropped has no close handshake (1006). */
+  ending = { code: 1006, reason: "" };
 
   constructor(
     readonly res: HttpResponse,
@@ -100,6 +102,7 @@ class SseStream implements HubSession {
     // disconnect() for a slow consumer, and the farewell going through write() again recursed
     // until the stack overflowed and the process died (test/sse.test.ts, "SSE slow consumer").
     this.closed = true;
+    this.ending = { code, reason };
     const bye = `event: disconnect\ndata: ${JSON.stringify({ code, reason, reconnect })}\n\n`;
     this.res.cork(() => this.res.end(bye));
     this.onEnd?.();
@@ -242,6 +245,7 @@ export class SseTransport implements FanoutSink {
     this.all.add(stream);
     this.ctx.metrics.connections.inc({ transport: "sse" });
     this.ctx.hub.register(stream);
+    this.ctx.events.clientConnected(info, "sse");
     this.armExpiry(stream);
 
     // Every resumed channel keeps its cursor in the event ids from the start, so a stream that
@@ -356,6 +360,7 @@ export class SseTransport implements FanoutSink {
     this.ctx.metrics.connections.dec({ transport: "sse" });
     this.ctx.limits.connections.closed(stream.ip);
     this.ctx.limits.users.remove(stream.info);
+    this.ctx.events.clientDisconnected(stream.info, "sse", stream.ending.code, stream.ending.reason);
     for (const r of stream.channels) {
       const set = this.streams.get(r.ch);
       if (!set?.delete(stream)) continue;

@@ -259,7 +259,7 @@ export class WebSocketTransport implements FanoutSink {
       drain: (ws) => {
         ws.getUserData().conn.checkBackpressure();
       },
-      close: (ws, code) => {
+      close: (ws, code, message) => {
         const conn = ws.getUserData().conn;
         limits.connections.closed(conn.ip);
         conn.closed = true;
@@ -268,7 +268,7 @@ export class WebSocketTransport implements FanoutSink {
         const open = (this.apps.get(app) ?? 1) - 1;
         if (open > 0) this.apps.set(app, open);
         else this.apps.delete(app);
-        conn.session.closed();
+        conn.session.closed(code, Buffer.from(message).toString("utf8"));
         metrics.connections.dec({ transport: "websocket" });
         metrics.disconnects.inc({ code: String(code) });
       },
