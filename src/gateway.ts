@@ -15,6 +15,8 @@ import { ServerApi } from "./http/api.js";
 import { Listener } from "./http/listener.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
+import { ExpirySchedule } from "./delivery/expiry-schedule.js";
+import type { Session } from "./delivery/session.js";
 import { Hooks } from "./hooks/hooks.js";
 import { Hub } from "./hub/hub.js";
 import { Limits } from "./limits/limits.js";
@@ -123,7 +125,8 @@ export class Gateway {
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log);
-    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, events };
+    const tokenExpiry = new ExpirySchedule<Session>((s) => s.expired());
+    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, tokenExpiry, events };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),

@@ -47,6 +47,7 @@ function decide(kind: string, body: Record<string, unknown>): Behaviour {
       if (ch.includes("secret")) return { answer: { error: { code: 403, message: "not for you" } } };
       if (ch.includes("garbage")) return { raw: "<html>not json</html>" };
       if (ch.includes("hang")) return { answer: { result: {} }, delayMs: 1500 };
+      if (ch.includes("plain")) return { answer: { result: {} } };
       return { answer: { result: { info: { role: "member" } } } };
     case "publish":
       if (data.text === "bad") return { answer: { error: { code: 403, message: "moderated" } } };
@@ -82,6 +83,7 @@ hooks:
   cookies: [sid]
 namespaces:
   chat: { clientPublish: true, presence: true, subscribeHook: nats, publishHook: nats }
+  room: { presence: true, joinLeave: true, subscribeHook: nats }
   slow: { subscribeHook: { target: nats, timeout: 300ms } }
   lenient: { subscribeHook: { target: nats, timeout: 300ms, failOpen: true } }
   news: { history: { size: 10, ttl: 5m } }
@@ -216,6 +218,26 @@ describe("subscribe hook", () => {
     const presence = ok(await c.request("presence", { ch: "chat.room" }));
     expect(Object.values(presence.clients as Record<string, Frame>)[0]).toMatchObject({ user: "bob", info: { role: "member" } });
     c.close();
+  });
+
+  it("a leave after the refresh hook replaced the client's info carries the info it joined with", async () => {
+    // "plain" channels get no info from the subscribe hook: presence shows the session's own.
+    const ch = `room.plain-${run}`;
+    const watcher = (await wsConnect(gwA, { user: "watcher" })).c;
+    ok(await watcher.request("subscribe", { ch }));
+    const { c } = await wsConnect(gwA, { user: "ivy" }, { "x-tenant": "acme" });
+    ok(await c.request("subscribe", { ch }));
+    const isIvy = (p: Frame): boolean => (p.info as Frame | undefined)?.user === "ivy";
+    const join = await watcher.nextPush((p) => p.push === "join" && isIvy(p), "join of ivy");
+    expect(join.info).toMatchObject({ user: "ivy", info: { tenant: "acme" } });
+    ok(await c.request("refresh"));
+    await backend.waitForCall((k) => k.kind === "refresh" && k.body.user === "ivy", "refresh call");
+    ok(await c.request("unsubscribe", { ch }));
+    // After the presence grace period (5 s by default).
+    const leave = await watcher.nextPush((p) => p.push === "leave" && isIvy(p), "leave of ivy", 15_000);
+    expect(leave.info).toEqual(join.info);
+    c.close();
+    watcher.close();
   });
 
   it("refuses on long-poll, per channel in the poll answer; the other channels are polled", async () => {

@@ -666,6 +666,17 @@ describe.each(FORMATS)("protocol v1 over %s", (format) => {
 });
 
 describe("transport-level refusals", () => {
+  it("a socket that sends no connect within 10 s is closed with 4001; a connected one stays", async () => {
+    const idle = track(new TestClient(main.wsUrl));
+    await idle.opened;
+    const opened = Date.now();
+    const connected = track(await TestClient.connect(main.wsUrl));
+    await expectClosedBy(idle, 4001, false);
+    expect(idle.pushes.find((p) => p.push === "disconnect")?.reason).toBe("no connect command in time");
+    expect(Date.now() - opened).toBeGreaterThanOrEqual(9_500);
+    ok(await connected.request("ping"));
+  }, 20_000);
+
   it("a text frame that is not UTF-8 closes the connection (uWS drops it before the protocol sees it)", async () => {
     const a = await TestClient.connect(main.wsUrl);
     track(a);

@@ -158,7 +158,7 @@ function idleMd(r) {
       rows,
     ),
     "",
-    "Server = the gateway replicas / the uWS process / the Socket.IO processes; broker = nats-server / redis-server. Marginal = growth from N/2 to N connections, divided by N/2 (one-off growth such as V8's young generation cancels out); average = growth from 0 to N, divided by N. Kernel Slab is box-wide (both ends of each loopback connection, plus anything else running).",
+    "Server = the gateway replicas / the uWS process / the Socket.IO processes; broker = nats-server / redis-server. Marginal = growth from N/2 to N connections, divided by N/2 (one-off growth before N/2 cancels out; V8's young generation may still grow in the second half, see the idle memory notes); average = growth from 0 to N, divided by N. Kernel Slab is box-wide (both ends of each loopback connection, plus anything else running).",
     ...(notes.length ? ["", ...notes] : []),
   ].join("\n");
 }

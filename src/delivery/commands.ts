@@ -37,13 +37,28 @@ export interface Caller {
   readonly request: ClientRequest;
 }
 
+/** Sends a command's `ok` reply. */
+export function sendOk(out: ReplySink, id: unknown, ok: Record<string, unknown>): void {
+  out.send(encodeFrame(out.format, id === undefined ? { ok } : { id, ok }));
+}
+
+/** Sends a command's error reply and counts it. */
+export function sendError(ctx: DeliveryContext, out: ReplySink, id: unknown, err: ProtocolError): void {
+  ctx.metrics.errors.inc({ code: String(err.code) });
+  const error = err.toJSON();
+  out.send(encodeFrame(out.format, id === undefined ? { error } : { id, error }));
+}
+
 /**
  * Runs one client's commands strictly in order, for every transport: spends the command budget
  * (`commandRate` per second, bursts of twice that), answers each command with `ok` or a
  * documented error, and turns anything unexpected into 500 without losing the queue.
+ * A connection's owner may drop the queue once it is `idle` and make a new one for the next
+ * message: an idle connection then holds no queue, promise or closure.
  */
 export class CommandQueue {
   private tail: Promise<void> = Promise.resolve();
+  private pending = 0;
   private rejected = 0;
   /** Set by the owner when the client is gone: nothing more runs or is sent. */
   ended = false;
@@ -66,6 +81,7 @@ export class CommandQueue {
         continue;
       }
       this.rejected = 0;
+      this.pending++;
       this.tail = this.tail.then(() => this.run(frame));
     }
     return true;
@@ -76,7 +92,20 @@ export class CommandQueue {
     return this.tail;
   }
 
+  /** Nothing queued or running, and no run of refused commands to remember. */
+  get idle(): boolean {
+    return this.pending === 0 && this.rejected === 0;
+  }
+
   private async run(frame: unknown): Promise<void> {
+    try {
+      await this.answer(frame);
+    } finally {
+      this.pending--;
+    }
+  }
+
+  private async answer(frame: unknown): Promise<void> {
     if (this.ended) return;
     const id = idOf(frame);
     try {
@@ -93,13 +122,11 @@ export class CommandQueue {
   }
 
   sendOk(id: unknown, ok: Record<string, unknown>): void {
-    this.out.send(encodeFrame(this.out.format, id === undefined ? { ok } : { id, ok }));
+    sendOk(this.out, id, ok);
   }
 
   sendError(id: unknown, err: ProtocolError): void {
-    this.ctx.metrics.errors.inc({ code: String(err.code) });
-    const error = err.toJSON();
-    this.out.send(encodeFrame(this.out.format, id === undefined ? { error } : { id, error }));
+    sendError(this.ctx, this.out, id, err);
   }
 }
 

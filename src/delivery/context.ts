@@ -6,6 +6,8 @@ import type { Hub } from "../hub/hub.js";
 import type { Limits } from "../limits/limits.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import type { ExpirySchedule } from "./expiry-schedule.js";
+import type { Session } from "./session.js";
 
 /** What the delivery core and the transports share on one gateway. */
 export interface DeliveryContext {
@@ -17,6 +19,8 @@ export interface DeliveryContext {
   metrics: Metrics;
   log: Logger;
   node: string;
+  /** Tells connected sessions that their token expired: one timer for all of them. */
+  tokenExpiry: ExpirySchedule<Session>;
   /** Where client connects and disconnects are reported (src/events/). */
   events: LifecycleEvents;
 }

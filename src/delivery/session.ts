@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { isDeepStrictEqual } from "node:util";
 import type { Claims } from "../auth/jwt.js";
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import type { ClientRequest } from "../hooks/request.js";
@@ -12,10 +13,11 @@ import type { ClientInfo } from "../publication.js";
 import { allowed, checkAccess } from "./access.js";
 import { authenticate, refreshClaims } from "./authenticate.js";
 import { catchUp } from "./catch-up.js";
-import { ALREADY_SENT, channelCommand, CommandQueue, type Caller, type Reply } from "./commands.js";
+import { ALREADY_SENT, channelCommand, CommandQueue, sendError, sendOk, type Caller, type Reply } from "./commands.js";
 import type { DeliveryContext } from "./context.js";
 import { idOf, optionalPosition, optionalString, requiredString, type Frame } from "./frames.js";
 import { clientInfo, type Identity } from "./identity.js";
+import { SubscriptionTable } from "./subscription-table.js";
 
 /** What a connection-holding transport offers a session: frames out, and channel fan-out. */
 export interface Connection {
@@ -28,20 +30,20 @@ export interface Connection {
   leave(ch: string): void;
 }
 
-interface Subscription {
-  resolved: ResolvedChannel;
+/** Optional fields are set only when they differ from the common case: most subscriptions have neither. */
+interface Subscription extends ResolvedChannel {
   active: boolean;
-  /** How the client appears in this channel's presence (the subscribe hook may set its info). */
-  info: ClientInfo;
+  /**
+   * How the client appears in this channel's presence when that is not the session's own info:
+   * set by the subscribe hook, or kept from before a refresh changed the session's info.
+   */
+  info?: ClientInfo;
   /** Made by the backend (connect hook, server API): the token's channels do not limit it. */
-  byServer?: boolean;
+  byServer?: true;
 }
 
 /** Sends a subscription's first answer: a reply to the command, or a `sub` push for a server-side one. */
 type Answer = (ok: Record<string, unknown>, entries: Buffer[] | undefined) => void;
-
-// setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
-const MAX_TIMER = 2_147_483_647;
 
 /**
  * One connected client's protocol state (a WebSocket today): authentication, subscriptions with
@@ -58,9 +60,11 @@ export class Session implements HubSession, Caller {
   private connected = false;
   private ended = false;
   private closing = false;
-  private readonly subs = new Map<string, Subscription>();
-  private expiryTimer: NodeJS.Timeout | undefined;
-  private readonly commands: CommandQueue;
+  private readonly subs = new SubscriptionTable<Subscription>();
+  /** The token's `exp` this session is scheduled to expire at. */
+  private expiresAt: number | undefined;
+  /** Only while commands are in flight: an idle connection holds no queue, promise or closure. */
+  private commands: CommandQueue | undefined;
   /** Counted in the user's connections across the cluster (removed when closed). */
   private countedForUser = false;
 
@@ -71,8 +75,7 @@ export class Session implements HubSession, Caller {
     private readonly ambientToken?: string,
     readonly request: ClientRequest = { transport: "websocket" },
   ) {
-    this.budget = ctx.limits.commandBudget(this.client);
-    this.commands = new CommandQueue(ctx, conn, this.budget, (cmd) => this.dispatch(cmd));
+    this.budget = ctx.limits.commandBudget();
   }
 
   get format(): Format {
@@ -93,17 +96,22 @@ export class Session implements HubSession, Caller {
 
   /** Queues decoded frames from one transport message; replies go out in command order. */
   receive(frames: unknown[]): void {
-    if (!this.commands.receive(frames)) this.disconnect(CloseCode.RateLimited, "rate limited", true);
+    if (this.ended) return;
+    const queue = (this.commands ??= new CommandQueue(this.ctx, this.conn, this.budget, (cmd) => this.dispatch(cmd)));
+    if (!queue.receive(frames)) this.disconnect(CloseCode.RateLimited, "rate limited", true);
+    void queue.settled().then(() => {
+      if (this.commands === queue && queue.idle) this.commands = undefined;
+    });
   }
 
   /** Resolves once every command received so far has been answered. */
   settled(): Promise<void> {
-    return this.commands.settled();
+    return this.commands?.settled() ?? Promise.resolve();
   }
 
   /** A transport-level refusal (e.g. an oversized message) reported like any command error. */
   refuse(err: ProtocolError): void {
-    if (!this.ended) this.commands.sendError(undefined, err);
+    if (!this.ended) sendError(this.ctx, this.conn, undefined, err);
   }
 
   private dispatch(cmd: Frame): Promise<Reply> | Reply {
@@ -136,7 +144,7 @@ export class Session implements HubSession, Caller {
       // A hook that could not answer: the client may try to connect again on this connection.
       if (!(err instanceof ProtocolError) || err.code === ErrorCode.Unavailable) throw err;
       // Answered, then closed: an unauthenticated connection has nothing else to do.
-      this.commands.sendError(idOf(cmd), err);
+      sendError(this.ctx, this.conn, idOf(cmd), err);
       this.disconnect(CloseCode.Unauthorized, err.message, false);
       return ALREADY_SENT;
     }
@@ -148,7 +156,7 @@ export class Session implements HubSession, Caller {
         // At the limit: refused and closed. A backend failure (503) is answered like any failed
         // command, and the client may try to connect again.
         if (!(err instanceof ProtocolError) || err.code !== ErrorCode.RateLimited) throw err;
-        this.commands.sendError(idOf(cmd), err);
+        sendError(this.ctx, this.conn, idOf(cmd), err);
         this.ctx.metrics.connectionsRefused.inc({ reason: "per_user" });
         this.disconnect(CloseCode.RateLimited, err.message, true);
         return ALREADY_SENT;
@@ -167,7 +175,7 @@ export class Session implements HubSession, Caller {
     const ok = { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
     if (!channels) return ok;
     // The reply first, then each server-side subscription's `sub` push; later commands wait.
-    this.commands.sendOk(idOf(cmd), ok);
+    sendOk(this.conn, idOf(cmd), ok);
     for (const ch of channels) await this.subscribeForServer(ch);
     return ALREADY_SENT;
   }
@@ -178,19 +186,29 @@ export class Session implements HubSession, Caller {
   }
 
   private applyClaims(claims: Claims): void {
+    const before = this.info;
     this.claims = claims;
     this.armExpiry();
+    // Presence entries made with the old info leave with it, so the leave matches the join.
+    const infoChanged = !isDeepStrictEqual(before.info, this.info.info);
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
-    for (const [ch, sub] of this.subs) {
-      if (!sub.byServer && !allowed(this.identity, sub.resolved)) {
-        this.dropSubscription(ch, sub);
-        this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
+    for (const sub of this.subs.values()) {
+      if (!sub.byServer && !allowed(this.identity, sub)) {
+        this.dropSubscription(sub.ch, sub);
+        this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch: sub.ch, code: 403, reason: "not allowed by token" }));
+      } else if (infoChanged && sub.info === undefined && sub.options.presence) {
+        sub.info = before;
       }
     }
   }
 
-  /** At the expiry of backend-issued claims the backend is asked to extend them; refused or failed, the client goes. */
-  private expired(): void {
+  /**
+   * The token expired (called by the context's expiry schedule). At the expiry of backend-issued
+   * claims the backend is asked to extend them; refused or failed, the client goes.
+   */
+  expired(): void {
+    this.expiresAt = undefined; // the schedule has let go of this session already
+    if (this.ended || this.closing) return;
     if (!this.claimsByHook || !this.ctx.hooks.refreshes) return this.disconnect(CloseCode.TokenExpired, "token expired", true);
     refreshClaims(this.ctx, this.identity, undefined, this.request).then(
       (claims) => {
@@ -204,16 +222,17 @@ export class Session implements HubSession, Caller {
   }
 
   private armExpiry(): void {
-    clearTimeout(this.expiryTimer);
-    this.expiryTimer = undefined;
+    this.disarmExpiry();
     const exp = this.claims?.exp;
     if (exp === undefined) return;
-    const delay = exp * 1000 - Date.now();
-    if (delay > MAX_TIMER) {
-      this.expiryTimer = setTimeout(() => this.armExpiry(), MAX_TIMER);
-      return;
-    }
-    this.expiryTimer = setTimeout(() => this.expired(), Math.max(0, delay));
+    this.expiresAt = exp;
+    this.ctx.tokenExpiry.add(this, exp);
+  }
+
+  private disarmExpiry(): void {
+    if (this.expiresAt === undefined) return;
+    this.ctx.tokenExpiry.remove(this, this.expiresAt);
+    this.expiresAt = undefined;
   }
 
   // --- channels -----------------------------------------------------------------------------
@@ -228,10 +247,10 @@ export class Session implements HubSession, Caller {
     }
     const grant = await this.ctx.hooks.subscribe(this.identity, r, this.request, cmd.data);
     if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
-    const info = grant?.info === undefined ? this.info : { ...this.info, info: grant.info };
+    const info = grant?.info === undefined ? undefined : { ...this.info, info: grant.info };
     return this.attach(r, since, info, (ok, entries) => {
       if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
-      else this.commands.sendOk(idOf(cmd), ok);
+      else sendOk(this.conn, idOf(cmd), ok);
     });
   }
 
@@ -250,7 +269,7 @@ export class Session implements HubSession, Caller {
       await this.attach(
         r,
         undefined,
-        this.info,
+        undefined,
         (ok, entries) => {
           this.conn.send(encodeFrame(this.conn.format, { push: "sub", ch: r.ch, ...ok }));
           for (const e of entries ?? []) this.conn.send(e);
@@ -265,16 +284,21 @@ export class Session implements HubSession, Caller {
     }
   }
 
-  /** Subscribes with recovery and starts live delivery; `answer` goes out before the first live publication. */
+  /**
+   * Subscribes with recovery and starts live delivery; `answer` goes out before the first live
+   * publication. `info` is the client's presence info in this channel when not the session's own.
+   */
   private async attach(
     r: ResolvedChannel,
     since: ReturnType<typeof optionalPosition>,
-    info: ClientInfo,
+    info: ClientInfo | undefined,
     answer: Answer,
     byServer = false,
   ): Promise<Reply> {
-    const sub: Subscription = byServer ? { resolved: r, active: false, info, byServer } : { resolved: r, active: false, info };
-    this.subs.set(r.ch, sub);
+    const sub: Subscription = { ch: r.ch, namespace: r.namespace, options: r.options, active: false };
+    if (info) sub.info = info;
+    if (byServer) sub.byServer = true;
+    this.subs.set(sub);
     const hub = this.ctx.hub;
     try {
       if (r.options.presence) await hub.presenceRoom(r.ch);
@@ -314,7 +338,7 @@ export class Session implements HubSession, Caller {
     sub.active = true;
     this.ctx.metrics.subscriptions.inc();
     if (r.options.presence) {
-      hub.join(r.ch, info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
+      hub.join(r.ch, info ?? this.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
     }
     return ALREADY_SENT;
   }
@@ -369,10 +393,9 @@ export class Session implements HubSession, Caller {
   }
 
   private releaseSubscription(sub: Subscription): void {
-    const r = sub.resolved;
-    this.ctx.hub.unsubscribe(r.ch);
+    this.ctx.hub.unsubscribe(sub.ch);
     this.ctx.metrics.subscriptions.dec();
-    if (r.options.presence) this.ctx.hub.leave(r.ch, sub.info, r.options.joinLeave);
+    if (sub.options.presence) this.ctx.hub.leave(sub.ch, sub.info ?? this.info, sub.options.joinLeave);
   }
 
   // --- lifecycle ----------------------------------------------------------------------------
@@ -389,10 +412,12 @@ export class Session implements HubSession, Caller {
   closed(code: number, reason: string): void {
     if (this.ended) return;
     this.ended = true;
-    this.commands.ended = true;
-    clearTimeout(this.expiryTimer);
+    if (this.commands) this.commands.ended = true;
+    this.disarmExpiry();
     for (const sub of this.subs.values()) {
-      if (sub.active) this.releaseSubscription(sub);
+      if (!sub.active) continue;
+      this.conn.leave(sub.ch);
+      this.releaseSubscription(sub);
     }
     this.subs.clear();
     if (this.connected) this.ctx.hub.unregister(this);

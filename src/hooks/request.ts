@@ -17,11 +17,19 @@ export interface ClientRequest {
   readonly cookies?: Record<string, string>;
 }
 
+/** With nothing to forward every connection of a transport shares one object (connections hold theirs). */
+const PLAIN: Record<TransportName, ClientRequest> = {
+  websocket: Object.freeze({ transport: "websocket" }),
+  longpoll: Object.freeze({ transport: "longpoll" }),
+  sse: Object.freeze({ transport: "sse" }),
+};
+
 /**
  * Reads the listed headers and cookies; `header` must be called synchronously inside the uWS
  * request callback, which is why transports call this where they read their other headers.
  */
 export function clientRequest(transport: TransportName, hooks: HooksConfig, header: (name: string) => string): ClientRequest {
+  if (hooks.headers.length === 0 && hooks.cookies.length === 0) return PLAIN[transport];
   const request: { transport: TransportName; headers?: Record<string, string>; cookies?: Record<string, string> } = { transport };
   if (hooks.headers.length > 0) {
     const headers: Record<string, string> = {};

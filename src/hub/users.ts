@@ -9,11 +9,16 @@ export interface HubSession {
   unsubscribeByServer?(ch: string, reason: string): void;
 }
 
-/** The sessions on this gateway by user, so a server-side disconnect finds them. */
+/**
+ * The sessions on this gateway by user, so a server-side disconnect, subscribe or unsubscribe
+ * finds them. Anonymous sessions (user "") cannot be named by the server API, so they are not
+ * kept: most connections of a public gateway cost no entry here.
+ */
 export class UserRegistry {
   private readonly byUser = new Map<string, Set<HubSession>>();
 
   register(session: HubSession): void {
+    if (session.user === "") return;
     let set = this.byUser.get(session.user);
     if (!set) this.byUser.set(session.user, (set = new Set()));
     set.add(session);

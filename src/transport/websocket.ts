@@ -1,5 +1,5 @@
 import { readCookie } from "../auth/cookie.js";
-import { clientRequest, type ClientRequest } from "../hooks/request.js";
+import { clientRequest } from "../hooks/request.js";
 import type { FanoutSink } from "../hub/hub.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
@@ -11,15 +11,14 @@ import type { ClientInfo, Publication } from "../publication.js";
 import type { DeliveryContext } from "../delivery/context.js";
 import { Session, type Connection } from "../delivery/session.js";
 import { loadUws, type TemplatedApp, type WebSocket } from "../uws.js";
+import { DeadlineQueue } from "./deadline-queue.js";
 
+/**
+ * uWS copies the user data's properties onto its socket object; one property keeps that to the
+ * smallest property store, and the connection holds the rest.
+ */
 interface UserData {
-  format: Format;
-  token: string | undefined;
-  /** Headers and cookies forwarded to backend hooks, read at the upgrade (the only time they can be). */
-  request: ClientRequest;
-  /** The client's address, whose connection slot the socket holds. */
-  ip: string;
-  conn?: WsConnection;
+  conn: WsConnection;
 }
 
 /** RFC 6455 4.2.1: the key is 16 random bytes, base64-encoded (24 characters, "==" at the end). */
@@ -38,24 +37,40 @@ type Members = Map<string, { conns: Set<WsConnection>; bytesSinceCheck: number }
 
 /** A client that has not sent `connect` by then is holding a socket for nothing. */
 const CONNECT_TIMEOUT_MS = 10_000;
-/** How often outbound buffers are checked for slow consumers that never drain. */
+/** How often outbound buffers with a backlog are checked for slow consumers that never drain. */
 const SLOW_CONSUMER_SWEEP_MS = 1_000;
 
+/**
+ * What the connections of one transport share, so that each connection holds one reference to
+ * it instead of a copy of each.
+ */
+interface Shared {
+  members: Members;
+  /** Connections whose outbound buffer was not empty when last looked at: the sweep's work list. */
+  backlogged: Set<WsConnection>;
+  backpressureLimit: number;
+}
+
+/**
+ * One WebSocket client: the socket and its session. Idle connections are most of a gateway's
+ * memory, so a connection holds only what differs between connections; anything shared sits in
+ * `shared`, behaviour on the prototype, and channels are found through the session's
+ * subscriptions.
+ */
 class WsConnection implements Connection {
-  readonly transport = "websocket";
   closed = false;
+  /** Set in open(), which uWS calls from within upgrade(). */
+  ws!: WebSocket<UserData>;
   session!: Session;
-  private readonly channels = new Set<string>();
-
-  constructor(
-    private readonly ws: WebSocket<UserData>,
-    readonly format: Format,
-    private readonly backpressureLimit: number,
-    private readonly members: Members,
-  ) {}
-
   /** A large reply (history, recovery) may sit in the buffer for a while without the client being slow. */
   private replyAllowance = 0;
+
+  constructor(
+    readonly format: Format,
+    /** The client's address, whose connection slot the socket holds. */
+    readonly ip: string,
+    private readonly shared: Shared,
+  ) {}
 
   send(frame: Buffer): void {
     if (this.closed) return;
@@ -74,38 +89,32 @@ class WsConnection implements Connection {
   join(ch: string): void {
     if (this.closed) return;
     this.ws.subscribe(TOPIC_PREFIX[this.format] + ch);
-    this.channels.add(ch);
-    let m = this.members.get(ch);
-    if (!m) this.members.set(ch, (m = { conns: new Set(), bytesSinceCheck: 0 }));
+    const members = this.shared.members;
+    let m = members.get(ch);
+    if (!m) members.set(ch, (m = { conns: new Set(), bytesSinceCheck: 0 }));
     m.conns.add(this);
   }
 
+  /** Also called for every channel once the socket is gone: uWS has dropped its topics by then. */
   leave(ch: string): void {
-    if (this.closed) return;
-    this.ws.unsubscribe(TOPIC_PREFIX[this.format] + ch);
-    this.forget(ch);
-  }
-
-  /** Called once the socket is gone: uWS drops its topics, this drops the member entries. */
-  forgetAll(): void {
-    for (const ch of this.channels) this.forget(ch);
-  }
-
-  private forget(ch: string): void {
-    this.channels.delete(ch);
-    const m = this.members.get(ch);
+    if (!this.closed) this.ws.unsubscribe(TOPIC_PREFIX[this.format] + ch);
+    const members = this.shared.members;
+    const m = members.get(ch);
     if (!m) return;
     m.conns.delete(this);
-    if (m.conns.size === 0) this.members.delete(ch);
+    if (m.conns.size === 0) members.delete(ch);
   }
 
   /** Past the limit a client is told it is too slow and closed, before memory grows further. */
   checkBackpressure(): void {
     if (this.closed) return;
+    const { backpressureLimit, backlogged } = this.shared;
     const buffered = this.ws.getBufferedAmount();
-    if (buffered > this.backpressureLimit + this.replyAllowance) {
+    if (buffered === 0) backlogged.delete(this);
+    else backlogged.add(this);
+    if (buffered > backpressureLimit + this.replyAllowance) {
       this.session.disconnect(CloseCode.SlowConsumer, "slow consumer", true);
-    } else if (buffered < this.backpressureLimit) {
+    } else if (buffered < backpressureLimit) {
       this.replyAllowance = 0;
     }
   }
@@ -117,7 +126,15 @@ class WsConnection implements Connection {
  */
 export class WebSocketTransport implements FanoutSink {
   private readonly connections = new Set<WsConnection>();
+  private readonly shared: Shared;
   private readonly members: Members = new Map();
+  private readonly backlogged = new Set<WsConnection>();
+  /** Connections that have not sent `connect` yet, oldest first: one timer for all of them. */
+  private readonly awaitingConnect = new DeadlineQueue<WsConnection>(CONNECT_TIMEOUT_MS, (conn) => {
+    if (!conn.closed && !conn.session.isConnected) {
+      conn.session.disconnect(CloseCode.Unauthorized, "no connect command in time", false);
+    }
+  });
   /**
    * Apps with open sockets, and how many: topics are per app, and after a certificate reload the
    * previous app keeps its clients while the new one takes new connections.
@@ -130,8 +147,10 @@ export class WebSocketTransport implements FanoutSink {
     private readonly ctx: DeliveryContext,
     private readonly origins: OriginPolicy,
   ) {
+    this.shared = { members: this.members, backlogged: this.backlogged, backpressureLimit: ctx.config.backpressureLimit };
+    // Sockets with nothing buffered cannot be slow: only those seen with a backlog are swept.
     this.sweeper = setInterval(() => {
-      for (const c of this.connections) c.checkBackpressure();
+      for (const c of this.backlogged) c.checkBackpressure();
     }, SLOW_CONSUMER_SWEEP_MS);
     this.sweeper.unref();
   }
@@ -199,25 +218,21 @@ export class WebSocketTransport implements FanoutSink {
         }
         // uWS calls open() from within upgrade(): the slot is counted there, before any other
         // upgrade can be admitted.
-        res.upgrade<UserData>({ format, token, request, ip }, key, protocol, extensions, context);
+        const conn = new WsConnection(format, ip, this.shared);
+        conn.session = new Session(conn, this.ctx, token, request);
+        res.upgrade<UserData>({ conn }, key, protocol, extensions, context);
       },
       open: (ws) => {
-        const data = ws.getUserData();
-        const conn = new WsConnection(ws, data.format, limit, this.members);
-        conn.session = new Session(conn, this.ctx, data.token, data.request);
-        data.conn = conn;
+        const conn = ws.getUserData().conn;
+        conn.ws = ws;
         this.connections.add(conn);
-        limits.connections.opened(data.ip);
+        limits.connections.opened(conn.ip);
         this.apps.set(app, (this.apps.get(app) ?? 0) + 1);
         metrics.connections.inc({ transport: "websocket" });
-        setTimeout(() => {
-          if (!conn.closed && !conn.session.isConnected) {
-            conn.session.disconnect(CloseCode.Unauthorized, "no connect command in time", false);
-          }
-        }, CONNECT_TIMEOUT_MS).unref();
+        this.awaitingConnect.add(conn);
       },
       message: (ws, message, isBinary) => {
-        const conn = ws.getUserData().conn as WsConnection;
+        const conn = ws.getUserData().conn;
         if (message.byteLength > config.maxFrameSize) {
           conn.session.refuse(new ProtocolError(ErrorCode.TooLarge, `message larger than ${config.maxFrameSize} bytes`));
           return;
@@ -242,18 +257,17 @@ export class WebSocketTransport implements FanoutSink {
         conn.session.receive(frames);
       },
       drain: (ws) => {
-        ws.getUserData().conn?.checkBackpressure();
+        ws.getUserData().conn.checkBackpressure();
       },
       close: (ws, code, message) => {
-        const data = ws.getUserData();
-        const conn = data.conn as WsConnection;
-        limits.connections.closed(data.ip);
+        const conn = ws.getUserData().conn;
+        limits.connections.closed(conn.ip);
         conn.closed = true;
         this.connections.delete(conn);
+        this.backlogged.delete(conn);
         const open = (this.apps.get(app) ?? 1) - 1;
         if (open > 0) this.apps.set(app, open);
         else this.apps.delete(app);
-        conn.forgetAll();
         conn.session.closed(code, Buffer.from(message).toString("utf8"));
         metrics.connections.dec({ transport: "websocket" });
         metrics.disconnects.inc({ code: String(code) });
@@ -340,6 +354,7 @@ export class WebSocketTransport implements FanoutSink {
   async drain(periodMs: number): Promise<void> {
     this.accepting = false;
     clearInterval(this.sweeper);
+    this.awaitingConnect.clear();
     const all = [...this.connections];
     for (const c of all) {
       setTimeout(() => {

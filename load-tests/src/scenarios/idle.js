@@ -33,8 +33,9 @@ export async function run(ctx, systems) {
       const half = Math.floor(n / 2);
       try {
         // Two halves: the growth from the first half to all of them is the marginal cost of a
-        // connection, free of one-off growth (V8 young generation, buffers) that the average
-        // from zero also carries.
+        // connection, free of one-off growth (buffers, arenas) that the average from zero also
+        // carries. V8's young generation is not always done growing at N/2: it grows with what
+        // survives its collections, up to 16 MiB per semi-space (see docs/benchmarks.md).
         const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads });
         ctx.closers.push(() => gen.close());
         await gen.start();
