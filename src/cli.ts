@@ -1,10 +1,10 @@
-import { readFileSync } from "node:fs";
 import { ConfigError, FORMATS, formatConfig, loadConfig, type Format } from "./config/load.js";
 import type { Config } from "./config/types.js";
 import { Gateway } from "./gateway.js";
 import { loadCertificate } from "./http/tls.js";
 import { createLogger, type Logger } from "./log.js";
 import { NativeUwsUnavailable } from "./uws.js";
+import { version } from "./version.js";
 import { superviseWorkers, WORKER_ENV } from "./workers.js";
 
 const CHECK_CONFIG = "check-config";
@@ -30,12 +30,6 @@ function configOrExit(argv: string[]): Config | undefined {
     if (err instanceof ConfigError) exitBadConfig(err);
     throw err;
   }
-}
-
-function version(): string {
-  // package.json is one level above both src/ and dist/.
-  const manifest: unknown = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
-  return typeof manifest === "object" && manifest !== null && "version" in manifest ? String(manifest.version) : "unknown";
 }
 
 /** `check-config [<file>] [--format json|yaml] [settings...]`: the rest is read as start-up reads it. */

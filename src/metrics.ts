@@ -262,6 +262,12 @@ export class EventLoopLag {
     h.reset();
   }
 
+  /** Samples and summed lag (seconds) since start, for readers other than Prometheus. */
+  totals(): { count: number; sum: number } {
+    this.drain();
+    return { count: this.count, sum: this.sum };
+  }
+
   async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> }> {
     this.drain();
     return {

@@ -9,10 +9,11 @@ import type { Presence, PresenceStats } from "../presence/presence.js";
 import type { ClientInfo, Publication } from "../publication.js";
 import type { Revocations } from "../sessions/revocations.js";
 import { backendCall } from "./backend-call.js";
-import { ChannelTable } from "./channels.js";
-import { UserRegistry, type HubSession } from "./users.js";
+import { ChannelTable, type LocalChannel } from "./channels.js";
+import { UserRegistry, type HubSession, type UserSession } from "./users.js";
 
-export type { HubSession } from "./users.js";
+export type { HubSession, UserSession } from "./users.js";
+export type { LocalChannel } from "./channels.js";
 
 /** Where the hub hands publications and presence events for local delivery (a transport). */
 export interface FanoutSink {
@@ -71,12 +72,27 @@ export class Hub implements BrokerHandler {
     this.sinks.push(sink);
   }
 
+  removeSink(sink: FanoutSink): void {
+    const i = this.sinks.indexOf(sink);
+    if (i >= 0) this.sinks.splice(i, 1);
+  }
+
   register(session: HubSession): void {
     this.users.register(session);
   }
 
   unregister(session: HubSession): void {
     this.users.unregister(session);
+  }
+
+  /** The user's sessions registered on this gateway (read-only, for the admin console). */
+  localSessionsOf(user: string): UserSession[] {
+    return this.users.describe(user);
+  }
+
+  /** The channels held on this gateway (read-only, for the admin console). */
+  localChannels(): Iterable<LocalChannel> {
+    return this.channels.entries();
   }
 
   /** Resolves once the broker delivers the channel to this gateway. */
@@ -167,7 +183,7 @@ export class Hub implements BrokerHandler {
   // --- BrokerHandler: deliveries from the broker ---------------------------------------------
 
   onPublication(pub: Publication): void {
-    const recent = this.channels.recent(pub.ch);
+    const recent = this.channels.delivered(pub.ch);
     if (!recent) return;
     recent.add(pub);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - pub.ts) / 1000);

@@ -33,6 +33,11 @@ export class Subjects {
     return `${this.prefix}.api.${op}`;
   }
 
+  /** Admin console questions every gateway answers (not a queue group): `admin("*")` is them all. */
+  admin(question: string): string {
+    return `${this.prefix}.admin.${question}`;
+  }
+
   /**
    * Where a publish with an idempotency key to a channel without history goes: a stream that
    * dedupes by message id and republishes what it stores to the channel subject, so recording
