@@ -3,6 +3,9 @@ import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { DEMO_PAGE } from "./demo/page.js";
 import { hostname } from "node:os";
+import { AdminResponder, LocalClusterStats, NatsClusterStats } from "./admin/cluster-stats.js";
+import { AdminConsole } from "./admin/console.js";
+import { NodeReport } from "./admin/node-report.js";
 import { NatsServerApi } from "./api/nats.js";
 import { ServerOperations } from "./api/operations.js";
 import { TokenVerifier } from "./auth/jwt.js";
@@ -61,6 +64,7 @@ export class Gateway {
   private draining = false;
   private started = false;
   private natsApi: NatsServerApi | undefined;
+  private adminResponder: AdminResponder | undefined;
   private tlsReloader: TlsReloader | undefined;
 
   private constructor(
@@ -72,6 +76,7 @@ export class Gateway {
     private readonly listeners: { client: Listener; admin: Listener },
     private readonly verifier: TokenVerifier | undefined,
     readonly node: string,
+    private readonly adminConsole: AdminConsole | undefined,
   ) {}
 
   get ready(): boolean {
@@ -93,9 +98,10 @@ export class Gateway {
     // not ready (/readyz 503) instead of a port that does not answer. The client port stays
     // closed until start-up completes.
     let gateway: Gateway | undefined = undefined;
+    const adminConsole = config.adminSecret === undefined ? undefined : new AdminConsole(config, config.adminSecret, metrics, log);
     const admin = new Listener(
       { name: "admin", host: config.adminHost, port: config.adminPort, share: false },
-      (app) => attachAdmin(app, metrics, { ready: () => gateway?.ready ?? false }),
+      (app) => attachAdmin(app, metrics, { ready: () => gateway?.ready ?? false }, adminConsole),
       config.adminTls ? certificate : undefined,
     );
     const adminPort = admin.start();
@@ -138,14 +144,21 @@ export class Gateway {
       ),
       admin,
     };
-    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node);
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, adminConsole);
 
     await hub.start();
     await backend.start();
+    const report = new NodeReport(node, hub, metrics, backend.nats?.link.nc);
     if (backend.nats) {
-      gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
+      const { link, subjects } = backend.nats;
+      gateway.natsApi = new NatsServerApi(link.nc, subjects, ops, log);
       gateway.natsApi.start();
+      // Every replica answers, console or not, so a console on any of them sees the whole cluster.
+      gateway.adminResponder = new AdminResponder(link.nc, subjects, report, log);
+      gateway.adminResponder.start();
     }
+    const cluster = backend.nats ? new NatsClusterStats(backend.nats.link.nc, backend.nats.subjects, log) : new LocalClusterStats(report);
+    adminConsole?.ready({ hub, ops, cluster });
     // Keys before clients: a token refused for want of keys closes with 4001, and clients do not
     // reconnect after that.
     await verifier?.start();
@@ -180,6 +193,8 @@ export class Gateway {
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
+    this.adminResponder?.stop();
+    this.adminConsole?.close();
     await this.hub.close();
     await this.backend.close();
     this.listeners.admin.close();

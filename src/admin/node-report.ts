@@ -1,0 +1,135 @@
+import type { NatsConnection } from "nats";
+import type { Hub, LocalChannel, UserSession } from "../hub/hub.js";
+import type { Metrics } from "../metrics.js";
+import { version } from "../version.js";
+
+/** Channels one gateway reports, the most subscribed first: a reply stays far below max_payload. */
+export const MAX_CHANNELS_PER_NODE = 500;
+/** Sessions of one user one gateway reports. */
+export const MAX_SESSIONS_PER_NODE = 200;
+
+const RTT_TIMEOUT_MS = 200;
+
+/** One gateway's figures; counters are totals since start, so the console derives rates. */
+export interface NodeStats {
+  node: string;
+  version: string;
+  /** Seconds since the process started. */
+  uptime: number;
+  connections: number;
+  /** Connections by transport (websocket, sse). */
+  transports: Record<string, number>;
+  subscriptions: number;
+  channels: number;
+  /** Publications accepted here (from clients and the server API). */
+  publications: number;
+  /** Publication pushes handed to client connections here. */
+  messagesSent: number;
+  /** CPU time used since the previous report, as a percentage of one core. */
+  cpuPercent: number;
+  rssBytes: number;
+  /** Mean event-loop lag since the previous report, ms. */
+  eventLoopLagMs: number;
+  /** Round trip to the NATS server, ms; null in memory mode or when it did not answer. */
+  natsRttMs: number | null;
+}
+
+export interface NodeChannels {
+  node: string;
+  channels: LocalChannel[];
+  /** More channels are held than were reported. */
+  truncated: boolean;
+}
+
+export interface NodeSessions {
+  node: string;
+  sessions: UserSession[];
+}
+
+/** What this gateway says about itself when a console asks: read on demand, nothing kept running. */
+export class NodeReport {
+  private readonly version = version();
+  private lastCpu = { usage: process.cpuUsage(), at: performance.now() };
+  private lastLag = { count: 0, sum: 0 };
+
+  constructor(
+    readonly node: string,
+    private readonly hub: Hub,
+    private readonly metrics: Metrics,
+    private readonly nc?: NatsConnection,
+  ) {}
+
+  async stats(): Promise<NodeStats> {
+    const m = this.metrics;
+    const [connections, subscriptions, channels, publications, sent, rtt] = await Promise.all([
+      m.connections.get(),
+      m.subscriptions.get(),
+      m.channels.get(),
+      m.publications.get(),
+      m.messagesSent.get(),
+      this.natsRtt(),
+    ]);
+    const transports: Record<string, number> = {};
+    for (const v of connections.values) transports[String(v.labels.transport)] = v.value;
+    return {
+      node: this.node,
+      version: this.version,
+      uptime: Math.round(process.uptime()),
+      connections: Object.values(transports).reduce((a, b) => a + b, 0),
+      transports,
+      subscriptions: subscriptions.values[0]?.value ?? 0,
+      channels: channels.values[0]?.value ?? 0,
+      publications: publications.values.reduce((a, v) => a + v.value, 0),
+      messagesSent: sent.values[0]?.value ?? 0,
+      cpuPercent: this.cpuPercent(),
+      rssBytes: process.memoryUsage.rss(),
+      eventLoopLagMs: this.lagMs(),
+      natsRttMs: rtt,
+    };
+  }
+
+  channels(): NodeChannels {
+    const all = [...this.hub.localChannels()];
+    const channels = all.sort((a, b) => b.subscribers - a.subscribers).slice(0, MAX_CHANNELS_PER_NODE);
+    return { node: this.node, channels, truncated: all.length > channels.length };
+  }
+
+  sessions(user: string): NodeSessions {
+    return { node: this.node, sessions: this.hub.localSessionsOf(user).slice(0, MAX_SESSIONS_PER_NODE) };
+  }
+
+  private cpuPercent(): number {
+    const now = { usage: process.cpuUsage(), at: performance.now() };
+    const usedUs = now.usage.user + now.usage.system - this.lastCpu.usage.user - this.lastCpu.usage.system;
+    const elapsedUs = (now.at - this.lastCpu.at) * 1000;
+    this.lastCpu = now;
+    return elapsedUs > 0 ? round1((100 * usedUs) / elapsedUs) : 0;
+  }
+
+  private lagMs(): number {
+    const now = this.metrics.eventLoopLag.totals();
+    const count = now.count - this.lastLag.count;
+    const sum = now.sum - this.lastLag.sum;
+    this.lastLag = now;
+    return count > 0 ? round1((1000 * sum) / count) : 0;
+  }
+
+  /** A PING that is not answered soon (the connection is down or reconnecting) reports null. */
+  private async natsRtt(): Promise<number | null> {
+    if (!this.nc || this.nc.isClosed()) return null;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), RTT_TIMEOUT_MS)));
+    try {
+      const rtt = await Promise.race([this.nc.rtt(), late]);
+      return rtt === null ? null : round1(rtt);
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function round1(n: number): number {
+  return Math.round(n * 10) / 10;
+}
