@@ -203,7 +203,7 @@ function channel(view, ch) {
   const info = h("div", { class: "panel" }, h("h2", {}, "Channel"), h("p", {}, ch));
   const data = h("textarea", { "aria-label": "publication data (JSON)" }, '{"text": "hello from the admin console"}');
   const result = h("span", { class: "muted" });
-  const form = h("form", { class: "panel" }, h("h2", {}, "Publish"), data, h("div", { class: "toolbar" }, h("button", { type: "submit" }, "Publish"), result));
+  const form = h("form", { class: "panel", id: "publish" }, h("h2", {}, "Publish"), data, h("div", { class: "toolbar" }, h("button", { type: "submit" }, "Publish"), result));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
@@ -216,9 +216,9 @@ function channel(view, ch) {
     }
   });
   const tailRows = h("tbody");
-  const tail = h("div", { class: "panel" }, h("h2", {}, "Live"), h("table", { id: "tail" }, h("tr", {}, ["time", "offset", "user", "data"].map((x) => h("th", {}, x))), tailRows));
+  const tail = h("div", { class: "panel scroll" }, h("h2", {}, "Live"), h("table", { id: "tail" }, h("tr", {}, ["time", "offset", "user", "data"].map((x) => h("th", {}, x))), tailRows));
   const presence = h("div", { class: "panel" });
-  const history = h("div", { class: "panel" });
+  const history = h("div", { class: "panel scroll" });
   view.append(info, form, tail, presence, history);
   const pubRow = (p) => h("tr", {}, h("td", {}, time(p.ts)), h("td", {}, p.offset ?? "–"), h("td", {}, p.user ?? "–"), h("td", { class: "data" }, p.data));
   api(`/admin/api/channel?ch=${encodeURIComponent(ch)}`).then((c) => {
