@@ -66,7 +66,7 @@ export class Metrics {
   });
   readonly rateLimited = new Counter({
     name: "natsedge_rate_limited_total",
-    help: "Requests refused with 429 by a rate limit: command, poll (held polls per session), apikey (failed API keys per address), presence (channel full)",
+    help: "Requests refused with 429 by a rate limit: command, poll (held polls per session), apikey (failed API keys per address), admin_login (wrong admin secrets per address), presence (channel full)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
