@@ -4,6 +4,7 @@
  * from two replicas over NATS.
  */
 import { randomBytes } from "node:crypto";
+import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOGIN_FAILURES_PER_MINUTE } from "../src/admin/auth.js";
 import { adminLogin, adminSession, type AdminSession } from "./helpers/admin.js";
@@ -156,8 +157,9 @@ describe("admin console, memory mode", () => {
 
 describe("admin console over NATS: two replicas", () => {
   const gws: GatewayProcess[] = [];
+  const prefix = `admintest${randomBytes(4).toString("hex")}`;
   beforeAll(async () => {
-    const args = ["--nats", "127.0.0.1:4222", "--nats-prefix", `admintest${randomBytes(4).toString("hex")}`, "--nats-storage", "memory"];
+    const args = ["--nats", "127.0.0.1:4222", "--nats-prefix", prefix, "--nats-storage", "memory"];
     for (let i = 0; i < 2; i++) gws.push(await startGateway({ config: { yaml: CONFIG }, args }));
   });
   afterAll(async () => {
@@ -182,5 +184,31 @@ describe("admin console over NATS: two replicas", () => {
     expect(user.map((n) => n.sessions.length).sort()).toEqual([0, 1]);
     expect((await admin.post("/admin/api/disconnect", { user: "erin" })).status).toBe(200);
     expect((await c.closed).code).toBe(4003);
+  });
+
+  it("drops answers that are not a gateway's: garbage, wrong shapes, a node answering twice", async () => {
+    const nc = await connect({ servers: "127.0.0.1:4222" });
+    try {
+      const [a, b] = gws as [GatewayProcess, GatewayProcess];
+      const admin = await adminSession(a, ADMIN_SECRET);
+      const real = ((await admin.get("/admin/api/stats")).body.nodes as Array<Record<string, unknown>>)[0]!;
+      nc.subscribe(`${prefix}.admin.*`, {
+        callback: (_err, msg) => {
+          for (const reply of ["not json", "[1,2]", JSON.stringify({ node: "impostor", uptime: "x" }), JSON.stringify({ ...real, connections: 999 })]) {
+            msg.respond(reply);
+          }
+        },
+      });
+      await nc.flush();
+      const nodes = (await admin.get("/admin/api/stats")).body.nodes as Array<Record<string, unknown>>;
+      expect(nodes).toHaveLength(2);
+      expect(nodes.map((n) => n.node)).not.toContain("impostor");
+      const channels = await admin.get("/admin/api/channels");
+      expect(channels.status).toBe(200);
+      expect((await admin.get("/admin/api/user?user=erin")).body.nodes).toHaveLength(2);
+      expect(b.proc.exitCode).toBeNull();
+    } finally {
+      await nc.close();
+    }
   });
 });

@@ -1,6 +1,7 @@
 import { RequestStrategy, type Msg, type NatsConnection, type Subscription } from "nats";
 import type { Logger } from "../log.js";
 import type { Subjects } from "../nats/subjects.js";
+import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { NodeChannels, NodeReport, NodeSessions, NodeStats } from "./node-report.js";
 
 /** How long a console waits for gateways to answer; a gateway slower than this is left out. */
@@ -59,24 +60,27 @@ export class NatsClusterStats implements ClusterStats {
   }
 
   private async gather<T>(question: string, body: object, valid: (v: Record<string, unknown>) => boolean): Promise<T[]> {
-    const replies: T[] = [];
-    const seen = new Set<string>();
+    const replies = new Map<string, T>();
     const subject = this.subjects.admin(question);
-    const msgs = await this.nc.requestMany(subject, JSON.stringify(body), {
-      strategy: RequestStrategy.Timer,
-      maxWait: GATHER_WAIT_MS,
-      maxMessages: MAX_REPLIES,
-    });
-    for await (const msg of msgs) {
-      const v = parseObject(msg.data);
-      if (!v || typeof v.node !== "string" || seen.has(v.node) || !valid(v)) {
-        this.log.debug({ subject }, "admin reply dropped: not a gateway's answer");
-        continue;
+    try {
+      const msgs = await this.nc.requestMany(subject, JSON.stringify(body), {
+        strategy: RequestStrategy.Timer,
+        maxWait: GATHER_WAIT_MS,
+        maxMessages: MAX_REPLIES,
+      });
+      for await (const msg of msgs) {
+        const v = parseObject(msg.data);
+        if (!v || typeof v.node !== "string" || replies.has(v.node) || !valid(v)) {
+          this.log.debug({ subject }, "admin reply dropped: not a gateway's answer");
+          continue;
+        }
+        replies.set(v.node, v as T);
       }
-      seen.add(v.node);
-      replies.push(v as T);
+    } catch (err) {
+      this.log.warn({ err, subject }, "admin request failed");
+      throw new ProtocolError(ErrorCode.Unavailable, "NATS unavailable; try again");
     }
-    return replies.sort((a, b) => ((a as { node: string }).node < (b as { node: string }).node ? -1 : 1));
+    return [...replies].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
   }
 }
 

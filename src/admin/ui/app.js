@@ -70,24 +70,26 @@ function table(headers, rows) {
   return h("table", {}, h("tr", {}, headers.map((x) => h("th", {}, x))), rows.map((r) => h("tr", {}, r.map((c) => h("td", {}, c)))));
 }
 
-/** Counter totals per node between two polls: rate = increase / seconds (a restarted node counts from 0). */
+/**
+ * Per-second rates summed over nodes from their counter totals: each node's increase since it
+ * last answered, over the time since then (a node missing from a poll adds no spike later, a
+ * restarted one counts from 0). Undefined until some node answered twice.
+ */
 class Rates {
-  prev = new Map();
-  at = 0;
+  last = new Map();
   rate(at, items, key, fields) {
-    const dt = (at - this.at) / 1000;
     const sums = fields.map(() => 0);
-    const next = new Map();
+    let known = false;
     for (const item of items) {
       const values = fields.map((f) => item[f]);
-      next.set(item[key], values);
-      const before = this.prev.get(item[key]);
-      if (before) values.forEach((v, i) => (sums[i] += Math.max(0, v - before[i])));
+      const before = this.last.get(item[key]);
+      if (before && at > before.at) {
+        known = true;
+        values.forEach((v, i) => (sums[i] += Math.max(0, v - before.values[i]) / ((at - before.at) / 1000)));
+      }
+      this.last.set(item[key], { at, values });
     }
-    const first = this.at === 0;
-    this.prev = next;
-    this.at = at;
-    return first || dt <= 0 ? undefined : sums.map((s) => s / dt);
+    return known ? sums : undefined;
   }
 }
 
