@@ -5,6 +5,7 @@
 import pino from "pino";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { AdminAuth, LOGIN_FAILURES_PER_MINUTE, LOGIN_TTL_MS } from "../src/admin/auth.js";
+import { mostSubscribed } from "../src/admin/node-report.js";
 import { ChannelTails, MAX_TAILS, SHOWN_DATA, TAIL_BUFFER, TAIL_IDLE_MS } from "../src/admin/tail.js";
 import { MemoryBroker } from "../src/broker/memory.js";
 import type { NamespaceOptions } from "../src/config/types.js";
@@ -60,6 +61,20 @@ describe("AdminAuth", () => {
     }
     expect(auth.refused("10.0.0.1")).toBeGreaterThan(0);
     expect(auth.refused("10.0.0.2")).toBeUndefined();
+  });
+});
+
+describe("mostSubscribed", () => {
+  const channels = (counts: number[]) => () => counts.map((subscribers, i) => ({ ch: `room.c${i}`, subscribers, delivered: 0 }));
+  const picked = (counts: number[], k: number) => mostSubscribed(channels(counts), k).top.map((c) => c.subscribers).sort((a, b) => b - a);
+
+  it("takes the k most subscribed, ties at the cut filled up to k, everything when there are at most k", () => {
+    expect(picked([1, 5, 3, 5, 2, 9], 3)).toEqual([9, 5, 5]);
+    expect(picked([1, 4, 4, 4, 9], 3)).toEqual([9, 4, 4]);
+    expect(picked([2, 2, 2, 2], 2)).toEqual([2, 2]);
+    expect(picked([3, 1], 5)).toEqual([3, 1]);
+    expect(picked([], 5)).toEqual([]);
+    expect(mostSubscribed(channels([1, 2, 3]), 2).total).toBe(3);
   });
 });
 
