@@ -28,8 +28,8 @@ export interface Backend {
   revocations: Revocations;
   /** False while the broker path is known to be broken. */
   ready(): boolean;
-  /** Present in NATS mode: what the NATS server API needs. */
-  nats?: { link: NatsLink; subjects: Subjects };
+  /** Present in NATS mode: what the NATS server API and the cluster view need. */
+  nats?: { link: NatsLink; subjects: Subjects; liveNodes: () => Promise<Set<string>> };
   /** Starts background work that needs the hub running (heartbeats, probes, reaping). */
   start(): Promise<void>;
   close(): Promise<void>;
@@ -77,7 +77,7 @@ export async function natsBackend(
     history,
     presence,
     revocations,
-    nats: { link, subjects },
+    nats: { link, subjects, liveNodes: () => presence.live() },
     ready: () => probe.healthy(),
     async start() {
       await untilDone(() => presence.start(), "presence heartbeat not stored yet", log);

@@ -1,10 +1,10 @@
+import { version } from "./version.js";
 import { ConfigError, FORMATS, formatConfig, loadConfig, type Format } from "./config/load.js";
 import type { Config } from "./config/types.js";
 import { Gateway } from "./gateway.js";
 import { loadCertificate } from "./http/tls.js";
 import { createLogger, type Logger } from "./log.js";
 import { NativeUwsUnavailable } from "./uws.js";
-import { version } from "./version.js";
 import { superviseWorkers, WORKER_ENV } from "./workers.js";
 
 const CHECK_CONFIG = "check-config";

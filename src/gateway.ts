@@ -3,12 +3,14 @@ import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { DEMO_PAGE } from "./demo/page.js";
 import { hostname } from "node:os";
-import { AdminResponder, LocalClusterStats, NatsClusterStats } from "./admin/cluster-stats.js";
+import { LocalClusterStats, NatsClusterStats } from "./admin/cluster-stats.js";
 import { AdminConsole } from "./admin/console.js";
 import { NodeReport } from "./admin/node-report.js";
 import { NatsServerApi } from "./api/nats.js";
 import { ServerOperations } from "./api/operations.js";
 import { TokenVerifier } from "./auth/jwt.js";
+import { LocalNode, SingleNode, type Cluster } from "./cluster/cluster.js";
+import { NatsCluster } from "./cluster/nats.js";
 import { memoryBackend, natsBackend, type Backend } from "./backend.js";
 import type { Config } from "./config/types.js";
 import { attachAdmin } from "./http/admin.js";
@@ -16,6 +18,7 @@ import { ServerApi } from "./http/api.js";
 import { Listener } from "./http/listener.js";
 import { OriginPolicy } from "./http/origin.js";
 import { Reply } from "./http/respond.js";
+import { Hooks } from "./hooks/hooks.js";
 import { Hub } from "./hub/hub.js";
 import { Limits } from "./limits/limits.js";
 import type { Logger } from "./log.js";
@@ -28,6 +31,7 @@ import { LongPollTransport } from "./transport/longpoll.js";
 import { SseTransport } from "./transport/sse.js";
 import { WebSocketTransport } from "./transport/websocket.js";
 import { loadUws, type TemplatedApp } from "./uws.js";
+import { version } from "./version.js";
 
 /**
  * The browser SDK (always) and the chat demo (when enabled), read once at start-up. The SDK is
@@ -64,7 +68,7 @@ export class Gateway {
   private draining = false;
   private started = false;
   private natsApi: NatsServerApi | undefined;
-  private adminResponder: AdminResponder | undefined;
+  private cluster: Cluster | undefined;
   private tlsReloader: TlsReloader | undefined;
 
   private constructor(
@@ -117,15 +121,21 @@ export class Gateway {
     const limits = new Limits(config, backend.presence, metrics, log);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
-    const ops = new ServerOperations(config, hub);
-
-    const ctx = { config, hub, limits, verifier, metrics, log, node };
+    const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log);
+    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),
       longPoll: new LongPollTransport(ctx, origins, signer),
       sse: new SseTransport(ctx, origins, signer),
     };
+    const local = new LocalNode(node, version(), hub, () => transports.ws.size + transports.sse.size);
+    const natsCluster = backend.nats && new NatsCluster(backend.nats, local, log);
+    const cluster = natsCluster ?? new SingleNode(local);
+    const report = new NodeReport(node, hub, metrics, backend.nats?.link.nc);
+    // Every replica answers the console's questions, console or not, so one on any replica sees them all.
+    const adminStats = natsCluster ? new NatsClusterStats(natsCluster, report) : new LocalClusterStats(report);
+    const ops = new ServerOperations(config, hub, cluster);
     for (const t of Object.values(transports)) hub.addSink(t);
     const api = new ServerApi(config, ops, origins, limits, log);
     const statics = staticRoutes(config.demo);
@@ -145,20 +155,17 @@ export class Gateway {
       admin,
     };
     gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, adminConsole);
+    gateway.cluster = cluster;
 
     await hub.start();
+    // Answering before the heartbeat announces this gateway: askers wait for every live one.
+    cluster.start();
     await backend.start();
-    const report = new NodeReport(node, hub, metrics, backend.nats?.link.nc);
     if (backend.nats) {
-      const { link, subjects } = backend.nats;
-      gateway.natsApi = new NatsServerApi(link.nc, subjects, ops, log);
+      gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
       gateway.natsApi.start();
-      // Every replica answers, console or not, so a console on any of them sees the whole cluster.
-      gateway.adminResponder = new AdminResponder(link.nc, subjects, report, log);
-      gateway.adminResponder.start();
     }
-    const cluster = backend.nats ? new NatsClusterStats(backend.nats.link.nc, backend.nats.subjects, log) : new LocalClusterStats(report);
-    adminConsole?.ready({ hub, ops, cluster });
+    adminConsole?.ready({ hub, ops, cluster: adminStats });
     // Keys before clients: a token refused for want of keys closes with 4001, and clients do not
     // reconnect after that.
     await verifier?.start();
@@ -193,7 +200,7 @@ export class Gateway {
     longPoll.drain();
     await Promise.all([ws.drain(this.config.drainPeriod), sse.drain(this.config.drainPeriod)]);
     this.natsApi?.stop();
-    this.adminResponder?.stop();
+    this.cluster?.stop();
     this.adminConsole?.close();
     await this.hub.close();
     await this.backend.close();

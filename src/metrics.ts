@@ -168,6 +168,19 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly hookCalls = new Counter({
+    name: "natsedge_hook_calls_total",
+    help: "Backend hook calls by kind and result (ok, denied, timeout, unavailable, invalid, busy)",
+    labelNames: ["kind", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly hookDuration = new Histogram({
+    name: "natsedge_hook_duration_seconds",
+    help: "Time from asking a backend hook to having its answer (or giving up), by kind and client transport",
+    labelNames: ["kind", "transport"] as const,
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
   readonly tlsReloads = new Counter({
     name: "natsedge_tls_reloads_total",
     help: "Certificate reloads (SIGHUP or changed files) by result; after an error the previous certificate stays in service",

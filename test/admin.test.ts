@@ -5,6 +5,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { connect } from "nats";
+import { pack } from "../src/protocol/msgpack.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOGIN_FAILURES_PER_MINUTE } from "../src/admin/auth.js";
 import { adminLogin, adminSession, type AdminSession } from "./helpers/admin.js";
@@ -192,9 +193,9 @@ describe("admin console over NATS: two replicas", () => {
       const [a, b] = gws as [GatewayProcess, GatewayProcess];
       const admin = await adminSession(a, ADMIN_SECRET);
       const real = ((await admin.get("/admin/api/stats")).body.nodes as Array<Record<string, unknown>>)[0]!;
-      nc.subscribe(`${prefix}.admin.*`, {
+      nc.subscribe(`${prefix}.cluster.admin.*`, {
         callback: (_err, msg) => {
-          for (const reply of ["not json", "[1,2]", JSON.stringify({ node: "impostor", uptime: "x" }), JSON.stringify({ ...real, connections: 999 })]) {
+          for (const reply of [Buffer.from("\xc1 not msgpack"), pack([1, 2]), pack({ node: "impostor", uptime: "x" }), pack({ ...real, connections: 999 })]) {
             msg.respond(reply);
           }
         },

@@ -1,6 +1,7 @@
 /**
  * The HTTP server API and origin checks, against real gateway processes and real clients.
  */
+import { readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { api, TestClient, type ClientOptions, type Frame } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
@@ -385,5 +386,203 @@ describe("origins", () => {
       expect(res.status, o).toBe(200);
       expect(await upgradeStatus(embedded.wsUrl, o), o).toBe(101);
     }
+  });
+});
+
+describe("server-side subscriptions", () => {
+  it("subscribe reaches every connection of the user with a push; unsubscribe ends it", async () => {
+    const alice1 = await connect(gw.wsUrl, await sign("sally"));
+    const alice2 = await connect(gw.wsUrl, await sign("sally"), { format: "msgpack" });
+    const bob = await connect(gw.wsUrl, await sign("bert"));
+    for (const c of [alice1, bob]) expect((await c.request("subscribe", { ch: "chat.marker" })).ok).toBeDefined();
+    await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.srv", data: "before" } });
+
+    const sub = await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "sally", channel: "chat.srv" } });
+    expect(sub).toEqual({ status: 200, body: {} });
+    for (const c of [alice1, alice2]) {
+      const push = await c.nextPush((p) => p.push === "sub", `${c.format} subscribe push`);
+      // The position to recover from later: the publication before the subscription is not sent.
+      expect(push).toEqual({ push: "sub", ch: "chat.srv", offset: 1, epoch: expect.any(String) });
+    }
+    // A second subscribe of an already subscribed connection changes nothing.
+    expect((await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "sally", channel: "chat.srv" } })).status).toBe(200);
+    // Server-side subscriptions are in presence like any other.
+    const presence = await api(gw.url, "GET", "/api/presence_stats?channel=chat.srv", { key: KEY });
+    expect(presence.body).toEqual({ clients: 2, users: 1 });
+
+    await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.srv", data: "live" } });
+    for (const c of [alice1, alice2]) expect(await c.nextPush((p) => p.push === "pub", "pub")).toMatchObject({ ch: "chat.srv", offset: 2, data: "live" });
+    expect(alice1.pushes.filter((p) => p.push === "sub")).toEqual([]);
+    expect(bob.pubs("chat.srv")).toEqual([]);
+
+    const unsub = await api(gw.url, "POST", "/api/unsubscribe", { key: KEY, body: { user: "sally", channel: "chat.srv" } });
+    expect(unsub).toEqual({ status: 200, body: {} });
+    for (const c of [alice1, alice2]) {
+      expect(await c.nextPush((p) => p.push === "unsub", "unsub push")).toEqual({ push: "unsub", ch: "chat.srv", code: 403, reason: "unsubscribed by server" });
+    }
+    // Nothing more arrives: a publication after it is not delivered, one to another channel is.
+    await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.srv", data: "after" } });
+    await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.marker", data: "m" } });
+    await alice1.nextPush((p) => p.push === "pub" && p.ch === "chat.marker", "marker");
+    expect(alice1.pubs("chat.srv")).toEqual([]);
+    // A subscription the client made ends the same way.
+    await api(gw.url, "POST", "/api/unsubscribe", { key: KEY, body: { user: "bert", channel: "chat.marker" } });
+    expect(await bob.nextPush((p) => p.push === "unsub", "bob unsub")).toMatchObject({ ch: "chat.marker", code: 403 });
+    // Unknown users and channels nobody holds are fine.
+    expect((await api(gw.url, "POST", "/api/unsubscribe", { key: KEY, body: { user: "nobody", channel: "chat.none" } })).status).toBe(200);
+  });
+
+  it("a server-side subscription is not limited by the token's channels, also after a refresh", async () => {
+    const token = await signToken({ sub: "tess", channels: ["chat.mine"] }, SECRET);
+    const c = await connect(gw.wsUrl, token);
+    expect((await c.request("subscribe", { ch: "chat.theirs" })).error).toMatchObject({ code: 403 });
+    await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "tess", channel: "chat.theirs" } });
+    await c.nextPush((p) => p.push === "sub", "subscribe push");
+    expect((await c.request("refresh", { token })).ok).toEqual({});
+    await api(gw.url, "POST", "/api/publish", { key: KEY, body: { channel: "chat.theirs", data: "still here" } });
+    expect(await c.nextPush((p) => p.push === "pub", "pub after refresh")).toMatchObject({ ch: "chat.theirs", data: "still here" });
+    expect(c.pushes.filter((p) => p.push === "unsub")).toEqual([]);
+    // The connection's own subscribe is still the token's to allow; where it does, it conflicts.
+    expect((await c.request("subscribe", { ch: "chat.theirs" })).error).toMatchObject({ code: 403 });
+    await api(gw.url, "POST", "/api/subscribe", { key: KEY, body: { user: "tess", channel: "chat.mine" } });
+    await c.nextPush((p) => p.push === "sub" && p.ch === "chat.mine", "second subscribe push");
+    expect((await c.request("subscribe", { ch: "chat.mine" })).error).toMatchObject({ code: 409 });
+  });
+
+  it("refuses bad users and channels with 400/404", async () => {
+    for (const op of ["subscribe", "unsubscribe"]) {
+      for (const body of [{ channel: "chat.a" }, { user: "", channel: "chat.a" }, { user: "x".repeat(257), channel: "chat.a" }, { user: "u" }, { user: "u", channel: "chat..a" }]) {
+        const res = await api(gw.url, "POST", `/api/${op}`, { key: KEY, body });
+        expect(res.status, `${op} ${JSON.stringify(body)}`).toBe(400);
+      }
+      expect((await api(gw.url, "POST", `/api/${op}`, { key: KEY, body: { user: "u", channel: "nope.a" } })).status).toBe(404);
+    }
+  });
+});
+
+describe("broadcast and batch", () => {
+  it("broadcast publishes one data to many channels, with a result per channel", async () => {
+    const c = await connect(gw.wsUrl);
+    for (const ch of ["chat.b1", "news.b2"]) expect((await c.request("subscribe", { ch })).ok).toBeDefined();
+    const res = await api(gw.url, "POST", "/api/broadcast", {
+      key: KEY,
+      body: { channels: ["chat.b1", "news.b2", "nope.b3", "chat..b4", 5], data: { v: 1 } },
+    });
+    expect(res.status).toBe(200);
+    expect(res.body.results).toEqual([
+      { offset: 1, epoch: expect.any(String) },
+      {},
+      { error: { code: 404, message: 'unknown namespace "nope"' } },
+      { error: { code: 400, message: expect.stringMatching(/empty token/) } },
+      { error: { code: 400, message: "channel must be a string" } },
+    ]);
+    for (const ch of ["chat.b1", "news.b2"]) expect(await c.nextPush((p) => p.push === "pub" && p.ch === ch, ch)).toMatchObject({ data: { v: 1 } });
+  });
+
+  it("batch runs commands in order, each with its result or error", async () => {
+    const res = await api(gw.url, "POST", "/api/batch", {
+      key: KEY,
+      body: {
+        commands: [
+          { op: "publish", params: { channel: "chat.bt", data: 1 } },
+          { op: "publish", params: { channel: "chat.bt", data: 2 } },
+          { op: "history", params: { channel: "chat.bt", limit: 1, reverse: true } },
+          { op: "presence_stats", params: { channel: "news.x" } },
+          { op: "info" },
+          { op: "batch", params: { commands: [] } },
+          "publish",
+          { op: "publish", params: [] },
+        ],
+      },
+    });
+    expect(res.status).toBe(200);
+    const results = res.body.results as Frame[];
+    expect(results.slice(0, 4)).toEqual([
+      { offset: 1, epoch: expect.any(String) },
+      { offset: 2, epoch: expect.any(String) },
+      { offset: 2, epoch: expect.any(String), pubs: [{ offset: 2, data: 2 }] },
+      { error: { code: 400, message: "namespace news has no presence" } },
+    ]);
+    for (const r of results.slice(4, 6)) expect(r).toEqual({ error: { code: 400, message: expect.stringMatching(/^op must be one of publish, /) } });
+    expect(results[6]).toEqual({ error: { code: 400, message: "a command must be an object {op, params}" } });
+    expect(results[7]).toEqual({ error: { code: 400, message: "params must be an object" } });
+  });
+
+  it("bounds the lists: 400 past them, 413 past the body size", async () => {
+    const channels = Array.from({ length: 1001 }, (_, i) => `public.c${i}`);
+    const bad: Array<[string, unknown]> = [
+      ["broadcast", { channels: channels, data: 1 }],
+      ["broadcast", { channels: [], data: 1 }],
+      ["broadcast", { channels: "public.a", data: 1 }],
+      ["broadcast", { channels: ["public.a"] }],
+      ["batch", { commands: Array.from({ length: 101 }, () => ({ op: "publish", params: { channel: "public.a", data: 1 } })) }],
+      ["batch", { commands: [] }],
+      ["batch", { commands: { op: "publish" } }],
+    ];
+    for (const [op, body] of bad) {
+      const res = await api(embedded.url, "POST", `/api/${op}`, { key: KEY, body });
+      expect(res.status, `${op} ${JSON.stringify(body).slice(0, 80)}`).toBe(400);
+      expect(res.body).toMatchObject({ error: { code: 400, message: expect.stringMatching(/^(channels|commands|data)/) } });
+    }
+    // At the bounds: served.
+    const all = await api(embedded.url, "POST", "/api/broadcast", { key: KEY, body: { channels: channels.slice(0, 1000), data: 1 } });
+    expect(all.status).toBe(200);
+    expect((all.body.results as Frame[]).filter((r) => "offset" in r)).toHaveLength(1000);
+    // The body bound (maxFrameSize) holds for a batch as for any body.
+    const big = { commands: Array.from({ length: 100 }, () => ({ op: "publish", params: { channel: "chat.a", data: "x".repeat(20) } })) };
+    expect((await api(gw.url, "POST", "/api/batch", { key: KEY, body: big })).status).toBe(413);
+  });
+});
+
+describe("channels and info", () => {
+  it("lists active channels with subscriber counts, filtered by pattern, bounded by limit", async () => {
+    const a = await connect(gw.wsUrl);
+    const b = await connect(gw.wsUrl, undefined, { format: "msgpack" });
+    for (const c of [a, b]) expect((await c.request("subscribe", { ch: "chat.ls1" })).ok).toBeDefined();
+    expect((await a.request("subscribe", { ch: "chat.ls2" })).ok).toBeDefined();
+    expect((await a.request("subscribe", { ch: "news.ls3" })).ok).toBeDefined();
+    const all = await api(gw.url, "GET", "/api/channels", { key: KEY });
+    expect(all.status).toBe(200);
+    expect(all.body.channels).toMatchObject({ "chat.ls1": { subscribers: 2 }, "chat.ls2": { subscribers: 1 }, "news.ls3": { subscribers: 1 } });
+    const some = await api(gw.url, "GET", "/api/channels?pattern=*.ls1", { key: KEY });
+    expect(some.body).toEqual({ channels: { "chat.ls1": { subscribers: 2 } } });
+    const chat = await api(gw.url, "GET", "/api/channels?pattern=chat.*", { key: KEY });
+    expect(Object.keys(chat.body.channels as Frame)).toEqual(expect.arrayContaining(["chat.ls1", "chat.ls2"]));
+    expect(Object.keys(chat.body.channels as Frame).every((ch) => ch.startsWith("chat."))).toBe(true);
+    const one = await api(gw.url, "GET", "/api/channels?pattern=chat.>&limit=1", { key: KEY });
+    expect(one.body).toMatchObject({ truncated: true });
+    expect(Object.keys(one.body.channels as Frame)).toHaveLength(1);
+    // Leaving frees the channel.
+    a.close();
+    await eventually(async () => {
+      const now = await api(gw.url, "GET", "/api/channels?pattern=*.ls1", { key: KEY });
+      return JSON.stringify(now.body) === JSON.stringify({ channels: { "chat.ls1": { subscribers: 1 } } }) ? true : undefined;
+    }, "chat.ls1 down to one subscriber");
+    for (const q of ["pattern=", "pattern=chat.>.x", "pattern=chat..x", "pattern=chat.a*", `pattern=${"a".repeat(256)}`, "limit=0", "limit=1001", "limit=x"]) {
+      const res = await api(gw.url, "GET", `/api/channels?${q}`, { key: KEY });
+      expect(res.status, q).toBe(400);
+      expect(res.body).toMatchObject({ error: { code: 400, message: expect.stringMatching(/^(pattern|limit) must be/) } });
+    }
+  });
+
+  it("info describes the node", async () => {
+    const c = await connect(gw.wsUrl);
+    expect((await c.request("subscribe", { ch: "chat.info" })).ok).toBeDefined();
+    const res = await api(gw.url, "GET", "/api/info", { key: KEY });
+    expect(res.status).toBe(200);
+    const nodes = res.body.nodes as Frame[];
+    expect(nodes).toHaveLength(1);
+    const { version } = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")) as { version: string };
+    expect(nodes[0]).toEqual({
+      node: expect.any(String),
+      version,
+      uptime: expect.any(Number),
+      connections: expect.any(Number),
+      subscriptions: expect.any(Number),
+      channels: expect.any(Number),
+    });
+    expect(nodes[0]?.connections).toBeGreaterThanOrEqual(1);
+    expect(nodes[0]?.subscriptions).toBeGreaterThanOrEqual(1);
+    expect((await api(gw.url, "GET", "/api/info", { key: "wrong-key-1234" , headers: { "x-forwarded-for": "192.0.2.77" } })).status).toBe(401);
   });
 });

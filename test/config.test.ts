@@ -92,6 +92,7 @@ describe("defaults and the embedded default", () => {
       pollWarmTime: 30_000,
       demo: false,
       workers: 1,
+      hooks: { timeout: 2_000, maxInFlight: 1000, maxResponseSize: 64 * 1024, headers: [], cookies: [] },
     });
   });
 

@@ -127,6 +127,35 @@ describe("Hub with a scripted broker", () => {
     expect(broker.calls).toEqual(["sub c.x", "unsub c.x", "sub c.x"]);
   });
 
+  it("hands control messages to the user's sessions: disconnect to all, (un)subscribe to those that take them", async () => {
+    const seen: string[] = [];
+    const ws = {
+      user: "u1",
+      disconnect: (code: number) => seen.push(`ws disconnect ${code}`),
+      subscribeByServer: (ch: string) => seen.push(`ws subscribe ${ch}`),
+      unsubscribeByServer: (ch: string, reason: string) => seen.push(`ws unsubscribe ${ch} ${reason}`),
+    };
+    const poll = { user: "u1", disconnect: (code: number) => seen.push(`poll disconnect ${code}`) };
+    const other = { user: "u2", disconnect: () => seen.push("other"), subscribeByServer: () => seen.push("other") };
+    for (const s of [ws, poll, other]) hub.register(s);
+    broker.handler?.onControl({ kind: "subscribe", user: "u1", ch: "c.a" });
+    broker.handler?.onControl({ kind: "unsubscribe", user: "u1", ch: "c.a", reason: "why" });
+    broker.handler?.onControl({ kind: "disconnect", user: "u1", code: 4003, reason: "bye" });
+    expect(seen).toEqual(["ws subscribe c.a", "ws unsubscribe c.a why", "ws disconnect 4003", "poll disconnect 4003"]);
+  });
+
+  it("counts local holders per channel", async () => {
+    const holds = [hub.subscribe("c.a", NS), hub.subscribe("c.a", NS), hub.subscribe("c.b", NS)];
+    await settle();
+    broker.release(1);
+    broker.release(1);
+    await Promise.all(holds);
+    expect([...hub.channelCounts()]).toEqual([["c.a", 2], ["c.b", 1]]);
+    hub.unsubscribe("c.a");
+    hub.unsubscribe("c.b");
+    expect([...hub.channelCounts()]).toEqual([["c.a", 1]]);
+  });
+
   it("forgets a channel whose broker subscription failed, so the next subscriber tries again", async () => {
     const a = hub.subscribe("c.y", NS);
     await settle();

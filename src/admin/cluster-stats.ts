@@ -1,21 +1,13 @@
-import { RequestStrategy, type Msg, type NatsConnection, type Subscription } from "nats";
-import type { Logger } from "../log.js";
-import type { Subjects } from "../nats/subjects.js";
-import { ErrorCode, ProtocolError } from "../protocol/codes.js";
-import type { NodeChannels, NodeReport, NodeSessions, NodeStats } from "./node-report.js";
+import type { NatsCluster } from "../cluster/nats.js";
+import type { ChannelReport, NodeReport, NodeStats, SessionReport } from "./node-report.js";
 
-/** How long a console waits for gateways to answer; a gateway slower than this is left out. */
-export const GATHER_WAIT_MS = 300;
-/** Replies one question collects at most, however many gateways (or impostors) answer. */
-export const MAX_REPLIES = 64;
-
-const MAX_USER_LENGTH = 256;
+export const MAX_USER_LENGTH = 256;
 
 /** What the admin console asks of the whole cluster: every gateway's own answer. */
 export interface ClusterStats {
   stats(): Promise<NodeStats[]>;
-  channels(): Promise<NodeChannels[]>;
-  sessions(user: string): Promise<NodeSessions[]>;
+  channels(): Promise<ChannelReport[]>;
+  sessions(user: string): Promise<SessionReport[]>;
 }
 
 /** Memory mode: this process is the whole cluster. */
@@ -26,121 +18,60 @@ export class LocalClusterStats implements ClusterStats {
     return [await this.report.stats()];
   }
 
-  async channels(): Promise<NodeChannels[]> {
+  async channels(): Promise<ChannelReport[]> {
     return [this.report.channels()];
   }
 
-  async sessions(user: string): Promise<NodeSessions[]> {
+  async sessions(user: string): Promise<SessionReport[]> {
     return [this.report.sessions(user)];
   }
 }
 
 /**
- * NATS mode: one request on `<prefix>.admin.<question>`, which every gateway subscribes to (no
- * queue group), and the replies that arrive within GATHER_WAIT_MS, up to MAX_REPLIES. Replies are
- * NATS payloads like any other: each is checked for its shape and dropped if it is not one.
+ * NATS mode: the console's questions go out like the server API's `info` (src/cluster/nats.ts),
+ * on `<prefix>.cluster.admin.<question>`; every gateway answers about itself and the asker keeps
+ * the answers of the live gateways. Idle, answering costs three core NATS subscriptions: the
+ * figures are read only when a question arrives, which happens only while a console is open.
+ * Answers are NATS payloads like any other: one that is not of the expected shape is dropped.
  */
 export class NatsClusterStats implements ClusterStats {
   constructor(
-    private readonly nc: NatsConnection,
-    private readonly subjects: Subjects,
-    private readonly log: Logger,
-  ) {}
-
-  stats(): Promise<NodeStats[]> {
-    return this.gather("stats", {}, (v) => typeof v.uptime === "number" && typeof v.connections === "number");
-  }
-
-  channels(): Promise<NodeChannels[]> {
-    return this.gather("channels", {}, (v) => Array.isArray(v.channels) && v.channels.every(isChannel));
-  }
-
-  sessions(user: string): Promise<NodeSessions[]> {
-    return this.gather("sessions", { user }, (v) => Array.isArray(v.sessions) && v.sessions.every(isSession));
-  }
-
-  private async gather<T>(question: string, body: object, valid: (v: Record<string, unknown>) => boolean): Promise<T[]> {
-    const replies = new Map<string, T>();
-    const subject = this.subjects.admin(question);
-    try {
-      const msgs = await this.nc.requestMany(subject, JSON.stringify(body), {
-        strategy: RequestStrategy.Timer,
-        maxWait: GATHER_WAIT_MS,
-        maxMessages: MAX_REPLIES,
-      });
-      for await (const msg of msgs) {
-        const v = parseObject(msg.data);
-        if (!v || typeof v.node !== "string" || replies.has(v.node) || !valid(v)) {
-          this.log.debug({ subject }, "admin reply dropped: not a gateway's answer");
-          continue;
-        }
-        replies.set(v.node, v as T);
-      }
-    } catch (err) {
-      this.log.warn({ err, subject }, "admin request failed");
-      throw new ProtocolError(ErrorCode.Unavailable, "NATS unavailable; try again");
-    }
-    return [...replies].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, v]) => v);
-  }
-}
-
-/**
- * Answers the console questions for this gateway in NATS mode. Idle, it is one subscription and
- * nothing else: figures are read when a question arrives, which happens only while a console is
- * open somewhere.
- */
-export class AdminResponder {
-  private sub: Subscription | undefined;
-
-  constructor(
-    private readonly nc: NatsConnection,
-    private readonly subjects: Subjects,
-    private readonly report: NodeReport,
-    private readonly log: Logger,
-  ) {}
-
-  start(): void {
-    this.sub = this.nc.subscribe(this.subjects.admin("*"), {
-      callback: (err, msg) => {
-        if (!err) this.answer(msg).catch((e: unknown) => this.log.warn({ err: e }, "admin reply failed"));
-      },
+    private readonly cluster: NatsCluster,
+    report: NodeReport,
+  ) {
+    cluster.answer("admin.stats", () => report.stats());
+    cluster.answer("admin.channels", () => report.channels());
+    cluster.answer("admin.sessions", (body) => {
+      const user = isObject(body) ? body.user : undefined;
+      return typeof user === "string" && user.length <= MAX_USER_LENGTH ? report.sessions(user) : undefined;
     });
   }
 
-  private async answer(msg: Msg): Promise<void> {
-    if (!msg.reply) return;
-    const question = msg.subject.slice(msg.subject.lastIndexOf(".") + 1);
-    let reply: unknown;
-    if (question === "stats") reply = await this.report.stats();
-    else if (question === "channels") reply = this.report.channels();
-    else if (question === "sessions") {
-      const user = parseObject(msg.data)?.user;
-      if (typeof user !== "string" || user.length > MAX_USER_LENGTH) return;
-      reply = this.report.sessions(user);
-    } else return;
-    msg.respond(JSON.stringify(reply));
+  stats(): Promise<NodeStats[]> {
+    return this.cluster.gather("admin.stats", {}, (v) => shaped<NodeStats>(v, (o) => typeof o.uptime === "number" && typeof o.connections === "number"));
   }
 
-  stop(): void {
-    this.sub?.unsubscribe();
+  channels(): Promise<ChannelReport[]> {
+    return this.cluster.gather("admin.channels", {}, (v) => shaped<ChannelReport>(v, (o) => Array.isArray(o.channels) && o.channels.every(isChannel)));
+  }
+
+  sessions(user: string): Promise<SessionReport[]> {
+    return this.cluster.gather("admin.sessions", { user }, (v) => shaped<SessionReport>(v, (o) => Array.isArray(o.sessions) && o.sessions.every(isSession)));
   }
 }
 
-function parseObject(data: Uint8Array): Record<string, unknown> | undefined {
-  try {
-    const v: unknown = JSON.parse(Buffer.from(data).toString("utf8"));
-    return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function shaped<T extends { node: string }>(v: unknown, valid: (o: Record<string, unknown>) => boolean): T | undefined {
+  return isObject(v) && typeof v.node === "string" && valid(v) ? (v as unknown as T) : undefined;
 }
 
 function isChannel(c: unknown): boolean {
-  const v = c as Record<string, unknown> | null;
-  return typeof v === "object" && v !== null && typeof v.ch === "string" && typeof v.subscribers === "number" && typeof v.delivered === "number";
+  return isObject(c) && typeof c.ch === "string" && typeof c.subscribers === "number" && typeof c.delivered === "number";
 }
 
 function isSession(s: unknown): boolean {
-  const v = s as Record<string, unknown> | null;
-  return typeof v === "object" && v !== null && typeof v.client === "string" && typeof v.since === "number";
+  return isObject(s) && typeof s.client === "string" && typeof s.since === "number";
 }

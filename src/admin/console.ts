@@ -13,14 +13,13 @@ import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 import { ConsoleAssets } from "./assets.js";
 import { AdminAuth, type AdminLogin } from "./auth.js";
-import type { ClusterStats } from "./cluster-stats.js";
+import { MAX_USER_LENGTH, type ClusterStats } from "./cluster-stats.js";
 import { ChannelTails, shown } from "./tail.js";
 
 /** Publications of a channel's history the console shows, newest first. */
 export const HISTORY_SHOWN = 50;
 /** A login form is small; anything larger is not one. */
 const LOGIN_BODY_LIMIT = 1024;
-const MAX_USER_LENGTH = 256;
 
 /** What the console reads once the gateway has started (the admin port opens before). */
 export interface ConsoleParts {

@@ -34,14 +34,14 @@ export interface NodeStats {
   natsRttMs: number | null;
 }
 
-export interface NodeChannels {
+export interface ChannelReport {
   node: string;
   channels: LocalChannel[];
   /** More channels are held than were reported. */
   truncated: boolean;
 }
 
-export interface NodeSessions {
+export interface SessionReport {
   node: string;
   sessions: UserSession[];
 }
@@ -88,12 +88,12 @@ export class NodeReport {
     };
   }
 
-  channels(): NodeChannels {
+  channels(): ChannelReport {
     const channels = mostSubscribed(() => this.hub.localChannels(), MAX_CHANNELS_PER_NODE);
     return { node: this.node, channels: channels.top, truncated: channels.total > channels.top.length };
   }
 
-  sessions(user: string): NodeSessions {
+  sessions(user: string): SessionReport {
     return { node: this.node, sessions: this.hub.localSessionsOf(user).slice(0, MAX_SESSIONS_PER_NODE) };
   }
 

@@ -15,8 +15,11 @@ export interface BrokerHandler {
   onContinuityLost(ch: string, reason: string): void;
 }
 
-/** Gateway-wide commands that must reach every replica. */
-export type ControlMessage = { kind: "disconnect"; user: string; code: number; reason: string };
+/** Gateway-wide commands about a user's connections that must reach every replica. */
+export type ControlMessage =
+  | { kind: "disconnect"; user: string; code: number; reason: string }
+  | { kind: "subscribe"; user: string; ch: string }
+  | { kind: "unsubscribe"; user: string; ch: string; reason: string };
 
 export interface PublishOptions {
   /** Keep the publication in the channel's history (and give it an offset). */

@@ -474,17 +474,17 @@ function messageId(ch: string, key: string): string {
 
 function decodeControl(data: Uint8Array): ControlMessage | undefined {
   try {
-    const m = unpack(data) as Partial<ControlMessage> | null;
-    if (
-      m?.kind === "disconnect" &&
-      typeof m.user === "string" &&
-      typeof m.code === "number" &&
-      Number.isInteger(m.code) &&
-      m.code >= 4000 &&
-      m.code <= 4999 &&
-      typeof m.reason === "string"
-    ) {
-      return { kind: "disconnect", user: m.user, code: m.code, reason: m.reason.slice(0, 100) };
+    const m = unpack(data) as Record<string, unknown> | null;
+    // Anonymous connections share the user "": no control message may address them all at once.
+    if (typeof m !== "object" || m === null || typeof m.user !== "string" || m.user === "") return undefined;
+    const { user, code, reason, ch } = m;
+    if (m.kind === "disconnect" && typeof code === "number" && Number.isInteger(code) && code >= 4000 && code <= 4999 && typeof reason === "string") {
+      return { kind: "disconnect", user, code, reason: reason.slice(0, 100) };
+    }
+    // The channel is resolved against the namespaces where it is used, like any channel name.
+    if (m.kind === "subscribe" && typeof ch === "string") return { kind: "subscribe", user, ch };
+    if (m.kind === "unsubscribe" && typeof ch === "string" && typeof reason === "string") {
+      return { kind: "unsubscribe", user, ch, reason: reason.slice(0, 100) };
     }
   } catch {
     /* counted below */

@@ -9,6 +9,7 @@ import {
   type AnySub,
   type Call,
   type ClientInfo,
+  type Publication,
   type SubscriptionHandlers,
   type SubscriptionOwner,
 } from "./subscription.js";
@@ -36,6 +37,8 @@ export interface ClientOptions {
   websocketRetryInterval?: number;
   /** Connect on construction (default true); otherwise call connect(). */
   autoConnect?: boolean;
+  /** Sent with every connect, for a gateway whose connect hook authenticates clients (docs/backend.md). */
+  data?: unknown;
 }
 
 type Listener = (arg: never) => void;
@@ -77,7 +80,7 @@ export class Client {
   clientId: string | undefined;
   private readonly urls: string[];
   private urlIndex = 0;
-  private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket">> & ClientOptions;
+  private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket" | "data">> & ClientOptions;
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly subs = new Map<string, AnySub>();
   /** Subscriptions waiting to retry after a transient subscribe error. */
@@ -124,6 +127,11 @@ export class Client {
   on(event: "connected", fn: (e: { client: string; transport: TransportName }) => void): this;
   on(event: "disconnected", fn: (e: { code: number; reason: string; reconnect: boolean }) => void): this;
   on(event: "error", fn: (e: Error) => void): this;
+  /** Subscriptions the gateway's connect hook made (WebSocket): the channel, and its position. */
+  on(event: "subscribed", fn: (e: { channel: string; offset?: number; epoch?: string }) => void): this;
+  on(event: "unsubscribed", fn: (e: { channel: string; code: number; reason: string }) => void): this;
+  /** Publications of those subscriptions (channels with no `Subscription` of the app's). */
+  on(event: "publication", fn: (p: Publication) => void): this;
   on(event: string, fn: Listener): this {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
@@ -168,6 +176,16 @@ export class Client {
     const conn = this.conn;
     this.lost(1000, "client disconnect", false);
     conn?.close();
+  }
+
+  /**
+   * Calls `method` on the backend through the gateway's rpc hook and resolves with the backend's
+   * `data`. Rejects with NatsedgeError: 404 when the gateway has no rpc hook, the backend's own
+   * refusal (400, 401, 403, 404, 429), or 503 with `retryAfter` when the backend could not answer.
+   */
+  async rpc<T = unknown>(method: string, data?: unknown): Promise<T> {
+    const ok = await this.command(data === undefined ? { op: "rpc", method } : { op: "rpc", method, data });
+    return ok.data as T;
   }
 
   subscribe<T = unknown>(channel: string, handlers: SubscriptionHandlers<T> = {}): Subscription<T> {
@@ -298,7 +316,9 @@ export class Client {
   private async handshake(conn: Transport, replacing?: Transport): Promise<void> {
     let ok: Frame;
     try {
-      ok = await this.request(conn, this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token });
+      const cmd: Frame = this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token };
+      if (this.opts.data !== undefined) cmd.data = this.opts.data;
+      ok = await this.request(conn, cmd);
       // disconnect() during the handshake, or the connection was lost and replaced meanwhile.
       if (!this.wanted || this.conn !== replacing) throw new NatsedgeError(503, "disconnected");
     } catch (err) {
@@ -412,7 +432,7 @@ export class Client {
 
   private push(f: Frame): void {
     const sub = typeof f.ch === "string" ? this.subs.get(f.ch) : undefined;
-    if (!sub) return;
+    if (!sub) return this.serverPush(f);
     if (f.push === "pub") deliver(sub, f, this.call);
     else if (f.push === "join") this.call(sub.handlers.onJoin, f.info as ClientInfo);
     else if (f.push === "leave") this.call(sub.handlers.onLeave, f.info as ClientInfo);
@@ -424,6 +444,28 @@ export class Client {
       this.resubscribe(sub);
     } else if (f.push === "unsub") {
       this.subscribeFailed(sub, errorFrom({ code: f.code as number, message: String(f.reason), retryAfter: f.retryAfter }));
+    }
+  }
+
+  /**
+   * Pushes of subscriptions the server made (the connect hook's channels): they belong to the
+   * connection, not to the app's Subscription objects, and end with it; the hook makes them
+   * again on the next connect.
+   */
+  private serverPush(f: Frame): void {
+    if (typeof f.ch !== "string") return;
+    if (f.push === "sub") {
+      const e: { channel: string; offset?: number; epoch?: string } = { channel: f.ch };
+      if (typeof f.offset === "number") e.offset = f.offset;
+      if (typeof f.epoch === "string") e.epoch = f.epoch;
+      this.emit("subscribed", e);
+    } else if (f.push === "unsub") {
+      this.emit("unsubscribed", { channel: f.ch, code: f.code as number, reason: String(f.reason) });
+    } else if (f.push === "pub") {
+      const p: Publication = { ch: f.ch, data: f.data };
+      if (typeof f.offset === "number") p.offset = f.offset;
+      if (f.info) p.info = f.info as Publication["info"];
+      this.emit("publication", p);
     }
   }
 

@@ -7,7 +7,7 @@
 import { isIP } from "node:net";
 import { DURATION_UNITS, parseDuration, parseSize, SIZE_UNITS } from "./duration.js";
 import { ConfigError, errorText, fail, problem, show, type At } from "./errors.js";
-import type { HistoryOptions, LogLevel, NamespaceOptions } from "./types.js";
+import type { HistoryOptions, HookSpec, LogLevel, NamespaceOptions } from "./types.js";
 
 /** A JSON Schema (draft 2020-12) fragment. */
 export type Schema = { readonly [keyword: string]: unknown };
@@ -196,6 +196,21 @@ function isLoopback(hostname: string): boolean {
   return hostname === "localhost" || hostname === "[::1]" || (isIP(hostname) === 4 && hostname.startsWith("127."));
 }
 
+/** The value as a URL, or undefined when it is not one; a URL with credentials is refused. */
+function urlWithoutCredentials(value: unknown, at: At): URL | undefined {
+  let url: URL | undefined;
+  try {
+    url = typeof value === "string" ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url !== undefined && (url.username !== "" || url.password !== "")) {
+    // Not echoed: the part before "@" is most likely a password.
+    throw problem(at, "a URL with credentials (user:password@) is not allowed");
+  }
+  return url;
+}
+
 /**
  * The URL of keys the gateway trusts. Plain http is allowed only where nobody can change the
  * answer on the way (a sidecar, a test); anywhere else swapped keys would let anyone sign tokens.
@@ -204,20 +219,83 @@ export const keysUrl: Kind<string> = {
   allowed: "an https:// URL, or an http:// URL to localhost, 127.0.0.0/8 or [::1]",
   schema: { type: "string", pattern: "^https?://" },
   parse(value, at) {
-    let url: URL | undefined;
-    try {
-      url = typeof value === "string" ? new URL(value) : undefined;
-    } catch {
-      url = undefined;
-    }
-    if (url !== undefined && (url.username !== "" || url.password !== "")) {
-      // Not echoed: the part before "@" is most likely a password.
-      throw problem(at, "a URL with credentials (user:password@) is not allowed");
-    }
+    const url = urlWithoutCredentials(value, at);
     const valid = url?.protocol === "https:" || (url?.protocol === "http:" && isLoopback(url.hostname));
     return valid && url !== undefined ? url.href : fail(at, value, this.allowed);
   },
 };
+
+/** A hook's target: NATS request/reply, or an http(s) URL without credentials in it. */
+function hookTarget(value: unknown, at: At): string {
+  const allowed = 'the string "nats" or an http:// or https:// URL';
+  if (value === "nats") return value;
+  const url = urlWithoutCredentials(value, at);
+  return url?.protocol === "https:" || url?.protocol === "http:" ? url.href : fail(at, value, allowed);
+}
+
+const HOOK_OPTIONS = new Set(["target", "timeout", "failOpen"]);
+const hookTimeout = duration("a duration from 10ms to 60s", 10, 60_000);
+
+/**
+ * A backend hook: its target alone (`nats` or a URL), or in files (in env vars as JSON) a mapping
+ * of target, timeout and failOpen. `failOpen` only where the hook has an open answer.
+ */
+export function hook(failOpenAllowed: boolean): Kind<HookSpec> {
+  const allowed = 'the string "nats", an http(s) URL, or a mapping of target, timeout and failOpen';
+  return {
+    allowed,
+    schema: {
+      anyOf: [
+        { type: "string", minLength: 1 },
+        {
+          type: "object",
+          properties: {
+            target: { description: 'Where the hook is answered: "nats" or an http(s) URL', type: "string", minLength: 1 },
+            timeout: { description: "How long to wait for the answer (default hooks.timeout)", ...hookTimeout.schema },
+            failOpen: {
+              description: "When the backend cannot answer, go on as if there were no hook instead of refusing with 503",
+              type: "boolean",
+            },
+          },
+          required: ["target"],
+          additionalProperties: false,
+        },
+      ],
+    },
+    parse(value, at) {
+      const raw = typeof value === "string" && value.trimStart().startsWith("{") ? parseJson(value, at, value) : value;
+      if (typeof raw === "string") return { target: hookTarget(raw, at), failOpen: false };
+      if (!isObject(raw)) return fail(at, value, allowed);
+      for (const name of Object.keys(raw)) if (!HOOK_OPTIONS.has(name)) throw unknownKey(at, name, HOOK_OPTIONS);
+      const spec: HookSpec = { target: hookTarget(raw.target, child(at, "target")), failOpen: false };
+      if (raw.timeout != null) spec.timeout = hookTimeout.parse(raw.timeout, child(at, "timeout"));
+      if (raw.failOpen != null) {
+        if (typeof raw.failOpen !== "boolean") fail(child(at, "failOpen"), raw.failOpen, "true or false");
+        if (raw.failOpen && !failOpenAllowed) fail(child(at, "failOpen"), true, "false: this hook has no open answer");
+        spec.failOpen = raw.failOpen === true;
+      }
+      return spec;
+    },
+  };
+}
+
+/** Header or cookie names: HTTP tokens; header names are compared in lower case. */
+export function nameList(what: "header" | "cookie"): Kind<string[]> {
+  const token = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/;
+  const allowed = `a comma-separated list (in files also a list) of at most 32 ${what} names`;
+  return {
+    allowed,
+    schema: listSchema({ pattern: schemaPattern(token) }),
+    parse(value, at) {
+      const entries = typeof value === "string" ? value.split(",").map((entry) => entry.trim()) : value;
+      if (!isList(entries) || entries.length === 0 || entries.length > 32) return fail(at, value, allowed);
+      return entries.map((entry) => {
+        if (typeof entry !== "string" || !token.test(entry)) return fail(at, entry, allowed);
+        return what === "header" ? entry.toLowerCase() : entry;
+      });
+    },
+  };
+}
 
 export const nonEmpty = characters(1, "a non-empty string");
 
@@ -301,7 +379,9 @@ const FLAG_ABOUT = {
   personal: "ns.<user> channels can only be used by the user named by their last token",
 } as const;
 const FLAGS = Object.keys(FLAG_ABOUT).filter((name): name is keyof typeof FLAG_ABOUT => name in FLAG_ABOUT);
-const NAMESPACE_OPTIONS = new Set<string>(["history", ...FLAGS]);
+const NAMESPACE_OPTIONS = new Set<string>(["history", ...FLAGS, "subscribeHook", "publishHook"]);
+const subscribeHook = hook(true);
+const publishHook = hook(true);
 const historySize = integer(1, 100_000);
 const historyTtl = duration("a duration greater than 0, e.g. 30s or 5m", 1, Number.MAX_SAFE_INTEGER);
 
@@ -348,6 +428,8 @@ function namespace(value: unknown, at: At): NamespaceOptions {
     fail(child(at, "joinLeave"), true, "joinLeave needs presence: true in the same namespace");
   }
   if (options.history != null) result.history = history(options.history, child(at, "history"));
+  if (options.subscribeHook != null) result.subscribeHook = subscribeHook.parse(options.subscribeHook, child(at, "subscribeHook"));
+  if (options.publishHook != null) result.publishHook = publishHook.parse(options.publishHook, child(at, "publishHook"));
   return result;
 }
 
@@ -384,6 +466,8 @@ const namespaceSchema: Schema = {
       type: "object",
       properties: {
         history: historySchema,
+        subscribeHook: { description: "Backend hook asked before a client subscribes (docs/backend.md)", ...subscribeHook.schema },
+        publishHook: { description: "Backend hook asked before a client publication is accepted (docs/backend.md)", ...publishHook.schema },
         ...Object.fromEntries(FLAGS.map((name) => [name, { description: FLAG_ABOUT[name], type: ["boolean", "null"] }])),
       },
       additionalProperties: false,

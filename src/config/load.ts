@@ -11,7 +11,7 @@ import { ConfigError, errorText, fail, problem, type At, type Origin } from "./e
 import { isList, isObject, namespaceMap, parseJson, PEM, publicKey } from "./kinds.js";
 import { embeddedNamespaces, HELP, KEYS, SETTINGS, type Key, type Values } from "./settings.js";
 import { readSources, readText, type Raw } from "./sources.js";
-import type { AuthConfig, Config, NatsConfig, NatsTls, ServerTls } from "./types.js";
+import type { AuthConfig, Config, HooksConfig, NatsConfig, NatsTls, ServerTls } from "./types.js";
 
 export { ConfigError, errorText, HELP };
 export { SCHEMA_FILE, schemaText } from "./schema.js";
@@ -136,6 +136,38 @@ function checkNatsCredentials(raw: Map<Key, Raw>): void {
   checkPair(raw, ["nats.user", "nats.password"], "set both or neither");
 }
 
+/** The gateway-wide hooks; a hook answered over NATS needs NATS (namespace hooks are checked here too). */
+function buildHooks(
+  raw: Map<Key, Raw>,
+  get: Get,
+  withDefault: WithDefault,
+  namespaces: Config["namespaces"],
+  natsConfigured: boolean,
+): HooksConfig {
+  const hooks: HooksConfig = {
+    timeout: withDefault("hooks.timeout"),
+    maxInFlight: withDefault("hooks.maxInFlight"),
+    maxResponseSize: withDefault("hooks.maxResponseSize"),
+    headers: get("hooks.headers") ?? [],
+    cookies: get("hooks.cookies") ?? [],
+  };
+  const needsNats = (where: string, at: At): void => {
+    if (!natsConfigured) throw problem(at, `${where} is answered over NATS ("nats"), which needs nats.servers (--nats); or give an http(s) URL`);
+  };
+  for (const kind of ["connect", "refresh", "rpc"] as const) {
+    const spec = get(`hooks.${kind}`);
+    if (spec === undefined) continue;
+    if (spec.target === "nats") needsNats(`hooks.${kind}`, atKey(raw, `hooks.${kind}`));
+    hooks[kind] = spec;
+  }
+  for (const [name, ns] of Object.entries(namespaces)) {
+    for (const kind of ["subscribeHook", "publishHook"] as const) {
+      if (ns[kind]?.target === "nats") needsNats(`namespaces.${name}.${kind}`, atKey(raw, "namespaces"));
+    }
+  }
+  return hooks;
+}
+
 function buildTls(raw: Map<Key, Raw>, get: Get, servers: readonly string[]): NatsTls | undefined {
   const requested = get("nats.tls");
   const files = TLS_FILES.filter((key) => raw.has(key));
@@ -250,6 +282,9 @@ export function loadConfig(
     );
   }
 
+  const resolvedNamespaces = embedded ? embeddedNamespaces() : namespaces ?? namespaceMap();
+  const hooks = buildHooks(raw, get, withDefault, resolvedNamespaces, nats !== undefined);
+
   const config: Config = {
     host,
     port,
@@ -258,7 +293,7 @@ export function loadConfig(
     adminTls,
     embedded,
     logLevel: withDefault("logLevel"),
-    namespaces: embedded ? embeddedNamespaces() : namespaces ?? namespaceMap(),
+    namespaces: resolvedNamespaces,
     maxFrameSize: withDefault("maxFrameSize"),
     pingInterval: withDefault("pingInterval"),
     maxSubscriptions: withDefault("maxSubscriptions"),
@@ -278,6 +313,7 @@ export function loadConfig(
     pollWarmTime: withDefault("pollWarmTime"),
     demo: withDefault("demo"),
     workers,
+    hooks,
   };
   setIfDefined(config, "tls", tls);
   setIfDefined(config, "apiKey", get("apiKey"));

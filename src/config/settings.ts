@@ -9,12 +9,14 @@ import {
   boolean,
   duration,
   filePath,
+  hook,
   host,
   integer,
   keysUrl,
   logLevel,
   matching,
   namespaceMap,
+  nameList,
   namespaces,
   natsPrefix,
   natsServers,
@@ -26,7 +28,7 @@ import {
   size,
   type Kind,
 } from "./kinds.js";
-import type { LogLevel, NamespaceOptions } from "./types.js";
+import type { HookSpec, LogLevel, NamespaceOptions } from "./types.js";
 
 /** Parsed value of each setting; the file key is the property name. */
 export interface Values {
@@ -85,6 +87,14 @@ export interface Values {
   "nats.tls.keyFile": string;
   "nats.streamReplicas": number;
   "nats.storage": "file" | "memory";
+  "hooks.connect": HookSpec;
+  "hooks.refresh": HookSpec;
+  "hooks.rpc": HookSpec;
+  "hooks.timeout": number;
+  "hooks.maxInFlight": number;
+  "hooks.maxResponseSize": number;
+  "hooks.headers": string[];
+  "hooks.cookies": string[];
 }
 
 export type Key = keyof Values;
@@ -337,6 +347,42 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: oneOf(["file", "memory"]),
     about: "Storage of the JetStream streams natsedge creates",
     default: "file",
+  },
+  "hooks.connect": {
+    kind: hook(true),
+    about: "Backend hook that authenticates clients connecting without a JWT (docs/backend.md; failOpen: the anonymous rules apply)",
+    noFlag: true,
+  },
+  "hooks.refresh": {
+    kind: hook(false),
+    about: "Backend hook asked by a refresh without a token, and at the expiry of a hook-authenticated WebSocket connection",
+    noFlag: true,
+  },
+  "hooks.rpc": { kind: hook(false), about: "Backend hook answering the client op rpc", noFlag: true },
+  "hooks.timeout": {
+    kind: duration("a duration from 10ms to 60s", 10, 60 * SECOND),
+    about: "How long a hook call waits for the backend unless the hook sets its own timeout (503 beyond, or failOpen)",
+    default: "2s",
+  },
+  "hooks.maxInFlight": {
+    kind: integer(1, 1_000_000),
+    about: "Hook calls one process has in flight at once; beyond it clients are refused with 503 and retryAfter (or failOpen)",
+    default: "1000",
+  },
+  "hooks.maxResponseSize": {
+    kind: size("a size from 1KiB to 16MiB", KIB, 16 * MIB),
+    about: "Largest hook answer accepted; a larger one is a failed call",
+    default: "64KiB",
+  },
+  "hooks.headers": {
+    kind: nameList("header"),
+    about: "Client request headers forwarded to hooks (nothing else is forwarded)",
+    defaultText: "none",
+  },
+  "hooks.cookies": {
+    kind: nameList("cookie"),
+    about: "Client cookies forwarded to hooks (nothing else is forwarded)",
+    defaultText: "none",
   },
 };
 

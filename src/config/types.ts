@@ -12,8 +12,39 @@ export interface HistoryOptions {
   ttl: number;
 }
 
+/** Where one backend hook is answered, and what happens when it is not (see docs/backend.md). */
+export interface HookSpec {
+  /** `"nats"` (request to `<prefix>.hook.<kind>`) or an http(s) URL the gateway POSTs to. */
+  target: string;
+  /** How long the gateway waits for the answer, ms; unset: `hooks.timeout`. */
+  timeout?: number;
+  /** When the backend cannot answer: go on as if no hook were configured instead of refusing with 503. */
+  failOpen: boolean;
+}
+
+/** The hooks of the whole gateway; subscribe and publish hooks are per namespace. */
+export interface HooksConfig {
+  connect?: HookSpec;
+  refresh?: HookSpec;
+  rpc?: HookSpec;
+  /** Default wait for an answer, ms. */
+  timeout: number;
+  /** Hook calls in flight on one process; beyond it clients are refused with 503. */
+  maxInFlight: number;
+  /** Largest hook answer accepted, bytes. */
+  maxResponseSize: number;
+  /** Client request headers (lower case) forwarded to hooks. */
+  headers: string[];
+  /** Client cookies forwarded to hooks. */
+  cookies: string[];
+}
+
 export interface NamespaceOptions {
   history?: HistoryOptions;
+  /** Asked before a client subscribes to a channel of the namespace. */
+  subscribeHook?: HookSpec;
+  /** Asked before a client publication to the namespace is accepted. */
+  publishHook?: HookSpec;
   presence: boolean;
   joinLeave: boolean;
   clientPublish: boolean;
@@ -131,6 +162,8 @@ export interface Config {
   pollWarmTime: number;
   /** Present when NATS servers are configured; the in-memory broker is used otherwise. */
   nats?: NatsConfig;
+  /** Backend hooks (connect, refresh, rpc and their shared limits). */
+  hooks: HooksConfig;
   /** Serve the chat demo page at /demo. */
   demo: boolean;
   /** Gateway processes sharing the port (SO_REUSEPORT); more than 1 requires NATS. */

@@ -11,6 +11,7 @@ import type { DeliveryContext } from "./context.js";
 import { idOf, optionalInteger, optionalPosition, optionalString, validateFrame, type Frame } from "./frames.js";
 import type { Identity } from "./identity.js";
 import type { ResolvedChannel } from "../channels.js";
+import type { ClientRequest } from "../hooks/request.js";
 
 /** A command's answer: the `ok` object, or a whole frame already encoded (spliced publications). */
 export type Reply = Record<string, unknown> | Buffer;
@@ -32,6 +33,8 @@ export interface Caller {
   readonly format: Format;
   /** The client's command budget: reads cost one token per message on top of the command. */
   readonly budget: TokenBucket | undefined;
+  /** The transport and forwarded headers, for backend hooks. */
+  readonly request: ClientRequest;
 }
 
 /**
@@ -102,7 +105,7 @@ export class CommandQueue {
 
 /**
  * The commands that need nothing of a connection but who the client is: publish, presence,
- * presence_stats, history and ping. Every transport answers them here.
+ * presence_stats, history, rpc and ping. Every transport answers them here.
  */
 export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> | Reply {
   switch (cmd.op) {
@@ -114,6 +117,8 @@ export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame)
       return presenceStats(ctx, caller, cmd);
     case "history":
       return history(ctx, caller, cmd);
+    case "rpc":
+      return rpc(ctx, caller, cmd);
     case "ping":
       return {};
     default:
@@ -130,14 +135,20 @@ async function publish(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promis
     throw new ProtocolError(ErrorCode.BadRequest, "data is required");
   }
   const idempotencyKey = optionalString(cmd, "idempotencyKey", MAX_IDEMPOTENCY_KEY);
+  const data = await ctx.hooks.publish(caller.identity, r, caller.request, cmd.data);
   const pub: Publication = {
     ch: r.ch,
-    data: Payload.fromValue(cmd.data, caller.format),
+    data: Payload.fromValue(data, data === cmd.data ? caller.format : "json"),
     info: { client: caller.identity.client, user: caller.identity.user },
     ts: Date.now(),
   };
   const result = await ctx.hub.publish(pub, { history: r.options.history, idempotencyKey }, "client");
   return result.offset === undefined ? {} : { offset: result.offset, epoch: result.epoch };
+}
+
+/** Answered by the backend's rpc hook: `{data}`. */
+async function rpc(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> {
+  return { data: await ctx.hooks.rpc(caller.identity, caller.request, cmd.method, cmd.data) };
 }
 
 function presenceChannel(ctx: DeliveryContext, caller: Caller, cmd: Frame): ResolvedChannel {

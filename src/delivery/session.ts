@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { Claims } from "../auth/jwt.js";
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
+import type { ClientRequest } from "../hooks/request.js";
 import type { HubSession } from "../hub/hub.js";
 import type { TokenBucket } from "../limits/bucket.js";
 import { chargeItems } from "../limits/limits.js";
@@ -9,12 +10,12 @@ import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
 import type { ClientInfo } from "../publication.js";
 import { allowed, checkAccess } from "./access.js";
+import { authenticate, refreshClaims } from "./authenticate.js";
 import { catchUp } from "./catch-up.js";
 import { ALREADY_SENT, channelCommand, CommandQueue, type Caller, type Reply } from "./commands.js";
 import type { DeliveryContext } from "./context.js";
 import { idOf, optionalPosition, optionalString, requiredString, type Frame } from "./frames.js";
 import { clientInfo, type Identity } from "./identity.js";
-import { requireAnonymousAllowed, verifyToken } from "./tokens.js";
 
 /** What a connection-holding transport offers a session: frames out, and channel fan-out. */
 export interface Connection {
@@ -30,7 +31,14 @@ export interface Connection {
 interface Subscription {
   resolved: ResolvedChannel;
   active: boolean;
+  /** How the client appears in this channel's presence (the subscribe hook may set its info). */
+  info: ClientInfo;
+  /** Made by the backend (connect hook, server API): the token's channels do not limit it. */
+  byServer?: boolean;
 }
+
+/** Sends a subscription's first answer: a reply to the command, or a `sub` push for a server-side one. */
+type Answer = (ok: Record<string, unknown>, entries: Buffer[] | undefined) => void;
 
 // setTimeout fires at once for delays past 2^31-1 ms; longer token lifetimes re-arm instead.
 const MAX_TIMER = 2_147_483_647;
@@ -45,6 +53,8 @@ export class Session implements HubSession, Caller {
   user = "";
   readonly budget: TokenBucket | undefined;
   private claims: Claims | undefined;
+  /** The claims came from the connect hook: at their expiry the refresh hook is asked for more. */
+  private claimsByHook = false;
   private connected = false;
   private ended = false;
   private closing = false;
@@ -59,6 +69,7 @@ export class Session implements HubSession, Caller {
     private readonly ctx: DeliveryContext,
     /** A token the transport found outside the protocol (a cookie, an Authorization header). */
     private readonly ambientToken?: string,
+    readonly request: ClientRequest = { transport: "websocket" },
   ) {
     this.budget = ctx.limits.commandBudget(this.client);
     this.commands = new CommandQueue(ctx, conn, this.budget, (cmd) => this.dispatch(cmd));
@@ -115,11 +126,15 @@ export class Session implements HubSession, Caller {
   private async connect(cmd: Frame): Promise<Reply> {
     if (this.connected) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
     const token = optionalString(cmd, "token") ?? this.ambientToken;
+    let channels: string[] | undefined;
     try {
-      if (token !== undefined) this.claims = await verifyToken(this.ctx.verifier, token);
-      else requireAnonymousAllowed(this.ctx.config.namespaces);
+      const who = await authenticate(this.ctx, this.client, token, this.request, cmd.data);
+      this.claims = who.claims;
+      this.claimsByHook = who.byHook === true;
+      channels = who.channels;
     } catch (err) {
-      if (!(err instanceof ProtocolError)) throw err;
+      // A hook that could not answer: the client may try to connect again on this connection.
+      if (!(err instanceof ProtocolError) || err.code === ErrorCode.Unavailable) throw err;
       // Answered, then closed: an unauthenticated connection has nothing else to do.
       this.commands.sendError(idOf(cmd), err);
       this.disconnect(CloseCode.Unauthorized, err.message, false);
@@ -148,26 +163,43 @@ export class Session implements HubSession, Caller {
     if (this.ended) return {};
     this.connected = true;
     this.ctx.hub.register(this);
-    return { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
+    const ok = { client: this.client, user: this.user, node: this.ctx.node, ping: Math.round(this.ctx.config.pingInterval / 1000) };
+    if (!channels) return ok;
+    // The reply first, then each server-side subscription's `sub` push; later commands wait.
+    this.commands.sendOk(idOf(cmd), ok);
+    for (const ch of channels) await this.subscribeForServer(ch);
+    return ALREADY_SENT;
   }
 
   private async refresh(cmd: Frame): Promise<Reply> {
-    const token = requiredString(cmd, "token", 16384);
-    if (this.user === "") {
-      throw new ProtocolError(ErrorCode.BadRequest, "an anonymous connection cannot refresh; reconnect with a token");
-    }
-    const claims = await verifyToken(this.ctx.verifier, token);
-    if (claims.sub !== this.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
+    this.applyClaims(await refreshClaims(this.ctx, this.identity, optionalString(cmd, "token"), this.request));
+    return {};
+  }
+
+  private applyClaims(claims: Claims): void {
     this.claims = claims;
     this.armExpiry();
     // A narrower token takes effect at once: subscriptions it no longer allows end now.
     for (const [ch, sub] of this.subs) {
-      if (!allowed(this.identity, sub.resolved)) {
+      if (!sub.byServer && !allowed(this.identity, sub.resolved)) {
         this.dropSubscription(ch, sub);
         this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: 403, reason: "not allowed by token" }));
       }
     }
-    return {};
+  }
+
+  /** At the expiry of backend-issued claims the backend is asked to extend them; refused or failed, the client goes. */
+  private expired(): void {
+    if (!this.claimsByHook || !this.ctx.hooks.refreshes) return this.disconnect(CloseCode.TokenExpired, "token expired", true);
+    refreshClaims(this.ctx, this.identity, undefined, this.request).then(
+      (claims) => {
+        if (!this.ended) this.applyClaims(claims);
+      },
+      (err: unknown) => {
+        if (!(err instanceof ProtocolError)) this.ctx.log.error({ err }, "refresh hook failed");
+        this.disconnect(CloseCode.TokenExpired, "token expired", true);
+      },
+    );
   }
 
   private armExpiry(): void {
@@ -180,7 +212,7 @@ export class Session implements HubSession, Caller {
       this.expiryTimer = setTimeout(() => this.armExpiry(), MAX_TIMER);
       return;
     }
-    this.expiryTimer = setTimeout(() => this.disconnect(CloseCode.TokenExpired, "token expired", true), Math.max(0, delay));
+    this.expiryTimer = setTimeout(() => this.expired(), Math.max(0, delay));
   }
 
   // --- channels -----------------------------------------------------------------------------
@@ -193,7 +225,54 @@ export class Session implements HubSession, Caller {
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
     }
-    const sub: Subscription = { resolved: r, active: false };
+    const grant = await this.ctx.hooks.subscribe(this.identity, r, this.request, cmd.data);
+    if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
+    const info = grant?.info === undefined ? this.info : { ...this.info, info: grant.info };
+    return this.attach(r, since, info, (ok, entries) => {
+      if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
+      else this.commands.sendOk(idOf(cmd), ok);
+    });
+  }
+
+  /**
+   * A subscription the backend asked for (the connect hook, the server API's `subscribe`): no
+   * access check (the backend decided), answered with a `sub` push, or an `unsub` push saying why
+   * it could not be made. One that exists already is left as it is.
+   */
+  private async subscribeForServer(ch: string): Promise<void> {
+    try {
+      const r = resolveChannel(this.ctx.config.namespaces, ch);
+      if (this.subs.has(r.ch)) return;
+      if (this.subs.size >= this.ctx.config.maxSubscriptions) {
+        throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
+      }
+      await this.attach(
+        r,
+        undefined,
+        this.info,
+        (ok, entries) => {
+          this.conn.send(encodeFrame(this.conn.format, { push: "sub", ch: r.ch, ...ok }));
+          for (const e of entries ?? []) this.conn.send(e);
+        },
+        true,
+      );
+    } catch (err) {
+      if (this.ended) return;
+      const e = err instanceof ProtocolError ? err : new ProtocolError(ErrorCode.Internal, "internal error");
+      if (!(err instanceof ProtocolError)) this.ctx.log.error({ err, ch }, "server-side subscribe failed");
+      this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: e.code, reason: e.message }));
+    }
+  }
+
+  /** Subscribes with recovery and starts live delivery; `answer` goes out before the first live publication. */
+  private async attach(
+    r: ResolvedChannel,
+    since: ReturnType<typeof optionalPosition>,
+    info: ClientInfo,
+    answer: Answer,
+    byServer = false,
+  ): Promise<Reply> {
+    const sub: Subscription = byServer ? { resolved: r, active: false, info, byServer } : { resolved: r, active: false, info };
     this.subs.set(r.ch, sub);
     const hub = this.ctx.hub;
     try {
@@ -229,13 +308,12 @@ export class Session implements HubSession, Caller {
       hub.unsubscribe(r.ch);
       return ok;
     }
-    if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
-    else this.commands.sendOk(idOf(cmd), ok);
+    answer(ok, entries);
     this.conn.join(r.ch);
     sub.active = true;
     this.ctx.metrics.subscriptions.inc();
     if (r.options.presence) {
-      hub.join(r.ch, this.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
+      hub.join(r.ch, info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "presence join failed"));
     }
     return ALREADY_SENT;
   }
@@ -245,6 +323,28 @@ export class Session implements HubSession, Caller {
     const sub = this.subs.get(ch);
     if (sub) this.dropSubscription(ch, sub);
     return {};
+  }
+
+  /**
+   * Server API `subscribe`, reaching this connection through the hub. A name no namespace takes
+   * can only come from a malformed control message (the API checks names): it is dropped.
+   */
+  subscribeByServer(ch: string): void {
+    if (!this.connected || this.ended || this.closing) return;
+    try {
+      resolveChannel(this.ctx.config.namespaces, ch);
+    } catch {
+      return;
+    }
+    void this.subscribeForServer(ch);
+  }
+
+  /** Server API `unsubscribe`: ends an active subscription, whoever made it. */
+  unsubscribeByServer(ch: string, reason: string): void {
+    const sub = this.subs.get(ch);
+    if (this.ended || !sub?.active) return;
+    this.dropSubscription(ch, sub);
+    this.conn.send(encodeFrame(this.conn.format, { push: "unsub", ch, code: ErrorCode.Forbidden, reason }));
   }
 
   /**
@@ -271,7 +371,7 @@ export class Session implements HubSession, Caller {
     const r = sub.resolved;
     this.ctx.hub.unsubscribe(r.ch);
     this.ctx.metrics.subscriptions.dec();
-    if (r.options.presence) this.ctx.hub.leave(r.ch, this.info, r.options.joinLeave);
+    if (r.options.presence) this.ctx.hub.leave(r.ch, sub.info, r.options.joinLeave);
   }
 
   // --- lifecycle ----------------------------------------------------------------------------

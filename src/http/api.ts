@@ -11,8 +11,8 @@ import { BodyTimeout, BodyTooLarge, readBody, Reply } from "./respond.js";
 
 
 /**
- * The backend server API: publish, disconnect, presence, history, guarded by the API key. Same
- * semantics and shapes as the protocol's ok replies; errors are `{error:{code, message}}`.
+ * The backend server API over HTTP, guarded by the API key: each operation at `/api/<name>`, GET
+ * with the query string or POST with a JSON body. Errors are `{error:{code, message}}`.
  */
 export class ServerApi {
   private readonly keyDigest: Buffer | undefined;
@@ -28,11 +28,10 @@ export class ServerApi {
   }
 
   attach(app: TemplatedApp): void {
-    app.post("/api/publish", this.route(true, "publish"));
-    app.post("/api/disconnect", this.route(true, "disconnect"));
-    app.get("/api/presence", this.route(false, "presence"));
-    app.get("/api/presence_stats", this.route(false, "presence_stats"));
-    app.get("/api/history", this.route(false, "history"));
+    for (const { name, method } of this.ops.routes()) {
+      if (method === "POST") app.post(`/api/${name}`, this.route(true, name));
+      else app.get(`/api/${name}`, this.route(false, name));
+    }
     app.any("/api/*", (res) => new Reply(res).error(404, "no such API endpoint"));
   }
 

@@ -94,6 +94,10 @@ export class ChannelTable {
     return this.channels.has(ch);
   }
 
+  *counts(): IterableIterator<[string, number]> {
+    for (const [ch, state] of this.channels) yield [ch, state.refs];
+  }
+
   /** The channel's recent live publications, while it is held. */
   recent(ch: string): RecentPublications | undefined {
     return this.channels.get(ch)?.recent;

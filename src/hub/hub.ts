@@ -180,6 +180,24 @@ export class Hub implements BrokerHandler {
     );
   }
 
+  /** Subscribes the user's connections on every replica to the channel (server-side subscription). */
+  subscribeUser(user: string, ch: string): Promise<void> {
+    return this.control({ kind: "subscribe", user, ch });
+  }
+
+  unsubscribeUser(user: string, ch: string, reason: string): Promise<void> {
+    return this.control({ kind: "unsubscribe", user, ch, reason });
+  }
+
+  private control(msg: ControlMessage): Promise<void> {
+    return backendCall(() => this.broker.publishControl(msg), "control publish failed", this.log);
+  }
+
+  /** Channels held on this gateway and how many local subscriptions hold each. */
+  channelCounts(): IterableIterator<[string, number]> {
+    return this.channels.counts();
+  }
+
   // --- BrokerHandler: deliveries from the broker ---------------------------------------------
 
   onPublication(pub: Publication): void {
@@ -223,8 +241,11 @@ export class Hub implements BrokerHandler {
   }
 
   onControl(msg: ControlMessage): void {
-    if (msg.kind !== "disconnect") return;
-    for (const s of this.users.sessionsOf(msg.user)) s.disconnect(msg.code, msg.reason, false);
+    for (const s of this.users.sessionsOf(msg.user)) {
+      if (msg.kind === "disconnect") s.disconnect(msg.code, msg.reason, false);
+      else if (msg.kind === "subscribe") s.subscribeByServer?.(msg.ch);
+      else s.unsubscribeByServer?.(msg.ch, msg.reason);
+    }
   }
 
   async close(): Promise<void> {

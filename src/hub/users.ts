@@ -1,9 +1,14 @@
-/** What the hub needs to know of a client session: whom it belongs to and how to end it. */
+/**
+ * What the hub needs to know of a client session: whom it belongs to, how to end it, and (for
+ * sessions whose channels the server may change, i.e. WebSocket) server-side (un)subscribes.
+ */
 export interface HubSession {
   readonly user: string;
   /** The client id, shown in the admin console. */
   readonly client?: string;
   disconnect(code: number, reason: string, reconnect: boolean): void;
+  subscribeByServer?(ch: string): void;
+  unsubscribeByServer?(ch: string, reason: string): void;
 }
 
 /** A registered session as the admin console shows it. */

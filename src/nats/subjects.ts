@@ -25,6 +25,11 @@ export class Subjects {
     return `${this.prefix}.ctl`;
   }
 
+  /** Requests every gateway answers about itself (server API `info`, `channels`). */
+  cluster(what: string): string {
+    return `${this.prefix}.cluster.${what}`;
+  }
+
   probe(node: string): string {
     return `${this.prefix}.probe.${node}`;
   }
@@ -33,9 +38,9 @@ export class Subjects {
     return `${this.prefix}.api.${op}`;
   }
 
-  /** Admin console questions every gateway answers (not a queue group): `admin("*")` is them all. */
-  admin(question: string): string {
-    return `${this.prefix}.admin.${question}`;
+  /** Where backends answer a hook (request/reply; they subscribe with a queue group). */
+  hook(kind: string): string {
+    return `${this.prefix}.hook.${kind}`;
   }
 
   /**

@@ -50,7 +50,7 @@ export class NatsPresence implements Presence {
   }
 
   /** Gateways whose heartbeat has not expired; cached briefly, it is asked on every join. */
-  private live(): Promise<Set<string>> {
+  live(): Promise<Set<string>> {
     const now = Date.now();
     if (!this.liveNodes || now - this.liveNodes.at > LIVE_NODES_CACHE_MS) {
       const nodes = this.subjectCounts(this.subjects.nodesStream(), this.subjects.allNodes()).then(

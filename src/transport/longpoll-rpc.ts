@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
-import type { Claims } from "../auth/jwt.js";
 import type { ResolvedChannel } from "../channels.js";
 import { authorize } from "../delivery/access.js";
 import { channelCommand, CommandQueue, type Caller, type Reply } from "../delivery/commands.js";
 import type { DeliveryContext } from "../delivery/context.js";
-import { optionalString, requiredString, type Frame } from "../delivery/frames.js";
+import { authenticate, refreshClaims } from "../delivery/authenticate.js";
+import { optionalString, type Frame } from "../delivery/frames.js";
 import { clientInfo, type Identity } from "../delivery/identity.js";
-import { requireAnonymousAllowed, verifyToken } from "../delivery/tokens.js";
+import type { ClientRequest } from "../hooks/request.js";
 import type { TokenBucket } from "../limits/bucket.js";
 import type { Format } from "../protocol/codec.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
@@ -41,6 +41,7 @@ export class RpcRequest implements Caller {
     private readonly bearer: string | undefined,
     /** Commands without a session spend the budget of the client's address. */
     ip: string,
+    readonly request: ClientRequest = { transport: "longpoll" },
   ) {
     this.current = identity;
     this.budget = ctx.limits.commandBudget(identity ? identity.client : `ip:${ip}`);
@@ -78,27 +79,24 @@ export class RpcRequest implements Caller {
   private async connect(cmd: Frame): Promise<Reply> {
     if (this.current) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
     const token = optionalString(cmd, "token") ?? this.bearer;
-    let claims: Claims | undefined;
-    if (token !== undefined) claims = await verifyToken(this.ctx.verifier, token);
-    else requireAnonymousAllowed(this.ctx.config.namespaces);
-    const identity: Identity = claims ? { client: randomUUID(), user: claims.sub, claims } : { client: randomUUID(), user: "" };
+    const client = randomUUID();
+    const { claims, channels } = await authenticate(this.ctx, client, token, this.request, cmd.data);
+    const identity: Identity = claims ? { client, user: claims.sub, claims } : { client, user: "" };
     this.current = identity;
-    return {
+    const ok: Record<string, unknown> = {
       client: identity.client,
       user: identity.user,
       node: this.ctx.node,
       ping: Math.round(this.ctx.config.pingInterval / 1000),
       session: this.host.issueSession(identity),
     };
+    // Long-poll holds no subscriptions: the channels the connect hook named are the client's to poll.
+    if (channels) ok.channels = channels;
+    return ok;
   }
 
   private async refresh(cmd: Frame, identity: Identity): Promise<Reply> {
-    const token = requiredString(cmd, "token", 16384);
-    if (identity.user === "") {
-      throw new ProtocolError(ErrorCode.BadRequest, "an anonymous connection cannot refresh; reconnect with a token");
-    }
-    const claims = await verifyToken(this.ctx.verifier, token);
-    if (claims.sub !== identity.user) throw new ProtocolError(ErrorCode.Forbidden, "refresh token is for another user");
+    const claims = await refreshClaims(this.ctx, identity, optionalString(cmd, "token"), this.request);
     this.current = { client: identity.client, user: identity.user, claims };
     return { session: this.host.issueSession(this.current) };
   }

@@ -9,6 +9,7 @@ import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
 import { BodyTimeout, BodyTooLarge, readBody, Reply } from "../http/respond.js";
 import { SessionError, type SessionSigner } from "../http/session-token.js";
+import { clientRequest, type ClientRequest } from "../hooks/request.js";
 import type { FanoutSink, HubSession } from "../hub/hub.js";
 import { chargeItems } from "../limits/limits.js";
 import type { Format } from "../protocol/codec.js";
@@ -41,6 +42,8 @@ interface Poll {
 
 interface PollChannel {
   r: ResolvedChannel;
+  /** How the client appears in the channel's presence (the subscribe hook may set its info). */
+  info: ClientInfo;
   /** Position after everything in `entries`; undefined for channels without history. */
   cursor: StreamPosition | undefined;
   recovered?: false;
@@ -103,6 +106,7 @@ export class LongPollTransport implements FanoutSink, RpcHost {
     const cors = corsHeaders(origin, req.getHeader("host"), this.origins);
     const contentType = req.getHeader("content-type").toLowerCase();
     const authorization = req.getHeader("authorization");
+    const request = clientRequest("longpoll", this.ctx.config.hooks, (name) => req.getHeader(name));
     const ip = this.ctx.limits.addresses.of(res, req);
     const tooLarge = headTooLarge(req);
     if (!cors) return reply.error(403, "origin not allowed");
@@ -110,7 +114,7 @@ export class LongPollTransport implements FanoutSink, RpcHost {
     if (!this.accepting) return reply.error(503, "shutting down");
     const format: Format = contentType.startsWith(MSGPACK) ? "msgpack" : "json";
     const bearer = /^bearer\s+(\S+)$/iu.exec(authorization.trim())?.[1];
-    const c: RequestContext = { reply, cors, format, bearer, ip, body: {} };
+    const c: RequestContext = { reply, cors, format, bearer, ip, request, body: {} };
     const started = performance.now();
     void (async () => {
       try {
@@ -147,7 +151,7 @@ export class LongPollTransport implements FanoutSink, RpcHost {
       const refusal = this.ctx.limits.connections.admitSession(c.ip);
       if (refusal) throw new ProtocolError(refusal.status, refusal.message, refusal.retryAfter);
     }
-    const frames = await new RpcRequest(this.ctx, c.format, this, identity, c.bearer, c.ip).run(cmds);
+    const frames = await new RpcRequest(this.ctx, c.format, this, identity, c.bearer, c.ip, c.request).run(cmds);
     this.ctx.metrics.longPollRequests.inc({ outcome: "rpc" });
     c.reply.send(200, encodeList(c.format, "replies", frames), contentTypeOf(c.format), c.cors);
   }
@@ -189,14 +193,19 @@ export class LongPollTransport implements FanoutSink, RpcHost {
   private async runPoll(c: RequestContext, identity: Identity, cursors: Map<string, Cursor>, timeoutS: number): Promise<void> {
     const info = clientInfo(identity);
     const poll: Poll = { format: c.format, channels: new Map(), entries: [], errors: keyedByClient(), presence: [], answer: undefined };
-    for (const ch of cursors.keys()) {
-      try {
-        poll.channels.set(ch, { r: authorize(this.ctx.config.namespaces, identity, ch), cursor: undefined });
-      } catch (err) {
-        if (!(err instanceof ProtocolError)) throw err;
-        poll.errors[ch] = { code: err.code, message: err.message };
-      }
-    }
+    await Promise.all(
+      [...cursors.keys()].map(async (ch) => {
+        try {
+          const r = authorize(this.ctx.config.namespaces, identity, ch);
+          const grant = await this.ctx.hooks.subscribe(identity, r, c.request);
+          const chInfo = grant?.info === undefined ? info : { ...info, info: grant.info };
+          poll.channels.set(ch, { r, cursor: undefined, info: chInfo });
+        } catch (err) {
+          if (!(err instanceof ProtocolError)) throw err;
+          poll.errors[ch] = err.toJSON();
+        }
+      }),
+    );
     let aborted = c.reply.aborted;
     c.reply.onAbort(() => {
       aborted = true;
@@ -237,7 +246,7 @@ export class LongPollTransport implements FanoutSink, RpcHost {
     for (const [ch, pc] of poll.channels) {
       if (aborted) break;
       try {
-        if (await this.presence.pin(pc.r, info)) pinned.push(pc.r);
+        if (await this.presence.pin(pc.r, pc.info)) pinned.push(pc.r);
         const opts = pc.r.options.history;
         if (!opts) continue;
         const cursor = cursors.get(ch) ?? null;
@@ -420,6 +429,8 @@ interface RequestContext {
   bearer: string | undefined;
   /** The client's address, for per-address limits. */
   ip: string;
+  /** Forwarded to backend hooks. */
+  request: ClientRequest;
   body: Record<string, unknown>;
 }
 

@@ -5,7 +5,8 @@ import { authorize } from "../delivery/access.js";
 import { catchUp } from "../delivery/catch-up.js";
 import type { DeliveryContext } from "../delivery/context.js";
 import { clientInfo, type Identity } from "../delivery/identity.js";
-import { requireAnonymousAllowed, verifyToken } from "../delivery/tokens.js";
+import { authenticate } from "../delivery/authenticate.js";
+import { clientRequest, type ClientRequest } from "../hooks/request.js";
 import { corsHeaders } from "../http/cors.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
 import type { OriginPolicy } from "../http/origin.js";
@@ -37,6 +38,8 @@ class SseStream implements HubSession {
   expiry: NodeJS.Timeout | undefined;
   /** A session's own expiry (seconds), when the stream was opened with one. */
   expires: number | undefined;
+  /** How the client appears in a channel's presence where the subscribe hook gave it other info. */
+  readonly channelInfo = new Map<string, ClientInfo>();
   /**
    * Called once the stream has ended itself (server disconnect, token expiry, slow consumer).
    * uWS reports only client aborts (onAborted), not a response we end, so without this those
@@ -56,6 +59,10 @@ class SseStream implements HubSession {
 
   get user(): string {
     return this.identity.user;
+  }
+
+  infoIn(ch: string): ClientInfo {
+    return this.channelInfo.get(ch) ?? this.info;
   }
 
   /** Writes one whole event (or several pieces) in one corked send. */
@@ -147,7 +154,8 @@ export class SseTransport implements FanoutSink {
       // a stream gives it back when it closes, a refused open at once.
       limits.connections.opened(ip);
       const token = query.get("token") ?? bearer ?? cookie;
-      void this.open(reply, cors, query, lastEventId, token, ip).then(
+      const request = clientRequest("sse", this.ctx.config.hooks, (name) => req.getHeader(name));
+      void this.open(reply, cors, query, lastEventId, token, ip, request).then(
         (opened) => {
           if (!opened) limits.connections.closed(ip);
         },
@@ -173,8 +181,9 @@ export class SseTransport implements FanoutSink {
     lastEventId: string,
     token: string | undefined,
     ip: string,
+    request: ClientRequest,
   ): Promise<boolean> {
-    const identity = await this.identify(query.get("session"), token);
+    const identity = await this.identify(query.get("session"), token, request);
     if (query.get("session") !== null) {
       // A session's streams spend its command budget, like its polls.
       this.ctx.limits.spendSessionCommand(identity.client);
@@ -186,6 +195,8 @@ export class SseTransport implements FanoutSink {
       throw new ProtocolError(ErrorCode.BadRequest, `give 1 to ${max} distinct ch parameters`);
     }
     const channels = names.map((ch) => authorize(this.ctx.config.namespaces, identity, ch));
+    // Asked before the 200: a refusal is the request's answer, not a stream that ends at once.
+    const grants = await Promise.all(channels.map((r) => this.ctx.hooks.subscribe(identity, r, request)));
     // Event ids carry every history channel's cursor; an id the resume could not take back would
     // silently restart from now, so such a stream is refused up front.
     const idBudget = channels.reduce((n, r) => n + (r.options.history ? Buffer.byteLength(r.ch) + CURSOR_JSON_BYTES : 0), 2);
@@ -206,6 +217,10 @@ export class SseTransport implements FanoutSink {
 
     const stream = new SseStream(reply.res, identity, info, channels, this.ctx.config.backpressureLimit, ip);
     if ("expires" in identity && typeof identity.expires === "number") stream.expires = identity.expires;
+    grants.forEach((grant, i) => {
+      const r = channels[i];
+      if (r && grant?.info !== undefined) stream.channelInfo.set(r.ch, { ...info, info: grant.info });
+    });
     stream.onEnd = () => this.close(stream);
     reply.done = true; // the stream owns the response from here on
     reply.onAbort(() => this.close(stream));
@@ -277,7 +292,7 @@ export class SseTransport implements FanoutSink {
         subs[r.ch] = {};
       }
       if (r.options.presence) {
-        this.ctx.hub.join(r.ch, stream.info, r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"));
+        this.ctx.hub.join(r.ch, stream.infoIn(r.ch), r.options.joinLeave).catch((err: unknown) => this.ctx.log.warn({ err, ch: r.ch }, "SSE presence join failed"));
       }
     }
     // The browser only remembers ids of events: this one gives even a quiet stream a resume point.
@@ -285,14 +300,15 @@ export class SseTransport implements FanoutSink {
     return true;
   }
 
-  private async identify(session: string | null, token: string | undefined): Promise<Identity> {
+  /**
+   * A stream has no connect command: the connect hook sees the forwarded headers and cookies only,
+   * and the channels it names are not added (a stream's channels are in its URL).
+   */
+  private async identify(session: string | null, token: string | undefined, request: ClientRequest): Promise<Identity> {
     if (session !== null) return this.signer.verify(session);
-    if (token === undefined) {
-      requireAnonymousAllowed(this.ctx.config.namespaces);
-      return { client: randomUUID(), user: "" };
-    }
-    const claims = await verifyToken(this.ctx.verifier, token);
-    return { client: randomUUID(), user: claims.sub, claims };
+    const client = randomUUID();
+    const { claims } = await authenticate(this.ctx, client, token, request, undefined);
+    return claims ? { client, user: claims.sub, claims } : { client, user: "" };
   }
 
   /** Ends the stream when its token (or session) expires; long lifetimes re-arm past setTimeout's range. */
@@ -345,7 +361,7 @@ export class SseTransport implements FanoutSink {
       if (!set?.delete(stream)) continue;
       if (set.size === 0) this.streams.delete(r.ch);
       this.ctx.hub.unsubscribe(r.ch);
-      if (r.options.presence) this.ctx.hub.leave(r.ch, stream.info, r.options.joinLeave);
+      if (r.options.presence) this.ctx.hub.leave(r.ch, stream.infoIn(r.ch), r.options.joinLeave);
     }
   }
 

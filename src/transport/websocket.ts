@@ -1,4 +1,5 @@
 import { readCookie } from "../auth/cookie.js";
+import { clientRequest, type ClientRequest } from "../hooks/request.js";
 import type { FanoutSink } from "../hub/hub.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
@@ -14,6 +15,8 @@ import { loadUws, type TemplatedApp, type WebSocket } from "../uws.js";
 interface UserData {
   format: Format;
   token: string | undefined;
+  /** Headers and cookies forwarded to backend hooks, read at the upgrade (the only time they can be). */
+  request: ClientRequest;
   /** The client's address, whose connection slot the socket holds. */
   ip: string;
   conn?: WsConnection;
@@ -164,6 +167,7 @@ export class WebSocketTransport implements FanoutSink {
         const cookieName = config.auth?.cookie;
         const token = cookieName ? readCookie(req.getHeader("cookie"), cookieName) : undefined;
         const version = req.getHeader("sec-websocket-version");
+        const request = clientRequest("websocket", config.hooks, (name) => req.getHeader(name));
         const ip = limits.addresses.of(res, req);
         const reply = new Reply(res);
         if (headTooLarge(req)) return refuseHead(reply, metrics);
@@ -195,12 +199,12 @@ export class WebSocketTransport implements FanoutSink {
         }
         // uWS calls open() from within upgrade(): the slot is counted there, before any other
         // upgrade can be admitted.
-        res.upgrade<UserData>({ format, token, ip }, key, protocol, extensions, context);
+        res.upgrade<UserData>({ format, token, request, ip }, key, protocol, extensions, context);
       },
       open: (ws) => {
         const data = ws.getUserData();
         const conn = new WsConnection(ws, data.format, limit, this.members);
-        conn.session = new Session(conn, this.ctx, data.token);
+        conn.session = new Session(conn, this.ctx, data.token, data.request);
         data.conn = conn;
         this.connections.add(conn);
         limits.connections.opened(data.ip);

@@ -1,0 +1,28 @@
+import { ErrorCode, type NatsConnection, type NatsError } from "nats";
+import type { Subjects } from "../nats/subjects.js";
+import { HookFailure, type HookCaller } from "./caller.js";
+
+/**
+ * Hooks over NATS request/reply to `<prefix>.hook.<kind>`: backends subscribe with a queue group,
+ * so one of them answers each call and any of them may come and go.
+ */
+export class NatsHookCaller implements HookCaller {
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly subjects: Subjects,
+  ) {}
+
+  async call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number): Promise<Buffer> {
+    let data: Uint8Array;
+    try {
+      data = (await this.nc.request(this.subjects.hook(kind), body, { timeout: timeoutMs })).data;
+    } catch (err) {
+      const code = (err as NatsError).code;
+      if (code === ErrorCode.Timeout) throw new HookFailure("timeout", `no answer within ${timeoutMs} ms`);
+      if (code === ErrorCode.NoResponders) throw new HookFailure("unavailable", "no backend subscribed (no responders)");
+      throw new HookFailure("unavailable", `NATS request failed: ${(err as Error).message}`);
+    }
+    if (data.byteLength > maxBytes) throw new HookFailure("invalid", `answer of ${data.byteLength} bytes is over ${maxBytes}`);
+    return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  }
+}
