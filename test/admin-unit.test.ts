@@ -109,9 +109,11 @@ describe("ChannelTails", () => {
     const h = await hub();
     const tails = new ChannelTails(h);
     expect(await tails.read(channel("room.a"), 0)).toEqual({ pubs: [], seq: 0 });
-    expect([...h.localChannels()]).toEqual([{ ch: "room.a", subscribers: 1, delivered: 0 }]);
+    expect([...h.channelCounts()]).toEqual([{ ch: "room.a", subscribers: 1, delivered: 0 }]);
     for (let n = 1; n <= TAIL_BUFFER + 5; n++) await publish(h, "room.a", { n });
     await publish(h, "room.other", { n: 0 });
+    // Deliveries are counted per held channel (the console's rates); unheld channels are not.
+    expect([...h.channelCounts()]).toEqual([{ ch: "room.a", subscribers: 1, delivered: TAIL_BUFFER + 5 }]);
     const r = await tails.read(channel("room.a"), 0);
     expect(r.seq).toBe(TAIL_BUFFER + 5);
     expect(r.pubs).toHaveLength(TAIL_BUFFER);
@@ -119,7 +121,7 @@ describe("ChannelTails", () => {
     expect((await tails.read(channel("room.a"), r.seq - 1)).pubs.map((p) => p.seq)).toEqual([r.seq]);
 
     vi.advanceTimersByTime(TAIL_IDLE_MS + TAIL_IDLE_MS / 3);
-    expect([...h.localChannels()]).toEqual([]);
+    expect([...h.channelCounts()]).toEqual([]);
     await h.close();
   });
 
@@ -133,7 +135,7 @@ describe("ChannelTails", () => {
     for (let i = 1; i < MAX_TAILS; i++) await tails.read(channel(`room.t${i}`), 0);
     await expect(tails.read(channel("room.one-too-many"), 0)).rejects.toMatchObject({ code: 429 });
     tails.closeAll();
-    expect([...h.localChannels()]).toEqual([]);
+    expect([...h.channelCounts()]).toEqual([]);
     await h.close();
   });
 });

@@ -89,7 +89,7 @@ export class NodeReport {
   }
 
   channels(): ChannelReport {
-    const channels = mostSubscribed(() => this.hub.localChannels(), MAX_CHANNELS_PER_NODE);
+    const channels = mostSubscribed(() => this.hub.channelCounts(), MAX_CHANNELS_PER_NODE);
     return { node: this.node, channels: channels.top, truncated: channels.total > channels.top.length };
   }
 

@@ -94,10 +94,6 @@ export class ChannelTable {
     return this.channels.has(ch);
   }
 
-  *counts(): IterableIterator<[string, number]> {
-    for (const [ch, state] of this.channels) yield [ch, state.refs];
-  }
-
   /** The channel's recent live publications, while it is held. */
   recent(ch: string): RecentPublications | undefined {
     return this.channels.get(ch)?.recent;
@@ -112,7 +108,7 @@ export class ChannelTable {
   }
 
   /** The held channels with their local subscriber counts and deliveries so far. */
-  *entries(): IterableIterator<LocalChannel> {
+  *counts(): IterableIterator<LocalChannel> {
     for (const [ch, s] of this.channels) yield { ch, subscribers: s.refs, delivered: s.delivered };
   }
 }

@@ -90,11 +90,6 @@ export class Hub implements BrokerHandler {
     return this.users.describe(user);
   }
 
-  /** The channels held on this gateway (read-only, for the admin console). */
-  localChannels(): Iterable<LocalChannel> {
-    return this.channels.entries();
-  }
-
   /** Resolves once the broker delivers the channel to this gateway. */
   subscribe(ch: string, ns: NamespaceOptions): Promise<void> {
     return this.channels.hold(ch, ns);
@@ -193,8 +188,8 @@ export class Hub implements BrokerHandler {
     return backendCall(() => this.broker.publishControl(msg), "control publish failed", this.log);
   }
 
-  /** Channels held on this gateway and how many local subscriptions hold each. */
-  channelCounts(): IterableIterator<[string, number]> {
+  /** Channels held on this gateway, how many local subscriptions hold each, and its deliveries. */
+  channelCounts(): IterableIterator<LocalChannel> {
     return this.channels.counts();
   }
 
