@@ -132,7 +132,7 @@ export class Gateway {
     const local = new LocalNode(node, version(), hub, () => transports.ws.size + transports.sse.size);
     const natsCluster = backend.nats && new NatsCluster(backend.nats, local, log);
     const cluster = natsCluster ?? new SingleNode(local);
-    const report = new NodeReport(node, hub, metrics, backend.nats?.link.nc);
+    const report = new NodeReport(local, hub, metrics, backend.nats?.link.nc);
     // Every replica answers the console's questions, console or not, so one on any replica sees them all.
     const adminStats = natsCluster ? new NatsClusterStats(natsCluster, report) : new LocalClusterStats(report);
     const ops = new ServerOperations(config, hub, cluster);

@@ -1,7 +1,7 @@
 import type { NatsConnection } from "nats";
+import type { LocalNode, NodeInfo } from "../cluster/cluster.js";
 import type { Hub, LocalChannel, UserSession } from "../hub/hub.js";
 import type { Metrics } from "../metrics.js";
-import { version } from "../version.js";
 
 /** Channels one gateway reports, the most subscribed first: a reply stays far below max_payload. */
 export const MAX_CHANNELS_PER_NODE = 500;
@@ -10,17 +10,13 @@ export const MAX_SESSIONS_PER_NODE = 200;
 
 const RTT_TIMEOUT_MS = 200;
 
-/** One gateway's figures; counters are totals since start, so the console derives rates. */
-export interface NodeStats {
-  node: string;
-  version: string;
-  /** Seconds since the process started. */
-  uptime: number;
-  connections: number;
+/**
+ * One gateway's figures: the server API's `info` and more; counters are totals since start, so
+ * the console derives rates.
+ */
+export interface NodeStats extends NodeInfo {
   /** Connections by transport (websocket, sse). */
   transports: Record<string, number>;
-  subscriptions: number;
-  channels: number;
   /** Publications accepted here (from clients and the server API). */
   publications: number;
   /** Publication pushes handed to client connections here. */
@@ -48,23 +44,23 @@ export interface SessionReport {
 
 /** What this gateway says about itself when a console asks: read on demand, nothing kept running. */
 export class NodeReport {
-  private readonly version = version();
+  readonly node: string;
   private lastCpu = { usage: process.cpuUsage(), at: performance.now() };
   private lastLag = { count: 0, sum: 0 };
 
   constructor(
-    readonly node: string,
+    private readonly local: LocalNode,
     private readonly hub: Hub,
     private readonly metrics: Metrics,
     private readonly nc?: NatsConnection,
-  ) {}
+  ) {
+    this.node = local.node;
+  }
 
   async stats(): Promise<NodeStats> {
     const m = this.metrics;
-    const [connections, subscriptions, channels, publications, sent, rtt] = await Promise.all([
+    const [connections, publications, sent, rtt] = await Promise.all([
       m.connections.get(),
-      m.subscriptions.get(),
-      m.channels.get(),
       m.publications.get(),
       m.messagesSent.get(),
       this.natsRtt(),
@@ -72,13 +68,8 @@ export class NodeReport {
     const transports: Record<string, number> = {};
     for (const v of connections.values) transports[String(v.labels.transport)] = v.value;
     return {
-      node: this.node,
-      version: this.version,
-      uptime: Math.round(process.uptime()),
-      connections: Object.values(transports).reduce((a, b) => a + b, 0),
+      ...this.local.info(),
       transports,
-      subscriptions: subscriptions.values[0]?.value ?? 0,
-      channels: channels.values[0]?.value ?? 0,
       publications: publications.values.reduce((a, v) => a + v.value, 0),
       messagesSent: sent.values[0]?.value ?? 0,
       cpuPercent: this.cpuPercent(),
