@@ -4,6 +4,7 @@
  * from two replicas over NATS.
  */
 import { randomBytes } from "node:crypto";
+import { request } from "node:https";
 import { connect } from "nats";
 import { pack } from "../src/protocol/msgpack.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,6 +13,7 @@ import { adminLogin, adminSession, type AdminSession } from "./helpers/admin.js"
 import { TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { eventually } from "./helpers/signal.js";
+import { TestPki } from "./helpers/tls.js";
 import { signToken } from "./helpers/tokens.js";
 
 const ADMIN_SECRET = "admin-test-console-secret-0123456789abcdef";
@@ -67,6 +69,32 @@ describe("admin console, memory mode", () => {
     for (const flag of ["HttpOnly", "SameSite=Strict", "Path=/admin", "Max-Age=28800"]) expect(cookie).toContain(flag);
     // Plain HTTP admin port: a Secure cookie would never be sent back.
     expect(cookie).not.toContain("Secure");
+  });
+
+  it("marks the cookie Secure when the admin port serves TLS (adminTls)", async () => {
+    const pki = new TestPki();
+    const files = pki.files(pki.issue());
+    const tls = await startGateway({
+      config: { yaml: CONFIG },
+      args: ["--tls-cert-file", files.live.cert, "--tls-key-file", files.live.key, "--admin-tls", "true"],
+    });
+    try {
+      const body = new URLSearchParams({ secret: ADMIN_SECRET }).toString();
+      const { status, cookie } = await new Promise<{ status: number; cookie: string }>((resolve, reject) => {
+        const req = request(`${tls.adminUrl}/admin/login`, { method: "POST", ca: pki.ca, headers: { "content-type": "application/x-www-form-urlencoded" } }, (res) => {
+          res.resume();
+          resolve({ status: res.statusCode ?? 0, cookie: res.headers["set-cookie"]?.[0] ?? "" });
+        });
+        req.on("error", reject);
+        req.end(body);
+      });
+      expect(tls.adminUrl).toMatch(/^https:/);
+      expect(status).toBe(204);
+      expect(cookie).toMatch(/; HttpOnly; SameSite=Strict; Secure$/);
+    } finally {
+      await tls.stop();
+      pki.remove();
+    }
   });
 
   it("refuses a wrong secret with 401, and with 429 once the address used up its attempts", async () => {
