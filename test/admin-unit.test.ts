@@ -54,12 +54,14 @@ describe("AdminAuth", () => {
 
   it("refuses an address after its wrong secrets, and only that address", () => {
     const auth = new AdminAuth(SECRET, false);
-    expect(auth.check(SECRET, "10.0.0.1")).toBe(true);
+    expect(auth.check(SECRET, "10.0.0.1")).toBe("ok");
     for (let i = 0; i < LOGIN_FAILURES_PER_MINUTE; i++) {
       expect(auth.refused("10.0.0.1")).toBeUndefined();
-      expect(auth.check("wrong", "10.0.0.1")).toBe(false);
+      expect(auth.check("wrong", "10.0.0.1")).toBe("wrong");
     }
     expect(auth.refused("10.0.0.1")).toBeGreaterThan(0);
+    // Past the budget the secret is not compared at all, right or wrong.
+    expect(auth.check(SECRET, "10.0.0.1")).toBe("refused");
     expect(auth.refused("10.0.0.2")).toBeUndefined();
   });
 });

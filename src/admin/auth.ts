@@ -40,12 +40,18 @@ export class AdminAuth {
     return bucket.available() ? undefined : bucket.retryAfter();
   }
 
-  /** Checks a presented secret, counting a wrong one against `ip`. */
-  check(secret: string, ip: string): boolean {
+  /**
+   * Checks a presented secret, counting a wrong one against `ip`. The budget is looked at again
+   * here, not only when the request arrived: logins sent in parallel all pass that first look
+   * before any of them has failed.
+   */
+  check(secret: string, ip: string): "ok" | "wrong" | "refused" {
+    const bucket = this.failures.get(ip);
+    if (!bucket.available()) return "refused";
     // Digests have equal length, so the comparison time says nothing about the secret.
-    const ok = timingSafeEqual(digest(secret), this.secretDigest);
-    if (!ok) this.failures.get(ip).take();
-    return ok;
+    if (timingSafeEqual(digest(secret), this.secretDigest)) return "ok";
+    bucket.take();
+    return "wrong";
   }
 
   /** A new login's Set-Cookie value. */

@@ -99,15 +99,13 @@ export class AdminConsole {
     const ip = this.addresses.of(res, req);
     if (!this.sameOrigin.allows(req.getHeader("origin"), req.getHeader("host"))) return reply.error(403, "origin not allowed");
     // Wrong secrets are counted per address and, past the budget, not even checked.
-    const wait = this.auth.refused(ip);
-    if (wait !== undefined) {
-      this.metrics.rateLimited.inc({ kind: "admin_login" });
-      return reply.error(429, "too many wrong admin secrets; retry later", { "Retry-After": String(wait) });
-    }
+    if (this.auth.refused(ip) !== undefined) return this.loginRefused(reply, ip);
     readBody(reply, LOGIN_BODY_LIMIT, this.config.bodyTimeout, this.metrics).then(
       (body) => {
         const secret = new URLSearchParams(body.toString("utf8")).get("secret") ?? "";
-        if (!this.auth.check(secret, ip)) {
+        const result = this.auth.check(secret, ip);
+        if (result === "refused") return this.loginRefused(reply, ip);
+        if (result === "wrong") {
           this.log.warn({ ip }, "admin console login refused");
           return reply.error(401, "wrong admin secret");
         }
@@ -116,6 +114,12 @@ export class AdminConsole {
       },
       (err: unknown) => this.fail(reply, err),
     );
+  }
+
+  private loginRefused(reply: Reply, ip: string): void {
+    this.metrics.rateLimited.inc({ kind: "admin_login" });
+    const wait = this.auth.refused(ip) ?? 1;
+    reply.error(429, "too many wrong admin secrets; retry later", { "Retry-After": String(wait) });
   }
 
   private api(post: boolean, handler: Handler) {
