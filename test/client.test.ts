@@ -124,7 +124,7 @@ describe("a gateway that is stopped and started again", () => {
     const MIN = 100;
     const MAX = 800;
     const p = proxy as TestProxy;
-    const { client, events } = sdk(p.url, { minReconnectDelay: MIN, maxReconnectDelay: MAX, timeout: 20_000, websocketRetryInterval: 1000 });
+    const { client, events } = sdk(p.url, { reconnectJitter: MIN, minReconnectDelay: MIN, maxReconnectDelay: MAX, timeout: 20_000, websocketRetryInterval: 1000 });
     const ch = chan("chat");
     const r = record(client, ch);
     await waitUntil(() => r.subscribed === 1 || undefined, "subscribed");

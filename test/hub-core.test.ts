@@ -316,6 +316,24 @@ describe("catchUp: history lined up with live delivery (the core every transport
     expect(history.reads).toBe(3);
   });
 
+  it("identical reads in flight share one history read: a replica's clients recovering at once", async () => {
+    for (let i = 0; i < 3; i++) store("c.g");
+    await subscribed("c.g", 3);
+    const epoch = (await history.inner.read("c.g", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    const all = await Promise.all([
+      ...Array.from({ length: 50 }, () => catchUp(hub, "c.g", opts, { offset: 1, epoch })),
+      catchUp(hub, "c.g", opts, { offset: 2, epoch }),
+    ]);
+    // One read for the 50 clients at offset 1, one for the client at offset 2.
+    expect(history.reads).toBe(2);
+    for (const c of all.slice(0, 50)) expect(c.pubs.map((p) => p.offset)).toEqual([2, 3]);
+    expect(all[50]?.pubs.map((p) => p.offset)).toEqual([3]);
+    // Finished reads are not reused: the next catch-up reads again.
+    await catchUp(hub, "c.g", opts, { offset: 1, epoch });
+    expect(history.reads).toBe(3);
+  });
+
   it("since from another epoch or past the retained window: recovered false, no publications, the live position", async () => {
     for (let i = 0; i < 15; i++) store("c.e");
     await subscribed("c.e", 15);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * npm run bench -- <scenario> [options]
- * Scenarios: fanout, idle, latency, personal, chat, longpoll, storm, history, all; `report` rewrites docs/benchmarks.md
+ * Scenarios: fanout, idle, latency, personal, chat, longpoll, storm, history, hooks, all, soak (not in `all`); `report` rewrites docs/benchmarks.md
  * from the latest saved results. See load-tests/README.md and docs/benchmarks.md.
  */
 import { execFileSync } from "node:child_process";
@@ -14,8 +14,10 @@ import { machineInfo, markdownFor, updateDocs } from "./report.js";
 import { closeClients, pinSelf } from "./run.js";
 import { checkGatewayBuild, LOAD_TESTS, removeTmpDirsSync } from "./topology.js";
 
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history"];
-const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio"], longpoll: [], storm: [], history: [] };
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history", "hooks"];
+/** Long runs, started by name only (not part of `all`, not for CI). */
+const LONG = ["soak"];
+const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio"], longpoll: [], storm: [], history: [], hooks: [] };
 
 const HELP = `usage: npm run bench -- <scenario> [options]
 
@@ -28,7 +30,10 @@ scenarios:
   longpoll   long-poll clients (POST /lp/rpc + /lp/poll) round-robin across replicas: polls/s, latency
   storm      SIGKILL + restart one replica under load; JWT clients reconnect with jitter and recover history: T99, loss
   history    GET /api/history latency and JetStream requests per read, limit 1/100/1,000 on channels of 10 and 10,000
+  hooks      connect / subscribe / publish latency with backend hooks over NATS and HTTP vs none (one replica)
   all        every scenario above, one after another
+  soak       chat + broadcast + long-poll + reconnect churn for --minutes (default 30; not in \`all\`): RSS, heap,
+             fds and event-loop lag per gateway every 10 s, an SVG chart; exits 1 on a growth trend or loss
   report     rewrite docs/benchmarks.md from the latest saved results (load-tests/results/latest-*.json)
 
 common options:
@@ -57,8 +62,13 @@ latency:  --connections 5000 --channels 100 --rate 1000 --size 256 --duration 20
 personal: --connections 2000 --group 10 --rate 2000 --size 64 --personal-share 0.8 --duration 15
 chat:     --rooms 500 --members 10 --rate 500 --size 128 --duration 20
 longpoll: --pollers 200 --channels 10 --rate 50 --size 64 --duration 15
-storm:    --connections 10000 --rate 200 --window 5 --timeout 60
+storm:    --connections 10000 --rate 200 --jitter MS (first-attempt window; default: the SDK's reconnectJitter) --timeout 60
+soak:     --minutes 30 --rooms 200 --members 10 --chat-rate 200 --broadcast 2000 --bcast-rate 20 --pollers 100
+          --lp-channels 10 --lp-rate 20 --churn 1 (% of WebSocket clients per minute) --chart FILE
+          thresholds (growth per hour over the second half): --max-rss-growth 40 (MiB) --max-heap-growth 20 (MiB)
+          --max-fd-growth 60 --max-lag-growth 30 (ms of p99)
 history:  --reads 200 --max-seconds 15 --small 10 --big 10000 --interleave 1 --limits 1,100,1000 --size 64
+hooks:    --ops 500 --max-seconds 20 (per command and hook transport)
 `;
 
 function parseArgs(argv) {
@@ -136,7 +146,7 @@ async function main() {
     return;
   }
   const list = scenario === "all" ? SCENARIOS : [scenario];
-  for (const s of list) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario "${s}" (try --help)`);
+  for (const s of list) if (!SCENARIOS.includes(s) && !LONG.includes(s)) throw new Error(`unknown scenario "${s}" (try --help)`);
 
   const n = os.cpus().length;
   const half = Math.max(1, Math.floor(n / 2));
@@ -187,10 +197,13 @@ async function main() {
     killAllSync();
     removeTmpDirsSync();
   });
-  const deadline = setTimeout(() => abort(`--max-minutes ${opts.maxMinutes ?? 30} reached`, 124), (opts.maxMinutes ?? 30) * 60_000);
+  // A soak sets its own length; the deadline then only guards against a hang.
+  const maxMinutes = opts.maxMinutes ?? (scenario === "soak" ? (opts.minutes ?? 30) + 10 : 30);
+  const deadline = setTimeout(() => abort(`--max-minutes ${maxMinutes} reached`, 124), maxMinutes * 60_000);
   deadline.unref();
 
   const all = [];
+  const failed = [];
   for (const s of list) {
     const logDir = path.join(resultsDir, `${stamp}-${s}`);
     mkdirSync(logDir, { recursive: true });
@@ -211,13 +224,18 @@ async function main() {
     process.stdout.write(`${JSON.stringify(result)}\n\n`);
     process.stdout.write(`${markdownFor(result)}\n`);
     if (opts.docs) ctx.log(`updated ${updateDocs(result)}`);
+    if (result.failed) failed.push(`${s}: ${result.failures.join("; ")}`);
   }
   clearTimeout(deadline);
   await stopAll();
+  if (failed.length) {
+    process.stderr.write(`FAILED ${failed.join("\n")}\n`);
+    process.exitCode = 1;
+  }
 }
 
 main().then(
-  () => process.exit(0),
+  () => process.exit(process.exitCode ?? 0),
   async (err) => {
     if (aborting) return; // the abort handler cleans up and exits
     process.stderr.write(`bench failed: ${err?.stack ?? err}\n`);

@@ -20,6 +20,13 @@
  */
 import { encodeFrame } from "./ws.js";
 
+/** natsedge: subscribe to the spec's channel i, with `since` once its position is known. */
+function subscribeFrame(st, i) {
+  const ep = st.track ? st.spec.epoch[i] : null;
+  const since = ep === null || ep === undefined ? "" : `,"since":{"offset":${st.spec.off[i]},"epoch":${JSON.stringify(ep)}}`;
+  return `{"id":${i + 1},"op":"subscribe","ch":${JSON.stringify(st.channels[i])}${since}}`;
+}
+
 export const dialects = {
   natsedge: {
     path: "/ws",
@@ -27,11 +34,7 @@ export const dialects = {
       const st = conn.state;
       const chs = st.channels;
       const frames = [encodeFrame(st.token ? `{"id":0,"op":"connect","token":${JSON.stringify(st.token)}}` : '{"id":0,"op":"connect"}')];
-      chs.forEach((ch, i) => {
-        const ep = st.track ? st.spec.epoch[i] : null;
-        const since = ep === null || ep === undefined ? "" : `,"since":{"offset":${st.spec.off[i]},"epoch":${JSON.stringify(ep)}}`;
-        frames.push(encodeFrame(`{"id":${i + 1},"op":"subscribe","ch":${JSON.stringify(ch)}${since}}`));
-      });
+      chs.forEach((_, i) => frames.push(encodeFrame(subscribeFrame(st, i))));
       conn.state.pending = chs.length;
       conn.sendRaw(Buffer.concat(frames));
     },
@@ -48,7 +51,14 @@ export const dialects = {
       } catch {
         return conn.state.fail(`bad frame ${text.slice(0, 80)}`);
       }
-      if (f.error) return conn.state.fail(`error reply ${JSON.stringify(f.error)}`);
+      const st = conn.state;
+      // A subscribe refused for now (503 busy, 429): retried on the same connection after the
+      // SDK's delay (no sooner than retryAfter), as the SDK does; other errors fail the connection.
+      const j = typeof f.id === "number" ? f.id - 1 : -1;
+      if (f.error && st.retrySubscribe && !st.isReady && (f.error.code === 503 || f.error.code === 429) && j >= 0 && j < st.channels.length) {
+        return st.retrySubscribe(f.error.retryAfter, () => !conn.closed && conn.send(subscribeFrame(st, j)));
+      }
+      if (f.error) return conn.state.fail(`error reply to id ${f.id}${st.isReady ? " (ready)" : ""}: ${JSON.stringify(f.error)}`);
       if (f.push === "disconnect") return conn.state.note(`disconnect push ${f.code ?? ""} ${f.reason ?? ""}`);
       if (typeof f.id === "number" && f.id > 0 && f.ok !== undefined) {
         if (conn.state.isReady) return; // a publish acknowledged

@@ -8,6 +8,8 @@ import { dialects } from "./dialects.js";
 import { Histogram } from "./histogram.js";
 import { makeData, MARK, parseData, parsed } from "./payload.js";
 import { clock, WsConn } from "./ws.js";
+// The SDK's own reconnect schedule (the gateway build the benchmark runs against).
+import { backoff, reconnectDelay } from "../../dist/client/backoff.js";
 
 const dialect = dialects[workerData.dialect];
 const readBuffer = Buffer.allocUnsafe(256 * 1024);
@@ -17,7 +19,7 @@ let closing = false;
 const hist = new Histogram();
 const stats = newStats();
 function newStats() {
-  return { received: 0, echoes: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, recovered: 0, recoveredPubs: 0, recoveredFalse: 0, unrecoveredSkipped: 0, notes: {} };
+  return { received: 0, echoes: 0, bytes: 0, gaps: 0, dups: 0, foreign: 0, disconnects: 0, recovered: 0, recoveredPubs: 0, recoveredFalse: 0, unrecoveredSkipped: 0, subscribeRetries: 0, reordered: 0, notes: {} };
 }
 /** Counters since the step started (gaps, disconnects) vs since the window started (rates, latency). */
 let step = newStats();
@@ -28,8 +30,9 @@ function note(reason) {
 }
 
 /**
- * Sequence accounting for channel j of a connection: a jump counts as a gap (lost), a repeat or a
- * step back as a duplicate. After a `recovered:false` answer the channel is marked for resync: the
+ * Sequence accounting for channel j of a connection: a jump counts as a gap (lost) until the
+ * missing sequences arrive late (then they count as `reordered`, not lost: publishers on different
+ * replicas are not ordered between them); a repeat or any other step back is a duplicate. After a `recovered:false` answer the channel is marked for resync: the
  * next sequence is taken as the new position and what was skipped is counted apart (expected, not
  * loss).
  */
@@ -45,7 +48,20 @@ function account(st, j, s) {
   else if (s > last) {
     step.gaps += s - last - 1;
     st.last[j] = s;
+    remember(st, j, last + 1, s);
+  } else if (st.spec.holes?.[j]?.delete(s)) {
+    // Arrived late, not lost: publishers on different replicas (chat) are not ordered between them.
+    step.gaps--;
+    step.reordered++;
   } else step.dups++;
+}
+
+/** Holes of a jump, so that a late arrival fills one instead of counting as a duplicate (bounded). */
+const MAX_HOLES = 256;
+function remember(st, j, from, to) {
+  st.spec.holes ??= [];
+  const h = (st.spec.holes[j] ??= new Set());
+  for (let x = from; x < to && h.size < MAX_HOLES; x++) h.add(x);
 }
 
 const OFFSET = Buffer.from('"offset":');
@@ -126,6 +142,7 @@ const handler = {
   close(conn, reason) {
     conns.delete(conn);
     const st = conn.state;
+    if (st.churned && !closing) return void rejoin(conn.spec, st.last, 0);
     if (st.isReady && !closing) {
       step.disconnects++;
       note(reason);
@@ -153,6 +170,8 @@ function connectOne(spec, endpoint, onReady, onFail, last) {
     handler,
   });
   conn.spec = spec;
+  // The connection that currently stands for this client (publishing goes through it).
+  spec.conn = conn;
   const track = spec.history === true;
   if (track && !spec.off) {
     // Per (client, channel): last offset and epoch seen, kept across reconnects.
@@ -165,6 +184,11 @@ function connectOne(spec, endpoint, onReady, onFail, last) {
     token: spec.token,
     resync: track ? new Uint8Array(spec.chanIdx.length) : null,
     position: (j, ok) => position(conn, j, ok),
+    // The SDK's retry of a refused subscribe (src/client/client.ts, subscribeFailed).
+    retrySubscribe: (retryAfterS, resend) => {
+      step.subscribeRetries++;
+      setTimeout(resend, Math.max(Math.min(20_000, (retryAfterS ?? 0) * 1000), 500 + backoff(2, 500, 20_000)));
+    },
     channels: spec.channels,
     ci: Int32Array.from(spec.chanIdx),
     last: last ?? new Float64Array(spec.chanIdx.length),
@@ -240,16 +264,17 @@ function open(msg) {
 // --- reconnect storm ----------------------------------------------------------------------------
 
 /**
- * While armed, a ready connection that the server drops reconnects like a browser client would:
- * first attempt after a full-jitter delay in [0, window), later attempts with exponential backoff
- * (full jitter, 0.5 s doubling, capped at 4 s), each attempt to a random endpoint (a load balancer
- * that does not know which replica is down), at most 30 attempts.
+ * While armed, a ready connection that the server drops reconnects like an SDK client
+ * (src/client/backoff.ts, reconnectDelay): first attempt after a full-jitter delay in
+ * [0, jitter), later attempts with the SDK's backoff (full jitter, 0.5 s doubling, capped at
+ * 20 s), each attempt to a random endpoint (a load balancer that does not know which replica is
+ * down), at most 30 attempts.
  */
-const storm = { armed: false, windowMs: 5000, endpoints: [], dropped: 0, reconnected: [], attempts: 0, failures: {}, gaveUp: 0 };
+const storm = { armed: false, timing: { jitter: 2000, min: 500, max: 20_000 }, endpoints: [], dropped: 0, reconnected: [], attempts: 0, failures: {}, gaveUp: 0 };
 
 function reconnect(spec, last, attempt, droppedAt) {
   if (!storm.armed || closing) return;
-  const delay = attempt === 0 ? Math.random() * storm.windowMs : Math.random() * Math.min(4000, 500 * 2 ** attempt);
+  const delay = reconnectDelay(attempt, storm.timing);
   setTimeout(() => {
     if (!storm.armed || closing) return;
     storm.attempts++;
@@ -266,6 +291,45 @@ function reconnect(spec, last, attempt, droppedAt) {
       last,
     );
   }, delay);
+}
+
+// --- churn (soak) -------------------------------------------------------------------------------
+
+/**
+ * Churn: `count` random ready connections close themselves (as a client leaving) and the same
+ * client connects again at once to a random endpoint, resubscribing with `since` on history
+ * channels, so that nothing is lost across it. Not counted as disconnects; failed rejoins retry
+ * after a second, at most 30 times.
+ */
+const churn = { closed: 0, back: 0, failed: 0, gaveUp: 0, endpoints: [] };
+
+function rejoin(spec, last, attempt) {
+  if (closing) return;
+  const ep = churn.endpoints.length ? churn.endpoints[Math.floor(Math.random() * churn.endpoints.length)] : spec;
+  connectOne(
+    spec,
+    ep,
+    () => churn.back++,
+    () => {
+      churn.failed++;
+      if (attempt + 1 >= 30) churn.gaveUp++;
+      else setTimeout(() => rejoin(spec, last, attempt + 1), 1000);
+    },
+    last,
+  );
+}
+
+function churnSome(count) {
+  const ready = [...conns].filter((c) => c.state.isReady && !c.state.churned);
+  for (let k = 0; k < count && ready.length; k++) {
+    const i = Math.floor(Math.random() * ready.length);
+    const conn = ready[i];
+    ready[i] = ready[ready.length - 1];
+    ready.pop();
+    conn.state.churned = true;
+    churn.closed++;
+    conn.close();
+  }
 }
 
 // --- connections that publish (chat) ---------------------------------------------------------
@@ -287,7 +351,7 @@ async function publish(msg) {
     st.ci.forEach((c, j) => {
       let room = rooms.get(c);
       if (!room) rooms.set(c, (room = { c, ch: st.channels[j], members: [], next: 0 }));
-      room.members.push({ conn, j });
+      room.members.push({ spec: st.spec, j });
     });
   }
   const list = [...rooms.values()];
@@ -299,13 +363,23 @@ async function publish(msg) {
   const maxPerTick = Math.max(1, Math.ceil(rate / 200));
   let k = 0;
   let r = 0;
+  let skipped = 0;
   while (k < total && clock.now() < hardStop) {
     const due = Math.min(total, Math.floor(((clock.now() - start) * rate) / 1000) + 1);
     for (let burst = 0; k < due && burst < maxPerTick; burst++, k++) {
       const room = list[r];
       r = r + 1 === list.length ? 0 : r + 1;
-      const m = room.members[room.next];
-      room.next = room.next + 1 === room.members.length ? 0 : room.next + 1;
+      // The member in turn, or the next one while it is away (churn): the room's messages stay numbered without holes.
+      let m;
+      for (let tries = 0; tries < room.members.length && !m; tries++) {
+        const cand = room.members[room.next];
+        room.next = room.next + 1 === room.members.length ? 0 : room.next + 1;
+        if (cand.spec.conn?.state.isReady && !cand.spec.conn.closed) m = { conn: cand.spec.conn, j: cand.j };
+      }
+      if (!m) {
+        skipped++;
+        continue;
+      }
       const s = (chanSeq.get(room.c) ?? 0) + 1;
       chanSeq.set(room.c, s);
       m.conn.state.ownSeq = s;
@@ -321,7 +395,7 @@ async function publish(msg) {
   }
   const last = [];
   for (const room of list) last[room.c] = chanSeq.get(room.c);
-  return { sent: k, planned: total, lagHist: lagHist.snapshot(), last };
+  return { sent: k - skipped, planned: total, skipped, lagHist: lagHist.snapshot(), last };
 }
 
 /** Waits until every connection has seen the last sequence of each of its channels. */
@@ -382,6 +456,8 @@ parentPort.on("message", async (msg) => {
         recoveredPubs: step.recoveredPubs,
         recoveredFalse: step.recoveredFalse,
         unrecoveredSkipped: step.unrecoveredSkipped,
+        subscribeRetries: step.subscribeRetries,
+        reordered: step.reordered,
         disconnects: step.disconnects,
         notes: step.notes,
         open: conns.size,
@@ -389,12 +465,17 @@ parentPort.on("message", async (msg) => {
       };
       break;
     case "storm":
-      Object.assign(storm, { armed: msg.armed, windowMs: msg.windowMs ?? storm.windowMs, endpoints: msg.endpoints ?? storm.endpoints });
+      Object.assign(storm, { armed: msg.armed, timing: msg.timing ?? storm.timing, endpoints: msg.endpoints ?? storm.endpoints });
       if (msg.reset) Object.assign(storm, { dropped: 0, reconnected: [], attempts: 0, failures: {}, gaveUp: 0 });
       reply = {};
       break;
     case "stormStats":
       reply = { dropped: storm.dropped, reconnected: storm.reconnected, attempts: storm.attempts, failures: storm.failures, gaveUp: storm.gaveUp, open: conns.size };
+      break;
+    case "churn":
+      if (msg.endpoints) churn.endpoints = msg.endpoints;
+      churnSome(msg.count ?? 0);
+      reply = { ...churn, endpoints: undefined };
       break;
     case "tail":
       reply = await tail(msg);

@@ -122,6 +122,8 @@ export class Generator {
       recoveredPubs: sum("recoveredPubs"),
       recoveredFalse: sum("recoveredFalse"),
       unrecoveredSkipped: sum("unrecoveredSkipped"),
+      subscribeRetries: sum("subscribeRetries"),
+      reordered: sum("reordered"),
       disconnects: sum("disconnects"),
       open: sum("open"),
       echoes: sum("echoes"),

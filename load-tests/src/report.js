@@ -1,7 +1,8 @@
 /**
  * Markdown for results, and the generated sections of docs/benchmarks.md:
  *   <!-- bench:<name>:start --> ... <!-- bench:<name>:end -->
- * for name in machine, targets, fanout, idle, latency, personal, chat, longpoll, storm, history. Everything outside the
+ * for name in machine, targets, fanout, idle, latency, personal, chat, longpoll, storm, history, hooks.
+ * Everything outside the
  * markers is hand-written and left alone.
  */
 import { execFileSync } from "node:child_process";
@@ -12,7 +13,7 @@ import { LOAD_TESTS, REPO } from "./topology.js";
 
 const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
 const DOCS = path.join(REPO, "docs", "benchmarks.md");
-const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history"];
+const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history", "hooks"];
 /** The scenarios the targets section is computed from. */
 const TARGET_SCENARIOS = ["fanout", "idle", "latency"];
 
@@ -278,7 +279,7 @@ function stormMd(r) {
   const hist = p.history ? `, namespace \`${p.namespace}\` with history {size ${p.history.size}, ttl ${p.history.ttl}}` : "";
   const lost = (s.lostGaps ?? 0) + (s.tailMissing ?? 0);
   return [
-    `### storm: ${f(p.connections)} clients (${p.auth ?? "no auth"}, 2 subscriptions each, 200 channels${hist}), ${f(p.rate)} publishes/s; replica 0 SIGKILLed and restarted, its clients reconnect with full jitter over ${p.windowS} s and resubscribe with \`since\``,
+    `### storm: ${f(p.connections)} clients (${p.auth ?? "no auth"}, 2 subscriptions each, 200 channels${hist}), ${f(p.rate)} publishes/s; replica 0 SIGKILLed and restarted, its clients reconnect on the SDK's schedule, first attempt with full jitter over ${p.jitterMs !== undefined ? `${f(p.jitterMs)} ms${p.jitterMs === p.sdkDefaultJitterMs ? " (the SDK's default reconnectJitter)" : ""}` : `${p.windowS} s`}, and resubscribe with \`since\``,
     "",
     when(r),
     "",
@@ -300,10 +301,13 @@ function stormMd(r) {
     ),
     "",
     table(
-      ["recovered publications", "NATS SUB inserts / removes during the storm", "channels per replica before → after", "restarted replica RSS: before kill / peak / after"],
+      ["recovered publications", "JetStream requests during the storm / recoveries = per recovery (refused)", "NATS SUB inserts / removes during the storm", "channels per replica before → after", "restarted replica RSS: before kill / peak / after"],
       [
         [
           s.recoveredPubs === undefined ? "n/a" : f(s.recoveredPubs),
+          s.jetstream
+            ? `${f(s.jetstream.requestsDuringStorm)} / ${f(s.jetstream.recoveries.total)} = ${s.jetstream.requestsPerRecovery} (${f(s.jetstream.refusedDuringStorm)}); ${Object.entries(s.jetstream.byKind).map(([k, v]) => `${k} ${f(v)}`).join(", ")}`
+            : "not counted",
           `${f(n.subInsertsDuringStorm)} / ${f(n.subRemovesDuringStorm)} (${n.distinctChannels} distinct channels)`,
           `${n.channelsPerReplicaBefore.join(" / ")} → ${n.channelsPerReplicaAfter.join(" / ")}`,
           `${(s.restartedReplicaRss.steadyBefore / 2 ** 20).toFixed(0)} / ${(s.restartedReplicaRss.peak / 2 ** 20).toFixed(0)} / ${(s.restartedReplicaRss.after / 2 ** 20).toFixed(0)} MiB`,
@@ -316,8 +320,8 @@ function stormMd(r) {
       : "Each client keeps, per channel, the last offset and epoch it saw and resubscribes with `since: {offset, epoch}`; the publications in the reply are checked like live ones. Lost = sequence gaps per (client, channel) after recovery plus publications that never arrived by the end (must be 0); what a `recovered:false` answer skips is not counted as loss" +
         (s.skippedAfterRecoveredFalse ? ` (${f(s.skippedAfterRecoveredFalse)} skipped here)` : "") +
         ". The clients reconnect to a random replica each attempt (a load balancer that does not know which one is down). " +
-        (p.connections < 20_000 ? `${f(p.connections)} clients, not the 20,000 of the plan: the generator` : "") +
-        (p.connections < 20_000 ? " is one process and needs a file descriptor per client, and its open-files limit here is 20,000 (the hard limit); a second generator process is not supported. " : "") +
+        (p.connections >= 10_000 && p.connections < 20_000 ? `${f(p.connections)} clients, not the 20,000 of the plan: the generator` : "") +
+        (p.connections >= 10_000 && p.connections < 20_000 ? " is one process and needs a file descriptor per client, and its open-files limit here is 20,000 (the hard limit); a second generator process is not supported. " : "") +
         "Not implemented: the variant that resets every socket while the process stays up.",
   ].join("\n");
 }
@@ -349,11 +353,63 @@ function historyMd(r) {
   ].join("\n");
 }
 
+function hooksMd(r) {
+  const p = r.params;
+  const rows = Object.values(r.systems);
+  if (rows.length === 0) return "_hooks: natsedge only, not run_";
+  const lat = (c) => `${ms(c.latencyMs.p50)} / ${ms(c.latencyMs.p99)}`;
+  return [
+    `### hooks: one WebSocket command at a time on one replica, ${f(p.ops)} of each, the backend answering at once`,
+    "",
+    `${when(r)} Machine: ${r.machine ? `${r.machine.nproc} × ${r.machine.cpuModel}, ${r.machine.natsServer}` : "?"}.`,
+    "",
+    table(
+      ["hooks", "connect p50 / p99 (ms)", "subscribe p50 / p99 (ms)", "publish p50 / p99 (ms)", "hook calls", "CPU % of a core: gateway / other jobs"],
+      rows.map((s) => [s.variant, lat(s.connect), lat(s.subscribe), lat(s.publish), f(s.hookCalls), `${f(s.cpu?.gatewayPctOfCore)} / ${f(s.cpu?.otherLoadPctOfCore)}`]),
+    ),
+  ].join("\n");
+}
+
 function genericMd(r) {
   return `### ${r.scenario}\n\n${when(r)}\n\n\`\`\`json\n${JSON.stringify(r.systems, null, 2).slice(0, 4000)}\n\`\`\``;
 }
 
-const FORMATTERS = { fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, chat: chatMd, longpoll: longpollMd, storm: stormMd, history: historyMd };
+function soakMd(r) {
+  const s = r.systems.natsedge;
+  if (!s) return "_soak: natsedge only, not run_";
+  const p = r.params;
+  const keys = Object.keys(p.thresholds);
+  const first = s.samples[0];
+  const last = s.samples.at(-1);
+  const rows = (s.trendsPerHour ?? []).map((t, i) => [
+    `gateway ${i}`,
+    ...keys.map((k) => `${f(first?.gateways[i][k], 1)} → ${f(last?.gateways[i][k], 1)}; ${f(t[k], 1)} ${p.thresholds[k].unit} (max ${p.thresholds[k].max})`),
+  ]);
+  return [
+    `### soak: ${p.minutes} min, ${f(p.chat.rooms * p.chat.members)} chat members (${p.chat.rate} msgs/s), ${f(p.broadcast.subscribers)} broadcast subscribers (${p.broadcast.rate} msgs/s), ${p.longpoll.pollers} long-pollers (${p.longpoll.rate} msgs/s), churn ${p.churnPctPerMin} %/min`,
+    "",
+    when(r),
+    "",
+    table(["", ...keys.map((k) => `${k}: first → last sample; trend over the second half`)], rows),
+    "",
+    table(
+      ["published (chat / broadcast / long-poll)", "delivered (WebSocket / long-poll)", "lost", "duplicates", "late (filled holes)", "churned (closed / back)", "verdict"],
+      [
+        [
+          `${f(s.published.chat)} / ${f(s.published.broadcast)} / ${f(s.published.longpoll)}`,
+          `${f(s.delivered.websocket)} / ${f(s.delivered.longpoll)}`,
+          f(s.gaps + s.tailMissing + s.lpMissing),
+          f(s.duplicates),
+          f(s.reorderedLate),
+          `${f(s.churn?.closed)} / ${f(s.churn?.back)}`,
+          s.failed ? `**failed**: ${s.failures.join("; ")}` : "passed",
+        ],
+      ],
+    ),
+  ].join("\n");
+}
+
+const FORMATTERS = { soak: soakMd, fanout: fanoutMd, idle: idleMd, latency: latencyMd, personal: personalMd, chat: chatMd, longpoll: longpollMd, storm: stormMd, history: historyMd, hooks: hooksMd };
 
 export function markdownFor(r) {
   return (FORMATTERS[r.scenario] ?? genericMd)(r);

@@ -42,14 +42,14 @@ export function checkGatewayBuild() {
   return warnings;
 }
 
-function parseMetric(text, name) {
+export function parseMetric(text, name) {
   const re = new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, "mu");
   const m = re.exec(text);
   return m ? Number(m[1]) : null;
 }
 
 /** natsedge_event_loop_lag_seconds as [{le, count}] (cumulative, as exported), "+Inf" last. */
-function parseLagBuckets(text) {
+export function parseLagBuckets(text) {
   const out = [];
   for (const m of text.matchAll(/^natsedge_event_loop_lag_seconds_bucket\{le="([^"]+)"\} (\d+)$/gmu)) {
     out.push({ le: m[1] === "+Inf" ? Infinity : Number(m[1]), count: Number(m[2]) });

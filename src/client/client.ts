@@ -1,4 +1,4 @@
-import { backoff } from "./backoff.js";
+import { backoff, reconnectDelay } from "./backoff.js";
 import { jsonCodec, msgpackCodec, type Codec } from "./codec.js";
 import { errorFrom, NatsedgeError } from "./errors.js";
 import { LongPoll } from "./longpoll.js";
@@ -28,7 +28,13 @@ export interface ClientOptions {
   format?: "json" | "msgpack";
   /** WebSocket implementation (Node: `import WebSocket from "ws"`). Default: globalThis.WebSocket. */
   WebSocket?: WebSocketCtor;
-  /** Reconnect backoff: full jitter over an exponentially growing, capped window (ms). */
+  /**
+   * Window of the first reconnect attempt after a loss (ms): uniform in [0, reconnectJitter).
+   * Wider spreads a failed replica's clients thinner (a lower load spike on the replicas that
+   * take them) and makes them come back later. See docs/client.md, Reconnecting.
+   */
+  reconnectJitter?: number;
+  /** Backoff of the later attempts: full jitter over an exponentially growing, capped window (ms). */
   minReconnectDelay?: number;
   maxReconnectDelay?: number;
   /** How long a command waits for its reply, and for a connection when sent while disconnected (ms). */
@@ -71,6 +77,14 @@ interface Hint {
   reconnect: boolean;
 }
 
+/**
+ * Default reconnectJitter (ms). A replica's clients all lose it at once; spread over this window
+ * they arrive at (clients per replica) / window per second. The value is the measured trade in
+ * docs/benchmarks.md (storm): 500 ms raised the spike and brought the clients back later, 5 s
+ * spread them thinner and brought them back no sooner.
+ */
+export const DEFAULT_RECONNECT_JITTER = 2_000;
+
 /** The gateway's default `ping` interval (s), for a connect reply that does not say. */
 const PING_S = 25;
 
@@ -111,6 +125,7 @@ export class Client {
     this.opts = {
       transports: ["websocket", "longpoll"],
       format: "json",
+      reconnectJitter: DEFAULT_RECONNECT_JITTER,
       minReconnectDelay: 500,
       maxReconnectDelay: 20_000,
       timeout: 10_000,
@@ -518,7 +533,8 @@ export class Client {
     clearTimeout(this.reconnectTimer);
     if (!this.wanted) return;
     this.urlIndex++;
-    const delay = backoff(this.attempt++, this.opts.minReconnectDelay, this.opts.maxReconnectDelay);
+    const { reconnectJitter: jitter, minReconnectDelay: min, maxReconnectDelay: max } = this.opts;
+    const delay = reconnectDelay(this.attempt++, { jitter, min, max });
     this.reconnectTimer = setTimeout(() => void this.connect(), delay);
   }
 

@@ -14,8 +14,8 @@
  *
  * This file is the public entry: what users may import is exactly what it exports.
  */
-export { backoff } from "./backoff.js";
-export { Client, type ClientOptions, type State } from "./client.js";
+export { backoff, reconnectDelay, type ReconnectTiming } from "./backoff.js";
+export { Client, DEFAULT_RECONNECT_JITTER, type ClientOptions, type State } from "./client.js";
 export { NatsedgeError } from "./errors.js";
 export {
   Subscription,

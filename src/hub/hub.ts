@@ -10,6 +10,7 @@ import type { ClientInfo, Publication } from "../publication.js";
 import type { Revocations } from "../sessions/revocations.js";
 import { backendCall } from "./backend-call.js";
 import { ChannelTable, type LocalChannel } from "./channels.js";
+import { SharedReads } from "./shared-reads.js";
 import { UserRegistry, type HubSession, type UserSession } from "./users.js";
 
 export type { HubSession, UserSession } from "./users.js";
@@ -47,6 +48,7 @@ export interface HubParts {
 export class Hub implements BrokerHandler {
   private readonly channels: ChannelTable;
   private readonly users = new UserRegistry();
+  private readonly reads = new SharedReads();
   private readonly sinks: FanoutSink[] = [];
   private readonly announcer: PresenceAnnouncer;
   private readonly capacity: PresenceCapacity;
@@ -133,10 +135,13 @@ export class Hub implements BrokerHandler {
     );
   }
 
-  /** A `limit` above the namespace's size (a client cannot know it) reads what is retained. */
+  /**
+   * A `limit` above the namespace's size (a client cannot know it) reads what is retained.
+   * Identical reads in flight share one backend read (see SharedReads).
+   */
   readHistory(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
     const q = query.limit !== undefined && query.limit > opts.size ? { ...query, limit: opts.size } : query;
-    return backendCall(() => this.parts.history.read(ch, opts, q), "history read failed", this.log);
+    return this.reads.read(ch, q, () => backendCall(() => this.parts.history.read(ch, opts, q), "history read failed", this.log));
   }
 
   join(ch: string, info: ClientInfo, announce: boolean): Promise<void> {

@@ -12,7 +12,7 @@ import { channelNames, closeClients, startPublisher, withSystem } from "../run.j
 
 export const defaults = { pollers: 200, channels: 10, rate: 50, size: 64, duration: 15, warmup: 2, pollTimeout: 25 };
 
-class LpThread {
+export class LpThread {
   constructor(data) {
     this.w = new Worker(new URL("../lp-worker.js", import.meta.url), { workerData: data });
     this.seq = 0;
