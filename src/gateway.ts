@@ -3,6 +3,9 @@ import { readdirSync, readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { DEMO_PAGE } from "./demo/page.js";
 import { hostname } from "node:os";
+import { LocalClusterStats, NatsClusterStats } from "./admin/cluster-stats.js";
+import { AdminConsole } from "./admin/console.js";
+import { NodeReport } from "./admin/node-report.js";
 import { NatsServerApi } from "./api/nats.js";
 import { ServerOperations } from "./api/operations.js";
 import { TokenVerifier } from "./auth/jwt.js";
@@ -82,6 +85,7 @@ export class Gateway {
     private readonly verifier: TokenVerifier | undefined,
     readonly node: string,
     private readonly lifecycle: { events: LifecycleEvents; limits: Limits },
+    private readonly adminConsole: AdminConsole | undefined,
   ) {}
 
   get ready(): boolean {
@@ -103,9 +107,10 @@ export class Gateway {
     // not ready (/readyz 503) instead of a port that does not answer. The client port stays
     // closed until start-up completes.
     let gateway: Gateway | undefined = undefined;
+    const adminConsole = config.adminSecret === undefined ? undefined : new AdminConsole(config, config.adminSecret, metrics, log);
     const admin = new Listener(
       { name: "admin", host: config.adminHost, port: config.adminPort, share: false },
-      (app) => attachAdmin(app, metrics, { ready: () => gateway?.ready ?? false }),
+      (app) => attachAdmin(app, metrics, { ready: () => gateway?.ready ?? false }, adminConsole),
       config.adminTls ? certificate : undefined,
     );
     const adminPort = admin.start();
@@ -134,7 +139,11 @@ export class Gateway {
       sse: new SseTransport(ctx, origins, signer),
     };
     const local = new LocalNode(node, version(), hub, () => transports.ws.size + transports.sse.size);
-    const cluster = backend.nats ? new NatsCluster(backend.nats, local, log) : new SingleNode(local);
+    const natsCluster = backend.nats && new NatsCluster(backend.nats, local, log);
+    const cluster = natsCluster ?? new SingleNode(local);
+    const report = new NodeReport(local, hub, metrics, backend.nats?.link.nc);
+    // Every replica answers the console's questions, console or not, so one on any replica sees them all.
+    const adminStats = natsCluster ? new NatsClusterStats(natsCluster, report) : new LocalClusterStats(report);
     const ops = new ServerOperations(config, hub, cluster);
     for (const t of Object.values(transports)) hub.addSink(t);
     const api = new ServerApi(config, ops, origins, limits, log);
@@ -154,7 +163,7 @@ export class Gateway {
       ),
       admin,
     };
-    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits });
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits }, adminConsole);
     gateway.cluster = cluster;
 
     await hub.start();
@@ -165,6 +174,7 @@ export class Gateway {
       gateway.natsApi = new NatsServerApi(backend.nats.link.nc, backend.nats.subjects, ops, log);
       gateway.natsApi.start();
     }
+    adminConsole?.ready({ hub, ops, cluster: adminStats });
     // Keys before clients: a token refused for want of keys closes with 4001, and clients do not
     // reconnect after that.
     await verifier?.start();
@@ -201,6 +211,7 @@ export class Gateway {
     this.natsApi?.stop();
     this.cluster?.stop();
     await this.lifecycle.limits.users.flush();
+    this.adminConsole?.close();
     await this.hub.close();
     // After the hub's last leaves, before the link closes: the last transitions are settled and
     // the webhook gets what waits.

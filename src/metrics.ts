@@ -83,7 +83,7 @@ export class Metrics {
   });
   readonly rateLimited = new Counter({
     name: "natsedge_rate_limited_total",
-    help: "Requests refused with 429 by a rate limit: command, poll (held polls per session), apikey (failed API keys per address), presence (channel full)",
+    help: "Requests refused with 429 by a rate limit: command, poll (held polls per session), apikey (failed API keys per address), admin_login (wrong admin secrets per address), presence (channel full)",
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
@@ -290,6 +290,12 @@ export class EventLoopLag {
     this.count += n;
     this.sum += (Math.max(0, h.mean - res) * n) / 1e9;
     h.reset();
+  }
+
+  /** Samples and summed lag (seconds) since start, for readers other than Prometheus. */
+  totals(): { count: number; sum: number } {
+    this.drain();
+    return { count: this.count, sum: this.sum };
   }
 
   async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: Array<{ metricName: string; labels: Record<string, string | number>; value: number }> }> {

@@ -150,10 +150,13 @@ describe("Hub with a scripted broker", () => {
     broker.release(1);
     broker.release(1);
     await Promise.all(holds);
-    expect([...hub.channelCounts()]).toEqual([["c.a", 2], ["c.b", 1]]);
+    expect([...hub.channelCounts()]).toEqual([
+      { ch: "c.a", subscribers: 2, delivered: 0 },
+      { ch: "c.b", subscribers: 1, delivered: 0 },
+    ]);
     hub.unsubscribe("c.a");
     hub.unsubscribe("c.b");
-    expect([...hub.channelCounts()]).toEqual([["c.a", 1]]);
+    expect([...hub.channelCounts()]).toEqual([{ ch: "c.a", subscribers: 1, delivered: 0 }]);
   });
 
   it("forgets a channel whose broker subscription failed, so the next subscriber tries again", async () => {

@@ -55,9 +55,9 @@ export class LocalNode {
   info(): NodeInfo {
     let channels = 0;
     let subscriptions = 0;
-    for (const [, refs] of this.hub.channelCounts()) {
+    for (const { subscribers } of this.hub.channelCounts()) {
       channels++;
-      subscriptions += refs;
+      subscriptions += subscribers;
     }
     const uptime = Math.floor((Date.now() - this.startedAt) / 1000);
     return { node: this.node, version: this.version, uptime, connections: this.connections(), subscriptions, channels };
@@ -65,7 +65,7 @@ export class LocalNode {
 
   channels(query: ChannelQuery): NodeChannels {
     const channels: Array<[string, number]> = [];
-    for (const [ch, refs] of this.hub.channelCounts()) {
+    for (const { ch, subscribers: refs } of this.hub.channelCounts()) {
       if (query.pattern !== undefined && !matchesPattern(query.pattern, ch)) continue;
       if (channels.length === query.limit) return { node: this.node, channels, truncated: true };
       channels.push([ch, refs]);

@@ -41,16 +41,24 @@ export class NatsCluster implements Cluster {
     });
   }
 
-  private answer(what: string, reply: (body: unknown) => unknown): void {
+  /**
+   * Answers `<prefix>.cluster.<what>` with what `reply` returns for the (MessagePack) request
+   * body, or not at all when it returns undefined. Other parts (the admin console) ask their own
+   * questions through this and gather().
+   */
+  answer(what: string, reply: (body: unknown) => unknown): void {
     const sub = this.nc.subscribe(this.nats.subjects.cluster(what), {
       callback: (err, msg) => {
         if (err || !msg.reply) return;
+        const failed = (e: unknown): void => this.log.warn({ err: e, subject: msg.subject }, "cluster request not answered");
         // A callback that throws ends nats.js's read loop: nothing a request holds may escape.
         try {
           const answer = reply(msg.data.byteLength === 0 ? {} : unpack(msg.data));
-          if (answer !== undefined) msg.respond(pack(answer));
+          if (answer instanceof Promise) {
+            answer.then((a: unknown) => a !== undefined && msg.respond(pack(a))).catch(failed);
+          } else if (answer !== undefined) msg.respond(pack(answer));
         } catch (e) {
-          this.log.warn({ err: e, subject: msg.subject }, "cluster request not answered");
+          failed(e);
         }
       },
     });
@@ -65,7 +73,8 @@ export class NatsCluster implements Cluster {
     return this.gather("channels", query, nodeChannels);
   }
 
-  private async gather<T extends { node: string }>(what: string, body: unknown, decode: (v: unknown) => T | undefined): Promise<T[]> {
+  /** Every live gateway's answer to `what` that `decode` accepts (see GATHER_QUIET_MS). */
+  async gather<T extends { node: string }>(what: string, body: unknown, decode: (v: unknown) => T | undefined): Promise<T[]> {
     this.nats.link.require();
     const live = await this.nats.liveNodes().catch(() => new Set<string>());
     return new Promise((resolve) => {

@@ -331,6 +331,7 @@ export function loadConfig(
   };
   setIfDefined(config, "tls", tls);
   setIfDefined(config, "apiKey", get("apiKey"));
+  setIfDefined(config, "adminSecret", get("adminSecret"));
   setIfDefined(config, "sessionSecret", get("sessionSecret"));
   setIfDefined(config, "allowedOrigins", allowedOrigins);
   setIfDefined(config, "auth", auth);

@@ -43,6 +43,7 @@ export interface Values {
   "tls.keyFile": string;
   adminTls: boolean;
   apiKey: string;
+  adminSecret: string;
   sessionSecret: string;
   allowedOrigins: string[];
   logLevel: LogLevel;
@@ -153,6 +154,11 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
   apiKey: {
     kind: secretText,
     about: "Key for the server HTTP API (/api/*, header Authorization: apikey <key>); unset, that API answers 401",
+    secret: true,
+  },
+  adminSecret: {
+    kind: secretText,
+    about: "Secret that logs in to the admin web console at /admin on the admin listener; unset, there is no console (404)",
     secret: true,
   },
   sessionSecret: {

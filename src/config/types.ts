@@ -117,6 +117,8 @@ export interface Config {
   /** The admin listener serves TLS too, with the same certificate; needs `tls`. */
   adminTls: boolean;
   apiKey?: string;
+  /** Logs in to the admin console (/admin on the admin listener); no console when unset. */
+  adminSecret?: string;
   /** Signs long-poll and SSE sessions; shared by all replicas. Random per process when unset. */
   sessionSecret?: string;
   /** Origin patterns; `undefined` = same-origin only (plus clients without Origin). */

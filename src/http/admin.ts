@@ -1,3 +1,4 @@
+import type { AdminConsole } from "../admin/console.js";
 import type { Metrics } from "../metrics.js";
 import type { TemplatedApp } from "../uws.js";
 import { Reply } from "./respond.js";
@@ -6,8 +7,11 @@ export interface Readiness {
   ready(): boolean;
 }
 
-/** The operator's port: Prometheus metrics and probes, kept off the client-facing port. */
-export function attachAdmin(app: TemplatedApp, metrics: Metrics, readiness: Readiness): void {
+/**
+ * The operator's port: Prometheus metrics and probes, kept off the client-facing port, and the
+ * admin console when `adminSecret` is set.
+ */
+export function attachAdmin(app: TemplatedApp, metrics: Metrics, readiness: Readiness, adminConsole?: AdminConsole): void {
   app.get("/metrics", (res) => {
     const reply = new Reply(res);
     metrics.registry.metrics().then(
@@ -20,5 +24,6 @@ export function attachAdmin(app: TemplatedApp, metrics: Metrics, readiness: Read
     const ready = readiness.ready();
     new Reply(res).json(ready ? 200 : 503, { status: ready ? "ready" : "not ready" });
   });
+  adminConsole?.attach(app);
   app.any("/*", (res) => new Reply(res).error(404, "not found"));
 }

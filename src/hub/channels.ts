@@ -7,14 +7,25 @@ import { RecentPublications } from "./recent.js";
 
 interface ChannelState {
   refs: number;
+  /** Publications delivered to this gateway since the channel was held (for the admin console's rates). */
+  delivered: number;
   recent: RecentPublications;
   /** The broker subscription; every local subscriber waits on it and sees its failure. */
   ready: Promise<void>;
 }
 
+/** Told when this gateway starts and stops holding a channel (channel occupied/vacated events). */
 export interface ChannelWatch {
   channelHeld(ch: string): void;
   channelReleased(ch: string): void;
+}
+
+/** A channel held on this gateway, as the admin console lists it. */
+export interface LocalChannel {
+  ch: string;
+  /** Local subscribers (connections, held polls, admin tails). */
+  subscribers: number;
+  delivered: number;
 }
 
 /**
@@ -38,7 +49,7 @@ export class ChannelTable {
   async hold(ch: string, ns: NamespaceOptions): Promise<void> {
     let state = this.channels.get(ch);
     if (!state) {
-      const s: ChannelState = { refs: 0, recent: new RecentPublications(), ready: Promise.resolve() };
+      const s: ChannelState = { refs: 0, delivered: 0, recent: new RecentPublications(), ready: Promise.resolve() };
       this.metrics.channelSubscribes.inc();
       s.ready = this.brokerOp(ch, async () => {
         const baseline = await this.broker.subscribe(ch, ns);
@@ -94,12 +105,21 @@ export class ChannelTable {
     return this.channels.has(ch);
   }
 
-  *counts(): IterableIterator<[string, number]> {
-    for (const [ch, state] of this.channels) yield [ch, state.refs];
-  }
-
   /** The channel's recent live publications, while it is held. */
   recent(ch: string): RecentPublications | undefined {
     return this.channels.get(ch)?.recent;
+  }
+
+  /** Counts a publication the broker delivered; its recent buffer, or undefined when not held. */
+  delivered(ch: string): RecentPublications | undefined {
+    const state = this.channels.get(ch);
+    if (!state) return undefined;
+    state.delivered++;
+    return state.recent;
+  }
+
+  /** The held channels with their local subscriber counts and deliveries so far. */
+  *counts(): IterableIterator<LocalChannel> {
+    for (const [ch, s] of this.channels) yield { ch, subscribers: s.refs, delivered: s.delivered };
   }
 }

@@ -10,11 +10,12 @@ import type { ClientInfo, Publication } from "../publication.js";
 import type { Revocations } from "../sessions/revocations.js";
 import type { LifecycleEvents } from "../events/lifecycle.js";
 import { backendCall } from "./backend-call.js";
-import { ChannelTable } from "./channels.js";
+import { ChannelTable, type LocalChannel } from "./channels.js";
 import { SharedReads } from "./shared-reads.js";
-import { UserRegistry, type HubSession } from "./users.js";
+import { UserRegistry, type HubSession, type UserSession } from "./users.js";
 
-export type { HubSession } from "./users.js";
+export type { HubSession, UserSession } from "./users.js";
+export type { LocalChannel } from "./channels.js";
 
 /** Where the hub hands publications and presence events for local delivery (a transport). */
 export interface FanoutSink {
@@ -76,12 +77,22 @@ export class Hub implements BrokerHandler {
     this.sinks.push(sink);
   }
 
+  removeSink(sink: FanoutSink): void {
+    const i = this.sinks.indexOf(sink);
+    if (i >= 0) this.sinks.splice(i, 1);
+  }
+
   register(session: HubSession): void {
     this.users.register(session);
   }
 
   unregister(session: HubSession): void {
     this.users.unregister(session);
+  }
+
+  /** The user's sessions registered on this gateway (read-only, for the admin console). */
+  localSessionsOf(user: string): UserSession[] {
+    return this.users.describe(user);
   }
 
   /** Resolves once the broker delivers the channel to this gateway. */
@@ -185,15 +196,15 @@ export class Hub implements BrokerHandler {
     return backendCall(() => this.broker.publishControl(msg), "control publish failed", this.log);
   }
 
-  /** Channels held on this gateway and how many local subscriptions hold each. */
-  channelCounts(): IterableIterator<[string, number]> {
+  /** Channels held on this gateway, how many local subscriptions hold each, and its deliveries. */
+  channelCounts(): IterableIterator<LocalChannel> {
     return this.channels.counts();
   }
 
   // --- BrokerHandler: deliveries from the broker ---------------------------------------------
 
   onPublication(pub: Publication): void {
-    const recent = this.channels.recent(pub.ch);
+    const recent = this.channels.delivered(pub.ch);
     if (!recent) return;
     recent.add(pub);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - pub.ts) / 1000);

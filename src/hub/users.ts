@@ -4,9 +4,18 @@
  */
 export interface HubSession {
   readonly user: string;
+  /** The client id, shown in the admin console. */
+  readonly client?: string;
   disconnect(code: number, reason: string, reconnect: boolean): void;
   subscribeByServer?(ch: string): void;
   unsubscribeByServer?(ch: string, reason: string): void;
+}
+
+/** A registered session as the admin console shows it. */
+export interface UserSession {
+  client: string;
+  /** When it registered (connected), ms since the epoch. */
+  since: number;
 }
 
 /**
@@ -15,25 +24,32 @@ export interface HubSession {
  * kept: most connections of a public gateway cost no entry here.
  */
 export class UserRegistry {
-  private readonly byUser = new Map<string, Set<HubSession>>();
+  /** Each session with the moment it registered. */
+  private readonly byUser = new Map<string, Map<HubSession, number>>();
 
   register(session: HubSession): void {
     if (session.user === "") return;
-    let set = this.byUser.get(session.user);
-    if (!set) this.byUser.set(session.user, (set = new Set()));
-    set.add(session);
+    let sessions = this.byUser.get(session.user);
+    if (!sessions) this.byUser.set(session.user, (sessions = new Map()));
+    sessions.set(session, Date.now());
   }
 
   unregister(session: HubSession): void {
-    const set = this.byUser.get(session.user);
-    if (!set) return;
-    set.delete(session);
-    if (set.size === 0) this.byUser.delete(session.user);
+    const sessions = this.byUser.get(session.user);
+    if (!sessions) return;
+    sessions.delete(session);
+    if (sessions.size === 0) this.byUser.delete(session.user);
   }
 
   /** A copy: ending a session unregisters it. */
   sessionsOf(user: string): HubSession[] {
-    const set = this.byUser.get(user);
-    return set ? [...set] : [];
+    const sessions = this.byUser.get(user);
+    return sessions ? [...sessions.keys()] : [];
+  }
+
+  describe(user: string): UserSession[] {
+    const sessions = this.byUser.get(user);
+    if (!sessions) return [];
+    return [...sessions].map(([s, since]) => ({ client: s.client ?? "", since }));
   }
 }
