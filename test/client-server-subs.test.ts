@@ -4,7 +4,8 @@
  * `subscribe` over HTTP: each becomes a Subscription announced by `serverSubscribed`, with the
  * interface of the app's own; across a reconnect the hook's channels are made again by the
  * gateway and the SDK fills the gap from history, the server API's the SDK subscribes itself
- * from its position; long-poll polls the connect reply's channels.
+ * from its position; after disconnect() and connect() the same Subscription resumes on both
+ * transports; long-poll polls the connect reply's channels.
  */
 import WebSocket from "ws";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -240,6 +241,30 @@ describe("server-side subscriptions on WebSocket", () => {
     expect(feed.unrecovered.length).toBe(1);
     expect(ns(feed)).toEqual([0, 106]);
   });
+});
+
+describe("server-side subscriptions across disconnect() and connect()", () => {
+  for (const transport of ["websocket", "longpoll"] as const) {
+    it(`${transport}: the same Subscription resumes from its position`, async () => {
+      const h = sdk(`dora-${transport}`, [`feed.d-${transport}`], { transports: [transport] });
+      const ch = `feed.d-${transport}`;
+      await h.client.connect();
+      const feed = await subscribed(h, ch);
+      await publish(ch, 1);
+      await heard(h, feed, 1);
+      h.client.disconnect();
+      expect(feed.sub.active).toBe(false);
+      for (const n of [2, 3]) await publish(ch, n);
+      await h.client.connect();
+      expect(h.client.transport).toBe(transport);
+      await h.until(() => (ns(feed).length >= 3 && feed.subscribed === 2 ? true : undefined), "2 and 3");
+      await publish(ch, 4);
+      await heard(h, feed, 4);
+      expect(ns(feed)).toEqual([1, 2, 3, 4]);
+      expect(feed.unrecovered).toEqual([]);
+      expect(h.announced).toEqual([ch]);
+    });
+  }
 });
 
 describe("server-side subscriptions on long-poll", () => {
