@@ -52,12 +52,23 @@ export class Subscription<T = unknown> {
   position: Position | undefined;
   /** Subscribed on the current connection (false while reconnecting). */
   active = false;
+  readonly handlers: SubscriptionHandlers<T>;
 
   constructor(
     private readonly owner: SubscriptionOwner,
     readonly channel: string,
-    readonly handlers: SubscriptionHandlers<T>,
-  ) {}
+    handlers: SubscriptionHandlers<T>,
+    /** Made by the server (the connect hook, the server API), not by `client.subscribe`. */
+    readonly server = false,
+  ) {
+    this.handlers = { ...handlers };
+  }
+
+  /** Adds or replaces handlers: how an app handles a server-side subscription it is given. */
+  setHandlers(handlers: SubscriptionHandlers<T>): this {
+    Object.assign(this.handlers, handlers);
+    return this;
+  }
 
   publish(data: T, idempotencyKey?: string): Promise<{ offset?: number; epoch?: string }> {
     const cmd: Frame = { op: "publish", ch: this.channel, data };
