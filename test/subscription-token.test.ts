@@ -6,10 +6,13 @@
  * subscription token cannot connect.
  */
 import { SignJWT } from "jose";
+import WebSocket from "ws";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Client } from "../src/client/index.js";
 import { api, TestClient, type Frame } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
 import { openSseClients, SseClient } from "./helpers/sse-client.js";
+import { Signal } from "./helpers/signal.js";
 import { ok } from "./helpers/suite.js";
 
 const SECRET = "subscription-token-test-secret-0123456789";
@@ -115,5 +118,34 @@ describe("long-poll and SSE", () => {
     s.close();
     const garbage = await SseClient.open(gw.url, `ch=priv.e&token=${token}&subtoken=garbage`);
     expect(garbage.status).toBe(401);
+  });
+});
+
+describe("the SDK", () => {
+  it.each(["websocket", "longpoll"] as const)("sends a subscription's token with its subscribes (%s)", async (transport) => {
+    const ch = `priv.sdk-${transport}`;
+    const token = await subToken("frank", ch);
+    const client = new Client(gw.url, { WebSocket, transports: [transport], token: await connectionToken("frank") });
+    try {
+      const got: unknown[] = [];
+      const arrived = new Signal();
+      const subscribed = new Promise<void>((resolve, reject) => {
+        client.subscribe(ch, {
+          token,
+          onSubscribed: () => resolve(),
+          onError: (err) => reject(err),
+          onPublication: (p) => {
+            got.push(p.data);
+            arrived.wake();
+          },
+        });
+      });
+      await subscribed;
+      expect((await api(gw.url, "POST", "/api/publish", { key: API_KEY, body: { channel: ch, data: { n: 7 } } })).status).toBe(200);
+      await arrived.until(() => (got.length > 0 ? got : undefined), "the publication through the SDK", 10_000, () => `got: ${JSON.stringify(got)}`);
+      expect(got).toEqual([{ n: 7 }]);
+    } finally {
+      client.disconnect();
+    }
   });
 });

@@ -10,7 +10,7 @@ import {
   type Call,
   type ClientInfo,
   type Position,
-  type SubscriptionHandlers,
+  type SubscribeOptions,
   type SubscriptionOwner,
 } from "./subscription.js";
 import { refreshDelay, tokenExpiry } from "./token.js";
@@ -225,7 +225,7 @@ export class Client {
     return ok.data as T;
   }
 
-  subscribe<T = unknown>(channel: string, handlers: SubscriptionHandlers<T> = {}): Subscription<T> {
+  subscribe<T = unknown>(channel: string, handlers: SubscribeOptions<T> = {}): Subscription<T> {
     if (this.subs.has(channel) || this.serverSubs.has(channel)) throw new Error(`already subscribed to ${channel}`);
     const sub = new Subscription<T>(this.owner, channel, handlers) as unknown as AnySub;
     this.subs.set(channel, sub);
@@ -360,6 +360,7 @@ export class Client {
         out.push({
           ch,
           since: sub.position ?? null,
+          ...(sub.token === undefined ? {} : { token: sub.token }),
           answer: (state) => this.applySubscribed(sub, state),
           refuse: (err) => this.subscribeFailed(sub, err),
         });
@@ -452,6 +453,7 @@ export class Client {
     if (conn.follow) return conn.follow([sub.channel]);
     const cmd: Frame = { op: "subscribe", ch: sub.channel };
     if (sub.position) cmd.since = sub.position;
+    if (sub.token !== undefined) cmd.token = sub.token;
     this.request(conn, cmd, (ok) => this.applySubscribed(sub, ok)).catch((err: NatsedgeError) => {
       // Unanswered: the gateway may still have subscribed (a retry would get 409), so start over
       // on a new connection, which resubscribes everything from the positions.

@@ -37,6 +37,16 @@ export interface SubscriptionHandlers<T = unknown> {
   onError?: (err: NatsedgeError) => void;
 }
 
+/** `client.subscribe`'s options: the handlers, and a subscription token when the channel needs one. */
+export interface SubscribeOptions<T = unknown> extends SubscriptionHandlers<T> {
+  /**
+   * A subscription token from the backend (docs/protocol.md, "Subscription tokens"), sent with
+   * every subscribe of the channel, reconnects and polls included; set a fresh one with
+   * `sub.token = …` before it expires.
+   */
+  token?: string;
+}
+
 /** What a subscription needs from its client. */
 export interface SubscriptionOwner {
   command(cmd: Frame): Promise<Frame>;
@@ -53,6 +63,8 @@ export class Subscription<T = unknown> {
   /** Subscribed on the current connection (false while reconnecting). */
   active = false;
   readonly handlers: SubscriptionHandlers<T>;
+  /** The subscription token sent with every subscribe of the channel, if it needs one. */
+  token: string | undefined;
 
   constructor(
     private readonly owner: SubscriptionOwner,
@@ -61,7 +73,9 @@ export class Subscription<T = unknown> {
     /** Made by the server (the connect hook, the server API), not by `client.subscribe`. */
     readonly server = false,
   ) {
-    this.handlers = { ...handlers };
+    const { token, ...rest } = handlers as SubscribeOptions<T>;
+    this.handlers = rest;
+    this.token = token;
   }
 
   /** Adds or replaces handlers: how an app handles a server-side subscription it is given. */
