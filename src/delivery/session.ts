@@ -10,7 +10,7 @@ import { encodeFrame, type Format } from "../protocol/codec.js";
 import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
 import type { ClientInfo } from "../publication.js";
-import { allowed } from "./access.js";
+import { allowed, checkAccess } from "./access.js";
 import { authenticate, refreshClaims } from "./authenticate.js";
 import { catchUp } from "./catch-up.js";
 import { permitSubscribe } from "./subscribe-permit.js";
@@ -242,6 +242,9 @@ export class Session implements HubSession, Caller {
     const r = resolveChannel(this.ctx.config.namespaces, cmd.ch);
     const since = optionalPosition(cmd, "since");
     const token = optionalString(cmd, "token");
+    // Permissions answer before the subscription state does: a channel the token does not allow
+    // is 403 even while a server-made subscription to it exists (409 otherwise).
+    if (token === undefined) checkAccess(this.identity, r);
     if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
