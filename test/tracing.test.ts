@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { connect as natsConnect } from "nats";
+import { connect as natsConnect, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
@@ -108,8 +108,13 @@ const spanId = (): string => randomBytes(8).toString("hex");
 let receiver: OtlpReceiver;
 let hookServer: Server;
 let hookUrl: string;
+/** The traceparent header of each hook call, in arrival order. */
+const hookTraceparents: Array<string | undefined> = [];
 let a: GatewayProcess;
 let b: GatewayProcess;
+let nc: NatsConnection;
+/** The traceparent header of each NATS rpc hook call. */
+const rpcTraceparents: Array<string | undefined> = [];
 const open: TestClient[] = [];
 const gateways: GatewayProcess[] = [];
 
@@ -117,7 +122,8 @@ function config(service: string, nats: boolean, tracing = true): string {
   return `
 ${tracing ? `tracing: { otlpUrl: "${receiver.url}", serviceName: ${service} }` : ""}
 drainPeriod: 0s
-${nats ? `nats: { servers: ["${NATS_URL}"], prefix: ${PREFIX}, storage: memory }` : ""}
+${nats ? `nats: { servers: ["${NATS_URL}"], prefix: ${PREFIX}, storage: memory }
+hooks: { rpc: nats }` : ""}
 namespaces:
   chat: { clientPublish: true, anonymous: true, publishHook: "${hookUrl}" }
   news: { clientPublish: true, anonymous: true, history: { size: 10, ttl: 5m } }
@@ -143,11 +149,22 @@ async function client(g: GatewayProcess, traceparent?: unknown): Promise<TestCli
 beforeAll(async () => {
   receiver = await OtlpReceiver.start();
   hookServer = createServer((req, res) => {
+    hookTraceparents.push(req.headers.traceparent as string | undefined);
     req.resume();
     req.on("end", () => res.writeHead(200, { "content-type": "application/json" }).end('{"result":{}}'));
   });
   await new Promise<void>((resolve) => hookServer.listen(0, "127.0.0.1", resolve));
   hookUrl = `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/hook/publish`;
+  nc = await natsConnect({ servers: NATS_URL });
+  nc.subscribe(`${PREFIX}.hook.rpc`, {
+    queue: "backends",
+    callback: (err, msg) => {
+      if (err) return;
+      rpcTraceparents.push(msg.headers?.get("traceparent"));
+      msg.respond(Buffer.from('{"result":{"data":"pong"}}'));
+    },
+  });
+  await nc.flush();
   [a, b] = await Promise.all([gateway("gw-a", true), gateway("gw-b", true)]);
 });
 
@@ -156,7 +173,7 @@ afterAll(async () => {
   await Promise.all(gateways.map((g) => g.stop()));
   await receiver?.close();
   await new Promise<void>((resolve) => (hookServer ? hookServer.close(() => resolve()) : resolve()));
-  const nc = await natsConnect({ servers: NATS_URL });
+  if (!nc) return;
   const jsm = await nc.jetstreamManager();
   for (const s of await jsm.streams.list().next()) {
     if (s.config.name.startsWith(`${PREFIX}_`)) await jsm.streams.delete(s.config.name);
@@ -200,10 +217,23 @@ describe("tracing across gateways", () => {
         expect(hook.parentSpanId).toBe(publish.spanId);
         expect(hook.kind).toBe(3);
         expect(hook.attributes).toMatchObject({ "natsedge.hook.via": "http", "natsedge.hook.result": "ok" });
+        // The backend is told the hook span, so its own spans can join the trace.
+        expect(hookTraceparents).toContain(`00-${trace}-${hook.spanId}-01`);
       }
       expect(receiver.spans.filter((s) => s.traceId === trace).every((s) => s.status?.code !== 2)).toBe(true);
     });
   }
+
+  it("puts a NATS hook call in the client's trace and tells the backend", async () => {
+    const trace = traceId();
+    const parent = spanId();
+    const c = await client(a);
+    expect(await c.request("rpc", { method: "ping", traceparent: `00-${trace}-${parent}-01` })).toMatchObject({ ok: { data: "pong" } });
+    const hook = await receiver.span(trace, (s) => s.name === "hook.rpc", "rpc hook span");
+    expect(hook.parentSpanId).toBe(parent);
+    expect(hook.attributes).toMatchObject({ "natsedge.hook.via": "nats", "natsedge.hook.result": "ok" });
+    expect(rpcTraceparents).toContain(`00-${trace}-${hook.spanId}-01`);
+  });
 
   it("starts a trace of its own for a command without a valid traceparent", async () => {
     const c = await client(a, "00-not-a-trace-01");

@@ -5,7 +5,7 @@ import type { Identity } from "../delivery/identity.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Subjects } from "../nats/subjects.js";
-import type { SpanContext } from "../tracing/context.js";
+import { formatTraceparent, type SpanContext } from "../tracing/context.js";
 import { SpanKind, type Tracer } from "../tracing/tracer.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { dataProblem } from "../protocol/payload.js";
@@ -145,7 +145,13 @@ export class Hooks {
       this.inFlight++;
       try {
         const timeout = spec.timeout ?? this.config.timeout;
-        const bytes = await this.callerFor(spec).call(kind, Buffer.from(JSON.stringify(body), "utf8"), timeout, this.config.maxResponseSize);
+        const bytes = await this.callerFor(spec).call(
+          kind,
+          Buffer.from(JSON.stringify(body), "utf8"),
+          timeout,
+          this.config.maxResponseSize,
+          span && formatTraceparent(span.context),
+        );
         return read(parseAnswer(bytes));
       } finally {
         this.inFlight--;
