@@ -34,6 +34,7 @@ function nowNanos(): bigint {
 /** Ids come from a pool refilled 4 KiB at a time: one system call for hundreds of spans. */
 const POOL_SIZE = 4096;
 const pool = Buffer.alloc(POOL_SIZE);
+const ZERO_HEX: Record<number, string> = { 8: "0".repeat(16), 16: "0".repeat(32) };
 let poolAt = POOL_SIZE;
 
 function randomHex(bytes: number): string {
@@ -45,14 +46,15 @@ function randomHex(bytes: number): string {
     const hex = pool.toString("hex", poolAt, poolAt + bytes);
     poolAt += bytes;
     // All-zero ids are invalid in W3C trace context; 2^-64 at worst, but cheap to rule out.
-    if (/[^0]/.test(hex)) return hex;
+    if (hex !== ZERO_HEX[bytes]) return hex;
   }
 }
 
 /** One unit of work. Not sampled, it still carries the context onward but records nothing. */
 export class Span {
   readonly context: SpanContext;
-  private readonly start = nowNanos();
+  /** Only a sampled span reads the clock: an unsampled one is never reported. */
+  private readonly start: bigint;
   private ended = false;
   private error: string | undefined;
 
@@ -65,6 +67,7 @@ export class Span {
     private readonly attributes: Record<string, AttributeValue>,
   ) {
     this.context = { traceId: parent?.traceId ?? randomHex(16), spanId: randomHex(8), sampled };
+    this.start = sampled ? nowNanos() : 0n;
   }
 
   set(key: string, value: AttributeValue): void {
