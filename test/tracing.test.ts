@@ -235,6 +235,34 @@ describe("tracing across gateways", () => {
     expect(rpcTraceparents).toContain(`00-${trace}-${hook.spanId}-01`);
   });
 
+  it("traces long-poll and SSE connects", async () => {
+    const trace = traceId();
+    const parent = spanId();
+    const traceparent = `00-${trace}-${parent}-01`;
+    const res = await fetch(`${a.url}/lp/rpc`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ cmds: [{ id: 1, op: "connect", traceparent }, { id: 2, op: "publish", ch: "news.today", data: 3, traceparent }] }),
+    });
+    const replies = ((await res.json()) as { replies: Array<{ ok?: unknown }> }).replies;
+    expect(replies.map((r) => r.ok !== undefined)).toEqual([true, true]);
+    const connect = await receiver.span(trace, (s) => s.name === "connect", "long-poll connect span");
+    expect(connect).toMatchObject({ parentSpanId: parent, attributes: { "natsedge.transport": "longpoll" } });
+    const publish = await receiver.span(trace, (s) => s.name === "publish", "long-poll publish span");
+    expect(publish).toMatchObject({ parentSpanId: parent, attributes: { "natsedge.transport": "longpoll" } });
+
+    const stream = new AbortController();
+    const sse = await fetch(`${b.url}/sse?ch=news.today`, { signal: stream.signal });
+    expect(sse.status).toBe(200);
+    try {
+      const sseConnect = await receiver.span(undefined, (s) => s.name === "connect" && s.service === "gw-b" && s.attributes["natsedge.transport"] === "sse", "SSE connect span");
+      expect(sseConnect.parentSpanId).toBeUndefined();
+    } finally {
+      stream.abort();
+      await sse.body?.cancel().catch(() => undefined);
+    }
+  });
+
   it("starts a trace of its own for a command without a valid traceparent", async () => {
     const c = await client(a, "00-not-a-trace-01");
     const reply = await c.request("publish", { ch: "news.today", data: 2, traceparent: { evil: true } });

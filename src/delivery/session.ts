@@ -145,6 +145,7 @@ export class Session implements HubSession, Caller {
       // A hook that could not answer: the client may try to connect again on this connection.
       if (!(err instanceof ProtocolError) || err.code === ErrorCode.Unavailable) throw err;
       // Answered, then closed: an unauthenticated connection has nothing else to do.
+      span?.fail(err);
       sendError(this.ctx, this.conn, idOf(cmd), err);
       this.disconnect(CloseCode.Unauthorized, err.message, false);
       return ALREADY_SENT;
