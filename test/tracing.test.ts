@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { connect as natsConnect, type NatsConnection } from "nats";
+import { connect as natsConnect, headers as natsHeaders, type NatsConnection } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TestClient } from "./helpers/client.js";
 import { startGateway, type GatewayProcess } from "./helpers/gateway.js";
@@ -233,6 +233,19 @@ describe("tracing across gateways", () => {
     expect(hook.parentSpanId).toBe(parent);
     expect(hook.attributes).toMatchObject({ "natsedge.hook.via": "nats", "natsedge.hook.result": "ok" });
     expect(rpcTraceparents).toContain(`00-${trace}-${hook.spanId}-01`);
+  });
+
+  it("makes a backend's NATS publication with a traceparent the parent of every replica's delivery", async () => {
+    const trace = traceId();
+    const parent = spanId();
+    const subscriber = await client(b);
+    expect((await subscriber.request("subscribe", { ch: "chat.direct" })).ok).toBeDefined();
+    const h = natsHeaders();
+    h.set("traceparent", `00-${trace}-${parent}-01`);
+    nc.publish(`${PREFIX}.ch.chat.direct`, Buffer.from('{"from":"backend"}'), { headers: h });
+    await subscriber.waitFor(() => subscriber.pubs("chat.direct")[0], "the backend's publication");
+    const deliver = await receiver.span(trace, (s) => s.name === "deliver" && s.service === "gw-b", "deliver span from B");
+    expect(deliver.parentSpanId).toBe(parent);
   });
 
   it("traces long-poll and SSE connects", async () => {
