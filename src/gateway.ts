@@ -124,7 +124,7 @@ export class Gateway {
       (spans, reason) => metrics.spansDropped.inc({ reason }, spans),
       log,
     );
-    const tracer = exporter ? new Tracer(exporter, config.tracing?.sampleRatio ?? 1) : undefined;
+    const tracer = config.tracing && exporter && new Tracer(exporter, config.tracing.sampleRatio);
     const hub = new Hub({
       ...backend,
       metrics,

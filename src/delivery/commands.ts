@@ -12,8 +12,8 @@ import { idOf, optionalInteger, optionalPosition, optionalString, validateFrame,
 import type { Identity } from "./identity.js";
 import type { ResolvedChannel } from "../channels.js";
 import type { ClientRequest } from "../hooks/request.js";
-import { parseTraceparent } from "../tracing/context.js";
-import { SpanKind, type Span } from "../tracing/tracer.js";
+import { parseTraceparent, type SpanContext } from "../tracing/context.js";
+import { SpanKind, type Span, type Tracer } from "../tracing/tracer.js";
 
 /** A command's answer: the `ok` object, or a whole frame already encoded (spliced publications). */
 export type Reply = Record<string, unknown> | Buffer;
@@ -139,7 +139,7 @@ export class CommandQueue {
 export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> | Reply {
   switch (cmd.op) {
     case "publish":
-      return ctx.tracer ? tracedPublish(ctx, caller, cmd) : publish(ctx, caller, cmd, undefined);
+      return ctx.tracer ? tracedPublish(ctx, ctx.tracer, caller, cmd) : publish(ctx, caller, cmd, undefined);
     case "presence":
       return presence(ctx, caller, cmd);
     case "presence_stats":
@@ -147,7 +147,7 @@ export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame)
     case "history":
       return history(ctx, caller, cmd);
     case "rpc":
-      return rpc(ctx, caller, cmd, parseTraceparent(ctx.tracer && cmd.traceparent));
+      return rpc(ctx, caller, cmd, ctx.tracer ? parseTraceparent(cmd.traceparent) : undefined);
     case "ping":
       return {};
     default:
@@ -159,9 +159,7 @@ export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame)
  * The publish span covers the hook, the broker publish and (NATS) the JetStream ack; its context
  * rides with the publication, so every gateway's `deliver` span of it is its child.
  */
-function tracedPublish(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> {
-  const tracer = ctx.tracer;
-  if (!tracer) return publish(ctx, caller, cmd, undefined);
+function tracedPublish(ctx: DeliveryContext, tracer: Tracer, caller: Caller, cmd: Frame): Promise<Reply> {
   const span = tracer.start("publish", SpanKind.producer, parseTraceparent(cmd.traceparent), {
     "natsedge.transport": caller.request.transport,
     "natsedge.client": caller.identity.client,
@@ -193,7 +191,7 @@ async function publish(ctx: DeliveryContext, caller: Caller, cmd: Frame, span: S
 }
 
 /** Answered by the backend's rpc hook: `{data}`. */
-async function rpc(ctx: DeliveryContext, caller: Caller, cmd: Frame, trace: ReturnType<typeof parseTraceparent>): Promise<Reply> {
+async function rpc(ctx: DeliveryContext, caller: Caller, cmd: Frame, trace: SpanContext | undefined): Promise<Reply> {
   return { data: await ctx.hooks.rpc(caller.identity, caller.request, cmd.method, cmd.data, trace) };
 }
 
