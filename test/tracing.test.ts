@@ -290,6 +290,7 @@ describe("tracing across gateways", () => {
 
 describe("tracing off", () => {
   it("sends nothing: only the traced gateway started after it reaches the receiver", async () => {
+    const seen = receiver.requests.length;
     const off = await gateway("gw-off", false, false);
     const trace = traceId();
     const c = await client(off, `00-${trace}-${spanId()}-01`);
@@ -299,7 +300,6 @@ describe("tracing off", () => {
     c.terminate();
     // Stopped: whatever it had queued would have gone out on the way down.
     await off.stop();
-    const seen = receiver.requests.length;
     const on = await gateway("gw-later", false);
     const later = traceId();
     await client(on, `00-${later}-${spanId()}-01`);
@@ -308,6 +308,5 @@ describe("tracing off", () => {
     expect(since.length).toBeGreaterThan(0);
     expect(since.every((service) => service === "gw-later" || service === "gw-a" || service === "gw-b")).toBe(true);
     expect(receiver.spans.some((s) => s.traceId === trace)).toBe(false);
-    expect(receiver.spans.some((s) => s.service === "gw-off")).toBe(false);
   });
 });
