@@ -103,17 +103,25 @@ function finished(i: number): FinishedSpan {
   };
 }
 
+/** A collector that never answers, behind a post that honours its timeout as fetch with AbortSignal.timeout does. */
+function unanswered(timeouts: number[]): (timeoutMs: number) => Promise<void> {
+  return (timeoutMs) => {
+    timeouts.push(timeoutMs);
+    return new Promise<void>((_resolve, reject) => setTimeout(() => reject(new Error("timeout")), timeoutMs));
+  };
+}
+
 describe("OTLP exporter", () => {
   afterEach(() => {
     vi.useRealTimers();
   });
 
-  function harness(opts: { maxQueue?: number; maxBatch?: number }, answer: () => Promise<void> = () => Promise.resolve()) {
+  function harness(opts: { maxQueue?: number; maxBatch?: number }, answer: (timeoutMs: number) => Promise<void> = () => Promise.resolve()) {
     const bodies: Array<Record<string, unknown>> = [];
     const drops: Record<string, number> = {};
-    const post: Post = (_url, body) => {
+    const post: Post = (_url, body, timeoutMs) => {
       bodies.push(JSON.parse(body) as Record<string, unknown>);
-      return answer();
+      return answer(timeoutMs);
     };
     const exporter = new OtlpExporter(
       { url: "http://127.0.0.1:1/v1/traces", serviceName: "svc", instance: "n1", intervalMs: 1_000, ...opts },
@@ -181,6 +189,36 @@ describe("OTLP exporter", () => {
     expect(drops).toEqual({ queue_full: 70 });
     await vi.advanceTimersByTimeAsync(10_000);
     expect(bodies).toHaveLength(1);
+  });
+
+  it("holds a shutdown up for one timeout at most when the collector is away", async () => {
+    vi.useFakeTimers();
+    const timeouts: number[] = [];
+    const { exporter, drops } = harness({ maxBatch: 10, maxQueue: 100 }, unanswered(timeouts));
+    // The first full batch is on its way (10 s timeout) when the shutdown comes.
+    for (let i = 0; i < 35; i++) exporter.add(finished(i));
+    let closed = false;
+    void exporter.close().then(() => (closed = true));
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(closed).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    // It failed: the 25 behind it are dropped, not tried one timeout after another.
+    expect(closed).toBe(true);
+    expect(timeouts).toEqual([10_000]);
+    expect(drops).toEqual({ export_failed: 35 });
+  });
+
+  it("gives a batch sent at shutdown the short timeout", async () => {
+    vi.useFakeTimers();
+    const timeouts: number[] = [];
+    const { exporter, drops } = harness({}, unanswered(timeouts));
+    exporter.add(finished(1));
+    let closed = false;
+    void exporter.close().then(() => (closed = true));
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(closed).toBe(true);
+    expect(timeouts).toEqual([2_000]);
+    expect(drops).toEqual({ export_failed: 1 });
   });
 
   it("counts a batch the collector refused and goes on with the next", async () => {

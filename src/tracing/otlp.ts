@@ -17,6 +17,9 @@ export interface OtlpOptions {
   timeoutMs?: number;
 }
 
+/** At shutdown a batch gets this long at most, so a collector that is away cannot hold the exit up. */
+const CLOSING_TIMEOUT_MS = 2_000;
+
 /** Sends one JSON body; rejects when the collector did not take it. */
 export type Post = (url: string, body: string, timeoutMs: number) => Promise<void>;
 
@@ -51,6 +54,7 @@ export class OtlpExporter implements SpanSink {
   private readonly maxBatch: number;
   private readonly timeoutMs: number;
   private closed = false;
+  private closing = false;
 
   constructor(
     private readonly opts: OtlpOptions,
@@ -87,8 +91,10 @@ export class OtlpExporter implements SpanSink {
     }
   }
 
+  /** Sends what waits; once a batch fails the rest is dropped rather than tried against a collector that is away. */
   async close(): Promise<void> {
     clearInterval(this.timer);
+    this.closing = true;
     await this.flush();
     this.closed = true;
   }
@@ -98,9 +104,11 @@ export class OtlpExporter implements SpanSink {
     const batch = this.queue.length <= this.maxBatch ? this.queue : this.queue.slice(0, this.maxBatch);
     this.queue = batch === this.queue ? [] : this.queue.slice(this.maxBatch);
     const body = JSON.stringify({ resourceSpans: [{ resource: this.resource, scopeSpans: [{ scope: SCOPE, spans: batch.map(encodeSpan) }] }] });
-    this.sending = this.post(this.opts.url, body, this.timeoutMs)
+    const timeout = this.closing ? Math.min(this.timeoutMs, CLOSING_TIMEOUT_MS) : this.timeoutMs;
+    this.sending = this.post(this.opts.url, body, timeout)
       .catch((err: unknown) => {
-        this.dropped(batch.length, "export_failed");
+        const rest = this.closing ? this.queue.splice(0) : [];
+        this.dropped(batch.length + rest.length, "export_failed");
         this.log.warn({ err, spans: batch.length }, "trace export failed");
       })
       .finally(() => {
