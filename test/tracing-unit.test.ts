@@ -191,35 +191,28 @@ describe("OTLP exporter", () => {
     expect(bodies).toHaveLength(1);
   });
 
-  it("holds a shutdown up for one timeout at most when the collector is away", async () => {
-    vi.useFakeTimers();
-    const timeouts: number[] = [];
-    const { exporter, drops } = harness({ maxBatch: 10, maxQueue: 100 }, unanswered(timeouts));
-    // The first full batch is on its way (10 s timeout) when the shutdown comes.
-    for (let i = 0; i < 35; i++) exporter.add(finished(i));
-    let closed = false;
-    void exporter.close().then(() => (closed = true));
-    await vi.advanceTimersByTimeAsync(9_999);
-    expect(closed).toBe(false);
-    await vi.advanceTimersByTimeAsync(1);
-    // It failed: the 25 behind it are dropped, not tried one timeout after another.
-    expect(closed).toBe(true);
-    expect(timeouts).toEqual([10_000]);
-    expect(drops).toEqual({ export_failed: 35 });
-  });
-
-  it("gives a batch sent at shutdown the short timeout", async () => {
-    vi.useFakeTimers();
-    const timeouts: number[] = [];
-    const { exporter, drops } = harness({}, unanswered(timeouts));
-    exporter.add(finished(1));
-    let closed = false;
-    void exporter.close().then(() => (closed = true));
-    await vi.advanceTimersByTimeAsync(2_000);
-    expect(closed).toBe(true);
-    expect(timeouts).toEqual([2_000]);
-    expect(drops).toEqual({ export_failed: 1 });
-  });
+  // 35 spans in batches of 10: the first batch is on its way (10 s timeout) when the shutdown
+  // comes, and when it fails the 25 behind it are dropped, not tried one timeout after another.
+  // One span: the batch sent at shutdown gets the short timeout.
+  for (const { spans, maxBatch, timeout } of [
+    { spans: 35, maxBatch: 10, timeout: 10_000 },
+    { spans: 1, maxBatch: 512, timeout: 2_000 },
+  ]) {
+    it(`holds a shutdown up for one timeout at most when the collector is away (${spans} spans)`, async () => {
+      vi.useFakeTimers();
+      const timeouts: number[] = [];
+      const { exporter, drops } = harness({ maxBatch, maxQueue: 100 }, unanswered(timeouts));
+      for (let i = 0; i < spans; i++) exporter.add(finished(i));
+      let closed = false;
+      void exporter.close().then(() => (closed = true));
+      await vi.advanceTimersByTimeAsync(timeout - 1);
+      expect(closed).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      expect(closed).toBe(true);
+      expect(timeouts).toEqual([timeout]);
+      expect(drops).toEqual({ export_failed: spans });
+    });
+  }
 
   it("counts a batch the collector refused and goes on with the next", async () => {
     vi.useFakeTimers();
