@@ -68,7 +68,7 @@ export async function natsBackend(
   const link = await NatsLink.open(nats, `natsedge ${node}`, log, metrics);
   const subjects = new Subjects(nats.prefix);
   const jsm = await untilDone(async () => (await link.nc.jetstreamManager()) as Jsm, "JetStream not ready yet", log);
-  const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, log);
+  const streams = new Streams(jsm, subjects, config.namespaces, nats, config.idempotencyWindow, config.events !== undefined, log);
   await untilDone(() => streams.ensureAll(), "JetStream streams not ready yet", log);
   const limiter = new JsLimiter(undefined, undefined, () => metrics.jetstreamRefused.inc());
   metrics.watchJetStream(() => limiter.load);

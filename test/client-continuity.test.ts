@@ -8,6 +8,9 @@
  *  - an `unsub` push without it still ends the subscription (403) or retries it (429);
  *  - a 429 with `retryAfter` delays the retry at least that long, within maxReconnectDelay;
  *  - `history({reverse})` passes the field through, and leaves out options given as undefined;
+ *  - server-side subscriptions: a `sub` push read with the connect reply is not lost; after a
+ *    reconnect one the server makes again is filled from history merged with the live
+ *    publications held meanwhile, one it does not is subscribed by the client after the fence;
  *  - MessagePack: what the client sends is what the gateway's decoder accepts (no extension
  *    types, `undefined` as nil), and 64-bit integers arrive as numbers.
  * The end-to-end behaviour against real gateways is in client.test.ts and client-fallback.test.ts.
@@ -81,6 +84,11 @@ class Peer {
 
   ops(): unknown[] {
     return this.received.map((f) => f.op);
+  }
+
+  /** Cuts the connection (the client sees 1006 and reconnects). */
+  drop(): void {
+    this.socket.terminate();
   }
 
   /** Frames in one message, so that the client reads them in one go. */
@@ -334,5 +342,113 @@ describe("MessagePack", () => {
     expect(cmd.data).toEqual({ n: 2, missing: null, list: [1, null] });
     peer.reply(cmd, { offset: 4, epoch: "E1" });
     expect(await published).toEqual({ offset: 4, epoch: "E1" });
+  });
+});
+
+describe("server-side subscriptions", () => {
+  const ch = "feed.x";
+  /** A client with no subscription of its own, recording the server-side one it is given. */
+  async function serverSetup() {
+    const gw = await ScriptedGateway.start();
+    gateways.push(gw);
+    const client = new Client(gw.url, { WebSocket, transports: ["websocket"], reconnectJitter: 1, minReconnectDelay: 10, maxReconnectDelay: 20 });
+    clients.push(client);
+    const r = {
+      sub: undefined as Subscription | undefined,
+      announced: 0,
+      pubs: [] as Publication<{ n: number }>[],
+      subscribed: 0,
+      unrecovered: [] as Position[],
+    };
+    const wake = <A>(f: (a: A) => void) => (a: A): void => {
+      f(a);
+      tick.wake();
+    };
+    client.on("serverSubscribed", (sub) => {
+      r.announced++;
+      r.sub = sub;
+      sub.setHandlers({
+        onPublication: wake((p) => r.pubs.push(p as Publication<{ n: number }>)),
+        onSubscribed: () => {
+          r.subscribed++;
+          tick.wake();
+        },
+        onUnrecovered: wake((pos) => r.unrecovered.push(pos)),
+      });
+      tick.wake();
+    });
+    /** The `index`th connection with its connect command (not answered). */
+    const connection = async (index: number): Promise<{ peer: Peer; connect: Frame }> => {
+      const peer = await until(() => gw.peers[index], `connection ${index + 1}`);
+      return { peer, connect: await peer.take("connect") };
+    };
+    return { client, r, connection };
+  }
+  const hello = (n: number): Frame => ({ client: `client-${n}`, user: "u", node: "scripted", ping: 25 });
+  const ns2 = (pubs: Publication<{ n: number }>[]): number[] => pubs.map((p) => p.data.n);
+
+  it("a sub push and a publication read in one message with the connect reply are not lost", async () => {
+    const { r, connection } = await serverSetup();
+    const { peer, connect } = await connection(0);
+    peer.reply(connect, hello(1), { push: "sub", ch, offset: 5, epoch: "E1" }, pub(ch, 6, 6));
+    await until(() => r.pubs.length === 1 || undefined, "the publication", 5_000, () => JSON.stringify(r));
+    expect(r.announced).toBe(1);
+    expect(r.sub?.server).toBe(true);
+    expect(r.sub?.position).toEqual({ offset: 6, epoch: "E1" });
+    expect(r.subscribed).toBe(1);
+  });
+
+  it("made again after a reconnect: the gap is read from history and merged with the live publications held meanwhile", async () => {
+    const { client, r, connection } = await serverSetup();
+    const one = await connection(0);
+    one.peer.reply(one.connect, hello(1), { push: "sub", ch, offset: 5, epoch: "E1" }, pub(ch, 6, 6));
+    await until(() => r.pubs.length === 1 || undefined, "publication 6");
+    one.peer.drop();
+
+    const two = await connection(1);
+    // The server makes it again at the channel's position (9); 10 is live.
+    two.peer.reply(two.connect, hello(2), { push: "sub", ch, offset: 9, epoch: "E1" }, pub(ch, 10, 10));
+    const history = await two.peer.take("history");
+    expect(history).toMatchObject({ ch, since: { offset: 6, epoch: "E1" } });
+    // Live while the read is on its way: held, not delivered ahead of 7..9.
+    two.peer.send(pub(ch, 11, 11));
+    const ping = await two.peer.take("ping");
+    expect(r.pubs.length).toBe(1);
+    two.peer.reply(history, { offset: 11, epoch: "E1", pubs: [7, 8, 9, 10, 11].map((o) => ({ offset: o, data: { n: o } })) });
+    two.peer.reply(ping, {});
+    two.peer.send(pub(ch, 12, 12));
+    await until(() => r.pubs.length >= 7 || undefined, "seven publications", 5_000, () => JSON.stringify(r.pubs));
+    expect(ns2(r.pubs)).toEqual([6, 7, 8, 9, 10, 11, 12]);
+    expect(r.unrecovered).toEqual([]);
+    expect(r.subscribed).toBe(2);
+    expect(r.announced).toBe(1);
+    // The server made it: the client does not subscribe itself (a command sent after the ping
+    // reply arrives after anything that reply made the client send).
+    const stats = client.command({ op: "presence_stats", ch });
+    two.peer.reply(await two.peer.take("presence_stats"), { clients: 1, users: 1 });
+    await stats;
+    expect(two.peer.ops()).not.toContain("subscribe");
+  });
+
+  it("not made again after a reconnect (server API): subscribed by the client with since once the ping fence is answered", async () => {
+    const { r, connection } = await serverSetup();
+    const one = await connection(0);
+    one.peer.reply(one.connect, hello(1));
+    one.peer.send({ push: "sub", ch, offset: 5, epoch: "E1" }, pub(ch, 6, 6));
+    await until(() => r.pubs.length === 1 || undefined, "publication 6");
+    one.peer.drop();
+
+    const two = await connection(1);
+    two.peer.reply(two.connect, hello(2));
+    const ping = await two.peer.take("ping");
+    expect(two.peer.ops()).not.toContain("subscribe");
+    two.peer.reply(ping, {});
+    const sub = await two.peer.take("subscribe");
+    expect(sub).toMatchObject({ ch, since: { offset: 6, epoch: "E1" } });
+    two.peer.reply(sub, { offset: 7, epoch: "E1", recovered: true, pubs: [{ offset: 7, data: { n: 7 } }] }, pub(ch, 8, 8));
+    await until(() => r.pubs.length >= 3 || undefined, "three publications", 5_000, () => JSON.stringify(r.pubs));
+    expect(ns2(r.pubs)).toEqual([6, 7, 8]);
+    expect(r.subscribed).toBe(2);
+    expect(r.announced).toBe(1);
   });
 });

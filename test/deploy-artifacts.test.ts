@@ -228,7 +228,7 @@ describe("Prometheus config and alert rules", () => {
     expect(t.code, t.out).toBe(0);
   });
 
-  it("has alerts for replicas, NATS, latency, slow consumers, limits, event-loop lag, continuity and keys", () => {
+  it("has alerts for replicas, NATS, latency, slow consumers, limits, event-loop lag, continuity, keys, hooks and webhooks", () => {
     const rules = (parse(read("prometheus/natsedge.rules.yml")) as { groups: Array<{ rules: Obj[] }> }).groups.flatMap((g) => g.rules);
     const expr = (alert: string): string => String(rules.find((r) => r.alert === alert)?.expr ?? "");
     expect(expr("NatsedgeReplicaDown")).toMatch(/up\{job="natsedge"\} == 0/);
@@ -244,6 +244,10 @@ describe("Prometheus config and alert rules", () => {
     expect(expr("NatsedgeJetStreamSaturated")).toMatch(/natsedge_jetstream_refused_total/);
     expect(expr("NatsedgeJwksStale")).toMatch(/natsedge_jwks_last_success_timestamp_seconds/);
     expect(expr("NatsedgeWebhookEventsDropped")).toMatch(/natsedge_webhook_events_dropped_total/);
+    // Backend hooks and the lifecycle event webhook.
+    expect(expr("NatsedgeHookFailures")).toMatch(/natsedge_hook_calls_total\{result=~"timeout\|unavailable\|invalid\|busy"\}/);
+    expect(expr("NatsedgeHookLatencyHigh")).toMatch(/histogram_quantile\(0\.99,[\s\S]*by \(instance, kind, le\)[\s\S]*natsedge_hook_duration_seconds_bucket/);
+    expect(expr("NatsedgeWebhookFailing")).toMatch(/natsedge_webhook_deliveries_total/);
     for (const r of rules) {
       expect((r.labels as Obj | undefined)?.severity, `${String(r.alert)} severity`).toMatch(/^(warning|critical)$/);
       expect((r.annotations as Obj | undefined)?.summary, `${String(r.alert)} summary`).toBeTruthy();
@@ -378,6 +382,17 @@ describe("Grafana dashboard", () => {
     expect(all).toMatch(/histogram_quantile\(0\.99, sum by \(le\) \(rate\(natsedge_delivery_latency_seconds_bucket/);
     expect(all).toMatch(/sum by \(code\) \(rate\(natsedge_errors_total/);
     expect(all).toMatch(/sum by \(code\) \(rate\(natsedge_disconnects_total/);
+  });
+
+  it("has a Backends row: hook calls, hook latency, lifecycle events and webhook deliveries", () => {
+    const panels = dashboard.panels as Obj[];
+    expect(panels.some((p) => p.type === "row" && p.title === "Backends")).toBe(true);
+    const all = queries.map((q) => q.expr).join("\n");
+    expect(all).toMatch(/sum by \(kind, result\) \(rate\(natsedge_hook_calls_total/);
+    expect(all).toMatch(/histogram_quantile\(0\.5, sum by \(kind, le\) \(rate\(natsedge_hook_duration_seconds_bucket/);
+    expect(all).toMatch(/histogram_quantile\(0\.99, sum by \(kind, le\) \(rate\(natsedge_hook_duration_seconds_bucket/);
+    expect(all).toMatch(/sum by \(type\) \(rate\(natsedge_events_published_total/);
+    expect(all).toMatch(/sum by \(result\) \(rate\(natsedge_webhook_deliveries_total/);
   });
 
   it("every metric it queries is on a real /metrics scrape of a gateway running on NATS", () => {

@@ -57,7 +57,7 @@ beforeAll(async () => {
   link = await NatsLink.open(config, "history-test", log, metrics);
   jsm = (await link.nc.jetstreamManager()) as Jsm;
   js = link.nc.jetstream();
-  const streams = new Streams(jsm, subjects, NAMESPACES, config, 60_000, log);
+  const streams = new Streams(jsm, subjects, NAMESPACES, config, 60_000, false, log);
   await streams.ensureAll();
   history = new NatsHistory(jsm, streams, subjects, metrics, link, new JsLimiter());
   // Every JetStream API request leaves as a publish on $JS.API.> (nats.js requests publish too).

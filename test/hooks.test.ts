@@ -365,18 +365,20 @@ describe("rpc", () => {
     const client = new Client(gwA.url, { WebSocket: WebSocket as never, autoConnect: false, data: { user: "sdk", channels: ["news.sdk"] } });
     const seen = new Signal();
     const events: Frame[] = [];
-    client.on("subscribed", (e) => {
-      events.push({ event: "subscribed", ...e });
-      seen.wake();
-    });
-    client.on("publication", (p) => {
-      events.push({ event: "publication", ...p });
+    client.on("serverSubscribed", (sub) => {
+      events.push({ event: "serverSubscribed", channel: sub.channel, position: sub.position });
+      sub.setHandlers({
+        onPublication: (p) => {
+          events.push({ event: "publication", ...p });
+          seen.wake();
+        },
+      });
       seen.wake();
     });
     try {
       await client.connect();
-      await seen.until(() => events.find((e) => e.event === "subscribed"), "subscribed event", 10_000, () => JSON.stringify(events));
-      expect(events[0]).toMatchObject({ channel: "news.sdk", offset: expect.any(Number) as number });
+      await seen.until(() => events.find((e) => e.event === "serverSubscribed"), "serverSubscribed event", 10_000, () => JSON.stringify(events));
+      expect(events[0]).toMatchObject({ channel: "news.sdk", position: { offset: expect.any(Number) as number } });
       expect((await api(gwA.url, "POST", "/api/publish", { key: API_KEY, body: { channel: "news.sdk", data: { hi: 1 } } })).status).toBe(200);
       const pub = await seen.until(() => events.find((e) => e.event === "publication"), "publication event", 10_000, () => JSON.stringify(events));
       expect(pub).toMatchObject({ ch: "news.sdk", data: { hi: 1 } });

@@ -25,6 +25,17 @@ export interface Claims {
   info?: unknown;
 }
 
+/**
+ * A subscription token: the backend lets one user (`sub`; `""` for any anonymous client)
+ * subscribe to one channel until `exp`, whatever the connection's own permissions say.
+ */
+export interface SubscriptionClaims {
+  sub: string;
+  channel: string;
+  exp: number;
+  info?: unknown;
+}
+
 export type AuthErrorReason = "expired" | "invalid";
 
 export class AuthError extends Error {
@@ -132,7 +143,17 @@ export class TokenVerifier {
     this.#remote?.close();
   }
 
+  /** A connection token. One with a `channel` claim is a subscription token and is refused here. */
   async verify(token: string): Promise<Claims> {
+    return toClaims(await this.#payload(token));
+  }
+
+  /** A subscription token: `channel` and `exp` are required (see SubscriptionClaims). */
+  async verifySubscription(token: string): Promise<SubscriptionClaims> {
+    return toSubscriptionClaims(await this.#payload(token));
+  }
+
+  async #payload(token: string): Promise<JWTPayload> {
     // Tokens arrive from the wire, so the declared type is not trusted.
     if (typeof token !== "string" || token.length === 0) {
       throw new AuthError("invalid", "token missing");
@@ -140,13 +161,11 @@ export class TokenVerifier {
     if (token.length > MAX_TOKEN_LENGTH) {
       throw new AuthError("invalid", "token larger than 16 KiB");
     }
-    let payload: JWTPayload;
     try {
-      payload = await this.#verifyJws(token);
+      return await this.#verifyJws(token);
     } catch (err) {
       throw toAuthError(err);
     }
-    return toClaims(payload);
   }
 
   async #verifyJws(token: string): Promise<JWTPayload> {
@@ -254,6 +273,9 @@ function toClaims(payload: JWTPayload): Claims {
   if (sub.length > MAX_SUB_LENGTH) {
     throw fail(`token "sub" claim longer than ${MAX_SUB_LENGTH} characters`);
   }
+  // A subscription token names one channel for one user; connecting with it would make a grant
+  // for one channel into a whole session.
+  if (Object.hasOwn(payload, "channel")) throw fail('a subscription token (with a "channel" claim) cannot connect');
   const claims: Claims = { sub };
   // jose has already rejected a non-numeric exp.
   if (exp !== undefined) claims.exp = exp;
@@ -270,6 +292,31 @@ function toClaims(payload: JWTPayload): Claims {
     claims.channels = patterns as string[];
   }
 
+  const info = infoOf(payload, fail);
+  if (info !== undefined) claims.info = info;
+  return claims;
+}
+
+/** Signature and times are already checked; a subscription token must name its channel and expire. */
+function toSubscriptionClaims(payload: JWTPayload): SubscriptionClaims {
+  const fail = (message: string) => new AuthError("invalid", message);
+  const { sub, exp, channel } = payload as JWTPayload & { channel?: unknown };
+  if (typeof sub !== "string" || sub.length > MAX_SUB_LENGTH) {
+    throw fail(`subscription token "sub" claim must be a string of at most ${MAX_SUB_LENGTH} characters ("" for anonymous clients)`);
+  }
+  if (typeof channel !== "string" || channel.length === 0 || channel.length > MAX_CHANNEL_CLAIM) {
+    throw fail(`subscription token "channel" claim must be a channel name of 1 to ${MAX_CHANNEL_CLAIM} characters`);
+  }
+  if (exp === undefined) throw fail('subscription token must have an "exp" claim');
+  const claims: SubscriptionClaims = { sub, channel, exp };
+  const info = infoOf(payload, fail);
+  if (info !== undefined) claims.info = info;
+  return claims;
+}
+
+const MAX_CHANNEL_CLAIM = 1024;
+
+function infoOf(payload: JWTPayload, fail: (message: string) => AuthError): unknown {
   if (Object.hasOwn(payload, "info")) {
     // Checked first: a deeply nested value fits in 4 KiB but overflows the encoders' stacks.
     if (nestedDeeperThan(payload.info, MAX_INFO_DEPTH)) {
@@ -279,9 +326,9 @@ function toClaims(payload: JWTPayload): Claims {
     if (size > MAX_INFO_BYTES) {
       throw fail(`token "info" claim larger than ${MAX_INFO_BYTES} bytes`);
     }
-    claims.info = payload.info;
+    return payload.info;
   }
-  return claims;
+  return undefined;
 }
 
 function messageOf(err: unknown): string {

@@ -9,8 +9,8 @@ import {
   type AnySub,
   type Call,
   type ClientInfo,
-  type Publication,
-  type SubscriptionHandlers,
+  type Position,
+  type SubscribeOptions,
   type SubscriptionOwner,
 } from "./subscription.js";
 import { refreshDelay, tokenExpiry } from "./token.js";
@@ -88,6 +88,12 @@ export const DEFAULT_RECONNECT_JITTER = 2_000;
 /** The gateway's default `ping` interval (s), for a connect reply that does not say. */
 const PING_S = 25;
 
+/**
+ * Live publications held per server-side subscription while history fills its gap: the history
+ * read is bounded by `timeout`, and a channel faster than this gives up on the gap instead.
+ */
+const MAX_HELD = 10_000;
+
 export class Client {
   state: State = "disconnected";
   transport: TransportName | undefined;
@@ -97,6 +103,17 @@ export class Client {
   private readonly opts: Required<Omit<ClientOptions, "token" | "getToken" | "WebSocket" | "data">> & ClientOptions;
   private readonly listeners = new Map<string, Set<Listener>>();
   private readonly subs = new Map<string, AnySub>();
+  /** Subscriptions the server made, by channel; kept across reconnects like the app's own. */
+  private readonly serverSubs = new Map<string, AnySub>();
+  /** Server-side subscriptions the current connection has not made again (yet). */
+  private awaitingServer = new Set<AnySub>();
+  /**
+   * Server-side subscriptions made again with a gap: where the server started them (`at`), and
+   * their live publications, held until history has filled the gap.
+   */
+  private readonly recovering = new Map<AnySub, { at: Position; held: Frame[] }>();
+  /** Pushes right behind the connect reply, read before the handshake made their transport current. */
+  private early: { conn: Transport; frames: Frame[] } | undefined;
   /** Subscriptions waiting to retry after a transient subscribe error. */
   private readonly retries = new Map<AnySub, Timer>();
   private readonly pending = new Map<number, Pending>();
@@ -142,11 +159,11 @@ export class Client {
   on(event: "connected", fn: (e: { client: string; transport: TransportName }) => void): this;
   on(event: "disconnected", fn: (e: { code: number; reason: string; reconnect: boolean }) => void): this;
   on(event: "error", fn: (e: Error) => void): this;
-  /** Subscriptions the gateway's connect hook made (WebSocket): the channel, and its position. */
-  on(event: "subscribed", fn: (e: { channel: string; offset?: number; epoch?: string }) => void): this;
-  on(event: "unsubscribed", fn: (e: { channel: string; code: number; reason: string }) => void): this;
-  /** Publications of those subscriptions (channels with no `Subscription` of the app's). */
-  on(event: "publication", fn: (p: Publication) => void): this;
+  /**
+   * A new server-side subscription (the connect hook's channels, the server API's `subscribe`):
+   * set its handlers here, before its first publication. Once per subscription, not per reconnect.
+   */
+  on(event: "serverSubscribed", fn: (sub: Subscription) => void): this;
   on(event: string, fn: Listener): this {
     let set = this.listeners.get(event);
     if (!set) this.listeners.set(event, (set = new Set()));
@@ -162,6 +179,11 @@ export class Client {
   /** The subscriptions by channel. */
   get subscriptions(): ReadonlyMap<string, Subscription> {
     return this.subs;
+  }
+
+  /** The subscriptions the server made, by channel. */
+  get serverSubscriptions(): ReadonlyMap<string, Subscription> {
+    return this.serverSubs;
   }
 
   async connect(): Promise<void> {
@@ -203,8 +225,8 @@ export class Client {
     return ok.data as T;
   }
 
-  subscribe<T = unknown>(channel: string, handlers: SubscriptionHandlers<T> = {}): Subscription<T> {
-    if (this.subs.has(channel)) throw new Error(`already subscribed to ${channel}`);
+  subscribe<T = unknown>(channel: string, handlers: SubscribeOptions<T> = {}): Subscription<T> {
+    if (this.subs.has(channel) || this.serverSubs.has(channel)) throw new Error(`already subscribed to ${channel}`);
     const sub = new Subscription<T>(this.owner, channel, handlers) as unknown as AnySub;
     this.subs.set(channel, sub);
     this.resubscribe(sub);
@@ -255,10 +277,31 @@ export class Client {
     }
   };
 
-  private unsubscribe(sub: AnySub): void {
-    if (this.subs.get(sub.channel) !== sub) return;
-    this.subs.delete(sub.channel);
+  /** The map a subscription is registered in. */
+  private registry(sub: AnySub): Map<string, AnySub> {
+    return sub.server ? this.serverSubs : this.subs;
+  }
+
+  /** Still registered: not unsubscribed or ended meanwhile. */
+  private owns(sub: AnySub): boolean {
+    return this.registry(sub).get(sub.channel) === sub;
+  }
+
+  private allSubs(): AnySub[] {
+    return [...this.subs.values(), ...this.serverSubs.values()];
+  }
+
+  /** Takes a subscription out of the client: no more pushes, retries or recovery for it. */
+  private forget(sub: AnySub): void {
+    this.registry(sub).delete(sub.channel);
     this.cancelRetry(sub);
+    this.awaitingServer.delete(sub);
+    this.recovering.delete(sub);
+  }
+
+  private unsubscribe(sub: AnySub): void {
+    if (!this.owns(sub)) return;
+    this.forget(sub);
     sub.active = false;
     this.conn?.unfollow?.(sub.channel);
     if (this.state === "connected") this.command({ op: "unsubscribe", ch: sub.channel }).catch(() => undefined);
@@ -311,11 +354,13 @@ export class Client {
     closed: (code, reason) => this.closed(conn, code, reason),
     polls: (channels) => {
       const out: PolledChannel[] = [];
-      for (const [ch, sub] of this.subs) {
+      for (const sub of this.allSubs()) {
+        const ch = sub.channel;
         if (!channels.has(ch)) continue;
         out.push({
           ch,
           since: sub.position ?? null,
+          ...(sub.token === undefined ? {} : { token: sub.token }),
           answer: (state) => this.applySubscribed(sub, state),
           refuse: (err) => this.subscribeFailed(sub, err),
         });
@@ -333,10 +378,11 @@ export class Client {
     try {
       const cmd: Frame = this.token === undefined ? { op: "connect" } : { op: "connect", token: this.token };
       if (this.opts.data !== undefined) cmd.data = this.opts.data;
-      ok = await this.request(conn, cmd);
+      ok = await this.request(conn, cmd, () => (this.early = { conn, frames: [] }));
       // disconnect() during the handshake, or the connection was lost and replaced meanwhile.
       if (!this.wanted || this.conn !== replacing) throw new NatsedgeError(503, "disconnected");
     } catch (err) {
+      if (this.early?.conn === conn) this.early = undefined;
       conn.close();
       throw err;
     }
@@ -355,14 +401,21 @@ export class Client {
     if (conn.name === "longpoll") this.scheduleWebSocketRetry(conn);
     else this.keepalive(conn, typeof ok.ping === "number" && ok.ping > 0 ? ok.ping : PING_S);
     if (conn.follow) {
-      conn.follow([...this.subs.keys()]);
+      // Long-poll holds no subscriptions: the connect hook's channels are the client's to poll.
+      const named = Array.isArray(ok.channels) ? ok.channels : [];
+      for (const ch of named) if (typeof ch === "string") this.serverSubscribed({ ch });
+      conn.follow(this.allSubs().map((s) => s.channel));
     } else {
       for (const s of this.subs.values()) {
         s.active = false;
         this.resubscribe(s);
       }
+      this.awaitServer(conn);
     }
     this.emit("connected", { client: this.clientId, transport: conn.name });
+    const early = this.early;
+    this.early = undefined;
+    if (early?.conn === conn) for (const f of early.frames) this.push(f);
     for (const q of this.queued) {
       clearTimeout(q.timer);
       this.request(conn, q.cmd).then(q.resolve, q.reject);
@@ -372,6 +425,26 @@ export class Client {
 
   // --- subscriptions ------------------------------------------------------------------------
 
+  /**
+   * After a reconnect, the connect hook makes its channels again (`sub` pushes), the server API's
+   * are gone. Commands are answered in order and the hook's pushes come before the reply to any
+   * later command, so what has not come back by the reply to a `ping` the SDK subscribes itself,
+   * from its position, like its own subscriptions.
+   */
+  private awaitServer(conn: Transport): void {
+    this.awaitingServer = new Set(this.serverSubs.values());
+    if (this.awaitingServer.size === 0) return;
+    this.request(conn, { op: "ping" }).then(
+      () => {
+        if (conn !== this.conn) return;
+        const left = this.awaitingServer;
+        this.awaitingServer = new Set();
+        for (const s of left) this.resubscribe(s);
+      },
+      (err: NatsedgeError) => err.code === 408 && this.drop(conn, "ping timed out"),
+    );
+  }
+
   /** (Re)subscribes on the current connection, resuming from the last position. */
   private resubscribe(sub: AnySub): void {
     const conn = this.conn;
@@ -380,6 +453,7 @@ export class Client {
     if (conn.follow) return conn.follow([sub.channel]);
     const cmd: Frame = { op: "subscribe", ch: sub.channel };
     if (sub.position) cmd.since = sub.position;
+    if (sub.token !== undefined) cmd.token = sub.token;
     this.request(conn, cmd, (ok) => this.applySubscribed(sub, ok)).catch((err: NatsedgeError) => {
       // Unanswered: the gateway may still have subscribed (a retry would get 409), so start over
       // on a new connection, which resubscribes everything from the positions.
@@ -400,8 +474,11 @@ export class Client {
    * every reconnect.
    */
   private subscribeFailed(sub: AnySub, err: NatsedgeError): void {
-    if (this.subs.get(sub.channel) !== sub) return;
+    if (!this.owns(sub)) return;
+    // The server made this subscription while ours was on its way: it is there, keep it.
+    if (err.code === 409 && sub.active) return;
     sub.active = false;
+    this.recovering.delete(sub);
     if (err.code === 429 || err.code === 503) {
       const { minReconnectDelay: min, maxReconnectDelay: max } = this.opts;
       const asked = Math.min(max, (err.retryAfter ?? 0) * 1000);
@@ -410,13 +487,13 @@ export class Client {
         setTimeout(() => this.resubscribe(sub), Math.max(asked, min + backoff(2, min, max))),
       );
     } else {
-      this.subs.delete(sub.channel);
+      this.forget(sub);
     }
     this.call(sub.handlers.onError, err);
   }
 
   private applySubscribed(sub: AnySub, ok: Frame): void {
-    if (this.subs.get(sub.channel) !== sub) return; // unsubscribed while the reply was on its way
+    if (!this.owns(sub)) return; // unsubscribed while the reply was on its way
     applyState(sub, ok, this.call);
   }
 
@@ -441,14 +518,18 @@ export class Client {
         this.hints.set(conn, { code: f.code as number, reason: String(f.reason), reconnect: f.reconnect !== false });
       } else if (conn === this.conn) {
         this.push(f);
+      } else if (this.early?.conn === conn) {
+        this.early.frames.push(f);
       }
     }
   }
 
   private push(f: Frame): void {
-    const sub = typeof f.ch === "string" ? this.subs.get(f.ch) : undefined;
-    if (!sub) return this.serverPush(f);
-    if (f.push === "pub") deliver(sub, f, this.call);
+    if (typeof f.ch !== "string") return;
+    if (f.push === "sub") return this.serverSubscribed(f);
+    const sub = this.subs.get(f.ch) ?? this.serverSubs.get(f.ch);
+    if (!sub) return;
+    if (f.push === "pub") this.publication(sub, f);
     else if (f.push === "join") this.call(sub.handlers.onJoin, f.info as ClientInfo);
     else if (f.push === "leave") this.call(sub.handlers.onLeave, f.info as ClientInfo);
     else if (f.push === "unsub" && f.resubscribe === true) {
@@ -456,32 +537,77 @@ export class Client {
       // and has dropped the subscription: resuming from the position either recovers exactly
       // or answers recovered:false.
       sub.active = false;
+      this.recovering.delete(sub);
       this.resubscribe(sub);
     } else if (f.push === "unsub") {
       this.subscribeFailed(sub, errorFrom({ code: f.code as number, message: String(f.reason), retryAfter: f.retryAfter }));
     }
   }
 
+  private publication(sub: AnySub, f: Frame): void {
+    const r = this.recovering.get(sub);
+    if (!r) return deliver(sub, f, this.call);
+    r.held.push(f);
+    if (r.held.length >= MAX_HELD) this.recovered(sub, undefined);
+  }
+
   /**
-   * Pushes of subscriptions the server made (the connect hook's channels): they belong to the
-   * connection, not to the app's Subscription objects, and end with it; the hook makes them
-   * again on the next connect.
+   * The server made a subscription (`sub` push; on long-poll, a channel of the connect reply).
+   * A new one becomes a Subscription and is announced; one the client already had, from before a
+   * reconnect, continues from its position.
    */
-  private serverPush(f: Frame): void {
-    if (typeof f.ch !== "string") return;
-    if (f.push === "sub") {
-      const e: { channel: string; offset?: number; epoch?: string } = { channel: f.ch };
-      if (typeof f.offset === "number") e.offset = f.offset;
-      if (typeof f.epoch === "string") e.epoch = f.epoch;
-      this.emit("subscribed", e);
-    } else if (f.push === "unsub") {
-      this.emit("unsubscribed", { channel: f.ch, code: f.code as number, reason: String(f.reason) });
-    } else if (f.push === "pub") {
-      const p: Publication = { ch: f.ch, data: f.data };
-      if (typeof f.offset === "number") p.offset = f.offset;
-      if (f.info) p.info = f.info as Publication["info"];
-      this.emit("publication", p);
+  private serverSubscribed(f: Frame): void {
+    const ch = f.ch as string;
+    if (this.subs.has(ch)) return; // the app's own subscription carries the channel
+    const at = typeof f.offset === "number" && typeof f.epoch === "string" ? { offset: f.offset, epoch: f.epoch } : undefined;
+    const known = this.serverSubs.get(ch);
+    if (!known) {
+      const sub = new Subscription(this.owner, ch, {}, true) as AnySub;
+      sub.position = at;
+      this.serverSubs.set(ch, sub);
+      this.emit("serverSubscribed", sub);
+      // On long-poll the first poll answer makes it active; on WebSocket this push did.
+      if (f.push === "sub" && this.owns(sub)) applyState(sub, at ?? {}, this.call);
+      return;
     }
+    if (f.push !== "sub") return;
+    this.awaitingServer.delete(known);
+    this.cancelRetry(known);
+    this.recover(known, at);
+  }
+
+  /**
+   * A server-side subscription made again on a new connection starts at the channel's position
+   * (`at`), not at the client's: read what lies between from history, holding the live
+   * publications meanwhile, and deliver both merged by offset.
+   */
+  private recover(sub: AnySub, at: Position | undefined): void {
+    const from = sub.position;
+    const conn = this.conn;
+    if (!at || !from || !conn || at.epoch !== from.epoch || at.offset <= from.offset) {
+      this.recovering.delete(sub);
+      return applyState(sub, at ? { ...at, recovered: at.epoch === from?.epoch } : {}, this.call);
+    }
+    this.recovering.set(sub, { at, held: [] });
+    this.request(conn, { op: "history", ch: sub.channel, since: from }).then(
+      (ok) => conn === this.conn && this.recovered(sub, ok),
+      () => conn === this.conn && this.recovered(sub, undefined),
+    );
+  }
+
+  /**
+   * The gap's history read answered (`ok`) or failed (undefined: the history no longer reaches
+   * back, the channel is not readable by this client's token, the broker failed): the held
+   * publications follow; without the gap filled, the app hears onUnrecovered.
+   */
+  private recovered(sub: AnySub, ok: Frame | undefined): void {
+    const r = this.recovering.get(sub);
+    if (!r || !this.owns(sub)) return;
+    this.recovering.delete(sub);
+    // History holds everything after the client's position up to at least `at`; the held
+    // publications everything after `at`: delivered in offset order, each once.
+    const pubs = ok ? [...((ok.pubs as Frame[] | undefined) ?? []), ...r.held] : r.held;
+    applyState(sub, { ...r.at, recovered: ok !== undefined, pubs }, this.call);
   }
 
   /** A transport ended. Its outstanding commands fail; if it was current, reconnect. */
@@ -511,10 +637,13 @@ export class Client {
       p.reject(new NatsedgeError(503, "disconnected"));
       this.pending.delete(id);
     }
-    for (const s of this.subs.values()) {
+    for (const s of this.allSubs()) {
       s.active = false;
       this.cancelRetry(s);
     }
+    this.recovering.clear();
+    this.awaitingServer.clear();
+    this.early = undefined;
     this.state = "disconnected";
     // A 4002 (token expired) or a 4001 with getToken: fetch a fresh token for the next attempt.
     if ((code === 4002 || code === 4001) && this.opts.getToken) {

@@ -22,6 +22,7 @@ export {
   type ClientInfo,
   type Position,
   type Publication,
+  type SubscribeOptions,
   type SubscriptionHandlers,
 } from "./subscription.js";
 export type { TransportName } from "./transport.js";

@@ -113,7 +113,7 @@ export class LongPoll implements Transport {
       const subs: Record<string, unknown> = {};
       for (const p of this.host.polls(this.channels)) {
         polled.set(p.ch, p);
-        subs[p.ch] = p.since;
+        subs[p.ch] = p.token === undefined ? p.since : { ...(p.since ?? {}), token: p.token };
       }
       if (polled.size === 0) break;
       const abort = (this.abort = new AbortController());

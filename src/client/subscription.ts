@@ -37,6 +37,16 @@ export interface SubscriptionHandlers<T = unknown> {
   onError?: (err: NatsedgeError) => void;
 }
 
+/** `client.subscribe`'s options: the handlers, and a subscription token when the channel needs one. */
+export interface SubscribeOptions<T = unknown> extends SubscriptionHandlers<T> {
+  /**
+   * A subscription token from the backend (docs/protocol.md, "Subscription tokens"), sent with
+   * every subscribe of the channel, reconnects and polls included; set a fresh one with
+   * `sub.token = …` before it expires.
+   */
+  token?: string;
+}
+
 /** What a subscription needs from its client. */
 export interface SubscriptionOwner {
   command(cmd: Frame): Promise<Frame>;
@@ -52,12 +62,27 @@ export class Subscription<T = unknown> {
   position: Position | undefined;
   /** Subscribed on the current connection (false while reconnecting). */
   active = false;
+  readonly handlers: SubscriptionHandlers<T>;
+  /** The subscription token sent with every subscribe of the channel, if it needs one. */
+  token: string | undefined;
 
   constructor(
     private readonly owner: SubscriptionOwner,
     readonly channel: string,
-    readonly handlers: SubscriptionHandlers<T>,
-  ) {}
+    handlers: SubscriptionHandlers<T>,
+    /** Made by the server (the connect hook, the server API), not by `client.subscribe`. */
+    readonly server = false,
+  ) {
+    const { token, ...rest } = handlers as SubscribeOptions<T>;
+    this.handlers = rest;
+    this.token = token;
+  }
+
+  /** Adds or replaces handlers: how an app handles a server-side subscription it is given. */
+  setHandlers(handlers: SubscriptionHandlers<T>): this {
+    Object.assign(this.handlers, handlers);
+    return this;
+  }
 
   publish(data: T, idempotencyKey?: string): Promise<{ offset?: number; epoch?: string }> {
     const cmd: Frame = { op: "publish", ch: this.channel, data };

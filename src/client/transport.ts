@@ -38,6 +38,8 @@ export interface PolledChannel {
   readonly ch: string;
   /** After the last publication delivered; null: from now. */
   readonly since: Position | null;
+  /** The channel's subscription token, sent in its cursor. */
+  readonly token?: string;
   /** The channel's position after `pubs`, and those publications. */
   answer(state: Frame): void;
   /** The poll refused the channel (the transport stops following it). */

@@ -10,10 +10,11 @@ import { encodeFrame, type Format } from "../protocol/codec.js";
 import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
 import type { ClientInfo } from "../publication.js";
-import { allowed, checkAccess } from "./access.js";
 import { traced, type Span } from "../tracing/tracer.js";
+import { allowed } from "./access.js";
 import { authenticate, describeConnect, refreshClaims } from "./authenticate.js";
 import { catchUp } from "./catch-up.js";
+import { permitSubscribe } from "./subscribe-permit.js";
 import { ALREADY_SENT, channelCommand, CommandQueue, sendError, sendOk, type Caller, type Reply } from "./commands.js";
 import type { DeliveryContext } from "./context.js";
 import { idOf, optionalPosition, optionalString, requiredString, type Frame } from "./frames.js";
@@ -39,7 +40,7 @@ interface Subscription extends ResolvedChannel {
    * set by the subscribe hook, or kept from before a refresh changed the session's info.
    */
   info?: ClientInfo;
-  /** Made by the backend (connect hook, server API): the token's channels do not limit it. */
+  /** Granted by the backend (connect hook, server API, subscription token): the token's channels do not limit it. */
   byServer?: true;
 }
 
@@ -243,20 +244,26 @@ export class Session implements HubSession, Caller {
   private async subscribe(cmd: Frame, span: Span | undefined): Promise<Reply> {
     const r = resolveChannel(this.ctx.config.namespaces, cmd.ch);
     span?.set("natsedge.channel", r.ch);
-    checkAccess(this.identity, r);
     const since = optionalPosition(cmd, "since");
+    const token = optionalString(cmd, "token");
     if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
     }
-    const grant = await this.ctx.hooks.subscribe(this.identity, r, this.request, cmd.data, span?.context);
+    const permit = await permitSubscribe(this.ctx, this.identity, r, this.request, cmd.data, token, span?.context);
     if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
-    const info = grant?.info === undefined ? undefined : { ...this.info, info: grant.info };
-    return this.attach(r, since, info, (ok, entries) => {
-      if (since) span?.set("natsedge.recovered", ok.recovered === true);
-      if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
-      else sendOk(this.conn, idOf(cmd), ok);
-    });
+    const info = permit.info === undefined ? undefined : { ...this.info, info: permit.info };
+    return this.attach(
+      r,
+      since,
+      info,
+      (ok, entries) => {
+        if (since) span?.set("natsedge.recovered", ok.recovered === true);
+        if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
+        else sendOk(this.conn, idOf(cmd), ok);
+      },
+      permit.signed,
+    );
   }
 
   /**

@@ -56,6 +56,8 @@ export class Streams {
     private readonly namespaces: Record<string, NamespaceOptions>,
     private readonly nats: NatsConfig,
     private readonly idempotencyWindowMs: number,
+    /** Lifecycle events are on: their transitions stream is needed. */
+    private readonly events: boolean,
     private readonly log: Logger,
   ) {}
 
@@ -84,12 +86,14 @@ export class Streams {
       allow_direct: true,
     });
     // Only keys that are on hold a message (an off bit is purged once set), so the stream holds
-    // the users online and channels occupied, no more.
-    await this.ensure({
-      name: this.subjects.transitionsStream(),
-      subjects: [this.subjects.allTransitions()],
-      max_msgs_per_subject: 1,
-    });
+    // the users online and channels occupied, no more. Without events nothing settles keys.
+    if (this.events) {
+      await this.ensure({
+        name: this.subjects.transitionsStream(),
+        subjects: [this.subjects.allTransitions()],
+        max_msgs_per_subject: 1,
+      });
+    }
     const idem = this.subjects.idempotentSubjects();
     await this.ensure({
       name: this.subjects.idempotentStream(),

@@ -1,9 +1,9 @@
-import type { ResolvedChannel } from "../channels.js";
-import { authorize } from "../delivery/access.js";
+import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import { catchUp } from "../delivery/catch-up.js";
 import type { DeliveryContext } from "../delivery/context.js";
 import { clientInfo, type Identity } from "../delivery/identity.js";
 import { PolledPresence } from "../delivery/polled-presence.js";
+import { permitSubscribe } from "../delivery/subscribe-permit.js";
 import { answerPreflight, corsHeaders } from "../http/cors.js";
 import type { OriginPolicy } from "../http/origin.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
@@ -21,6 +21,8 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 import { RpcRequest, type RpcHost } from "./longpoll-rpc.js";
 
 const DEFAULT_TIMEOUT_S = 25;
+/** Tokens are 16 KiB at most (auth/jwt.ts); a longer one is a malformed request. */
+const MAX_TOKEN_CHARS = 16_384;
 const MAX_TIMEOUT_S = 60;
 const MSGPACK = "application/msgpack";
 /** Join/leave events one poll answer carries at most (the per-channel event budget bounds them too). */
@@ -172,7 +174,12 @@ export class LongPollTransport implements FanoutSink, RpcHost {
     // only permission and namespace problems are per-channel errors in a 200 answer, so a buggy
     // client sees its bug instead of re-polling in a tight loop.
     const cursors = new Map<string, Cursor>();
-    for (const [ch, raw] of requested) cursors.set(ch, cursorOf(raw));
+    const tokens = new Map<string, string>();
+    for (const [ch, raw] of requested) {
+      const { cursor, token } = cursorOf(raw);
+      cursors.set(ch, cursor);
+      if (token !== undefined) tokens.set(ch, token);
+    }
     // A poll is a command of the session: held or answered at once, it spends the same budget.
     this.ctx.limits.spendSessionCommand(identity.client);
     const held = this.held.get(identity.client) ?? 0;
@@ -182,7 +189,7 @@ export class LongPollTransport implements FanoutSink, RpcHost {
     }
     this.held.set(identity.client, held + 1);
     try {
-      await this.runPoll(c, identity, cursors, timeoutS);
+      await this.runPoll(c, identity, cursors, tokens, timeoutS);
     } finally {
       const n = (this.held.get(identity.client) ?? 1) - 1;
       if (n > 0) this.held.set(identity.client, n);
@@ -190,15 +197,21 @@ export class LongPollTransport implements FanoutSink, RpcHost {
     }
   }
 
-  private async runPoll(c: RequestContext, identity: Identity, cursors: Map<string, Cursor>, timeoutS: number): Promise<void> {
+  private async runPoll(
+    c: RequestContext,
+    identity: Identity,
+    cursors: Map<string, Cursor>,
+    tokens: Map<string, string>,
+    timeoutS: number,
+  ): Promise<void> {
     const info = clientInfo(identity);
     const poll: Poll = { format: c.format, channels: new Map(), entries: [], errors: keyedByClient(), presence: [], answer: undefined };
     await Promise.all(
       [...cursors.keys()].map(async (ch) => {
         try {
-          const r = authorize(this.ctx.config.namespaces, identity, ch);
-          const grant = await this.ctx.hooks.subscribe(identity, r, c.request);
-          const chInfo = grant?.info === undefined ? info : { ...info, info: grant.info };
+          const r = resolveChannel(this.ctx.config.namespaces, ch);
+          const permit = await permitSubscribe(this.ctx, identity, r, c.request, undefined, tokens.get(ch));
+          const chInfo = permit.info === undefined ? info : { ...info, info: permit.info };
           poll.channels.set(ch, { r, cursor: undefined, info: chInfo });
         } catch (err) {
           if (!(err instanceof ProtocolError)) throw err;
@@ -460,11 +473,20 @@ function keyedByClient<T>(): Record<string, T> {
   return Object.create(null) as Record<string, T>;
 }
 
-function cursorOf(raw: unknown): Cursor {
-  if (raw === null || raw === undefined) return null;
-  const p = asPosition(raw);
-  if (p) return p;
-  throw new ProtocolError(ErrorCode.BadRequest, "a cursor must be null or {offset: non-negative integer, epoch: string}");
+/** A channel's entry in `subs`: its cursor, and the subscription token that may come with it. */
+function cursorOf(raw: unknown): { cursor: Cursor; token?: string } {
+  if (raw === null || raw === undefined) return { cursor: null };
+  const fail = (): never => {
+    throw new ProtocolError(
+      ErrorCode.BadRequest,
+      "a cursor must be null, {offset: non-negative integer, epoch: string}, or either with token: a subscription token",
+    );
+  };
+  if (typeof raw !== "object" || Array.isArray(raw)) return fail();
+  const { token, ...position } = raw as Record<string, unknown>;
+  if (token !== undefined && (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_CHARS)) return fail();
+  const cursor = Object.keys(position).length === 0 ? null : (asPosition(position) ?? fail());
+  return token === undefined ? { cursor } : { cursor, token };
 }
 
 function timeoutOf(raw: unknown): number {

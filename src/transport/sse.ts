@@ -1,11 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
-import type { ResolvedChannel } from "../channels.js";
-import { authorize } from "../delivery/access.js";
+import { decodeJwt } from "jose";
+import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import { catchUp } from "../delivery/catch-up.js";
 import type { DeliveryContext } from "../delivery/context.js";
 import { clientInfo, type Identity } from "../delivery/identity.js";
 import { authenticate, describeConnect } from "../delivery/authenticate.js";
+import { permitSubscribe } from "../delivery/subscribe-permit.js";
 import { traced } from "../tracing/tracer.js";
 import { clientRequest, type ClientRequest } from "../hooks/request.js";
 import { corsHeaders } from "../http/cors.js";
@@ -23,6 +24,8 @@ const HEARTBEAT_MS = 15_000;
 /** Browsers reconnect after this long (the `retry:` field), plus our jitter hint. */
 const RETRY_MS = 2_000;
 const MAX_EVENT_ID = 4096;
+/** Tokens are 16 KiB at most (auth/jwt.ts). */
+const MAX_TOKEN_CHARS = 16_384;
 /** `"<ch>":[<offset>,"<epoch>"],` beyond the channel name, at most (16-digit offset, 16-char epoch). */
 const CURSOR_JSON_BYTES = 41;
 // setTimeout fires at once for delays past 2^31-1 ms.
@@ -198,9 +201,10 @@ export class SseTransport implements FanoutSink {
     if (names.length === 0 || names.length > max || new Set(names).size !== names.length) {
       throw new ProtocolError(ErrorCode.BadRequest, `give 1 to ${max} distinct ch parameters`);
     }
-    const channels = names.map((ch) => authorize(this.ctx.config.namespaces, identity, ch));
+    const channels = names.map((ch) => resolveChannel(this.ctx.config.namespaces, ch));
+    const tokens = subscriptionTokens(query.getAll("subtoken"), names.length);
     // Asked before the 200: a refusal is the request's answer, not a stream that ends at once.
-    const grants = await Promise.all(channels.map((r) => this.ctx.hooks.subscribe(identity, r, request)));
+    const grants = await Promise.all(channels.map((r) => permitSubscribe(this.ctx, identity, r, request, undefined, tokens.get(r.ch))));
     // Event ids carry every history channel's cursor; an id the resume could not take back would
     // silently restart from now, so such a stream is refused up front.
     const idBudget = channels.reduce((n, r) => n + (r.options.history ? Buffer.byteLength(r.ch) + CURSOR_JSON_BYTES : 0), 2);
@@ -223,7 +227,7 @@ export class SseTransport implements FanoutSink {
     if ("expires" in identity && typeof identity.expires === "number") stream.expires = identity.expires;
     grants.forEach((grant, i) => {
       const r = channels[i];
-      if (r && grant?.info !== undefined) stream.channelInfo.set(r.ch, { ...info, info: grant.info });
+      if (r && grant.info !== undefined) stream.channelInfo.set(r.ch, { ...info, info: grant.info });
     });
     stream.onEnd = () => this.close(stream);
     reply.done = true; // the stream owns the response from here on
@@ -448,4 +452,26 @@ function parseEventId(id: string): Map<string, StreamPosition> | undefined {
 
 function errorJson(code: number, message: string): string {
   return JSON.stringify({ error: { code, message } });
+}
+
+/**
+ * `subtoken` parameters: subscription tokens, each for the channel its `channel` claim names (a
+ * URL cannot pair parameters more simply). The claim is only read here, to route the token; the
+ * permission check verifies each one fully. At most one per channel of the stream.
+ */
+function subscriptionTokens(raw: string[], max: number): Map<string, string> {
+  const out = new Map<string, string>();
+  if (raw.length > max) throw new ProtocolError(ErrorCode.BadRequest, "more subtoken parameters than ch parameters");
+  for (const token of raw) {
+    let channel: unknown;
+    try {
+      channel = token.length <= MAX_TOKEN_CHARS ? decodeJwt(token).channel : undefined;
+    } catch {
+      channel = undefined;
+    }
+    if (typeof channel !== "string") throw new ProtocolError(ErrorCode.Unauthenticated, "a subtoken is not a subscription token");
+    if (out.has(channel)) throw new ProtocolError(ErrorCode.BadRequest, `two subscription tokens for ${channel}`);
+    out.set(channel, token);
+  }
+  return out;
 }
