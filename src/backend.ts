@@ -72,7 +72,7 @@ export async function natsBackend(
   await untilDone(() => streams.ensureAll(), "JetStream streams not ready yet", log);
   const limiter = new JsLimiter(undefined, undefined, () => metrics.jetstreamRefused.inc());
   metrics.watchJetStream(() => limiter.load);
-  const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log, limiter);
+  const broker = new NatsBroker(link, jsm, streams, subjects, config.namespaces, metrics, log, limiter, config.tracing !== undefined);
   const history = new NatsHistory(jsm, streams, subjects, metrics, link, limiter);
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link, limiter);
   const reaper = new PresenceReaper(presence, broker, config.namespaces, log);

@@ -36,6 +36,8 @@ import { loadUws, type TemplatedApp } from "./uws.js";
 import { lifecycleEvents } from "./events/wiring.js";
 import type { LifecycleEvents } from "./events/lifecycle.js";
 import { version } from "./version.js";
+import { OtlpExporter } from "./tracing/otlp.js";
+import { Tracer } from "./tracing/tracer.js";
 
 /**
  * The browser SDK (always) and the chat demo (when enabled), read once at start-up. The SDK is
@@ -84,7 +86,7 @@ export class Gateway {
     private readonly listeners: { client: Listener; admin: Listener },
     private readonly verifier: TokenVerifier | undefined,
     readonly node: string,
-    private readonly lifecycle: { events: LifecycleEvents; limits: Limits },
+    private readonly lifecycle: { events: LifecycleEvents; limits: Limits; exporter: OtlpExporter | undefined },
     private readonly adminConsole: AdminConsole | undefined,
   ) {}
 
@@ -117,6 +119,12 @@ export class Gateway {
     log.info({ adminPort, node }, "admin listening; not ready until start-up completes");
     const backend = config.nats ? await natsBackend(config, config.nats, node, metrics, log) : memoryBackend(config);
     const events = lifecycleEvents(config, backend, node, metrics, log);
+    const exporter = config.tracing && new OtlpExporter(
+      { url: config.tracing.otlpUrl, serviceName: config.tracing.serviceName, instance: node },
+      (spans, reason) => metrics.spansDropped.inc({ reason }, spans),
+      log,
+    );
+    const tracer = config.tracing && exporter && new Tracer(exporter, config.tracing.sampleRatio);
     const hub = new Hub({
       ...backend,
       metrics,
@@ -124,14 +132,15 @@ export class Gateway {
       presenceGraceMs: config.presenceGrace,
       maxPresenceMembers: config.maxPresenceMembers,
       events,
+      tracer,
     });
     const userWatch = events.tracksUsers ? { changed: (user: string, present?: () => boolean) => events.userChanged(user, present), graceMs: config.presenceGrace } : undefined;
     const limits = new Limits(config, backend.presence, metrics, log, userWatch);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
-    const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log);
+    const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log, tracer);
     const tokenExpiry = new ExpirySchedule<Session>((s) => s.expired());
-    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, tokenExpiry, events };
+    const ctx = { config, hub, hooks, limits, verifier, metrics, log, node, tokenExpiry, events, tracer };
     const signer = new SessionSigner(config.sessionSecret, (user) => backend.revocations.revokedAt(user));
     const transports = {
       ws: new WebSocketTransport(ctx, origins),
@@ -163,7 +172,7 @@ export class Gateway {
       ),
       admin,
     };
-    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits }, adminConsole);
+    gateway = new Gateway(config, log, hub, backend, transports, listeners, verifier, node, { events, limits, exporter }, adminConsole);
     gateway.cluster = cluster;
 
     await hub.start();
@@ -217,6 +226,8 @@ export class Gateway {
     // the webhook gets what waits.
     await this.lifecycle.events.close();
     await this.backend.close();
+    // The last spans (the drain's) go out before the process does.
+    await this.lifecycle.exporter?.close();
     this.listeners.admin.close();
     this.log.info("stopped");
   }

@@ -75,6 +75,12 @@ export class Metrics {
     help: "Lifecycle events never delivered to the webhook: queue full (oldest dropped) or batch out of tries",
     registers: [this.registry],
   });
+  readonly spansDropped = new Counter({
+    name: "natsedge_trace_spans_dropped_total",
+    help: "Trace spans never sent to the collector: queue_full (the collector is slow or away) or export_failed (refused, or no answer in time)",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly connectionsRefused = new Counter({
     name: "natsedge_connections_refused_total",
     help: "Connections refused by a limit: max_connections, per_ip, connect_rate, per_user, no_token",

@@ -1,4 +1,5 @@
 import type { Payload } from "./protocol/payload.js";
+import type { SpanContext } from "./tracing/context.js";
 
 /** Who a client is, as shown to others (presence, join/leave, publisher info). */
 export interface ClientInfo {
@@ -21,6 +22,8 @@ export interface Publication {
   info?: { client: string; user: string };
   /** Wall-clock ms when the publication entered the system, for delivery latency. */
   ts: number;
+  /** The publish span's context (NATS header `traceparent`); only read and set with tracing on. */
+  trace?: SpanContext;
 }
 
 /** A channel position: offsets only compare within one epoch. */

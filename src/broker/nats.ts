@@ -4,7 +4,7 @@ import { namespaceOf, resolveChannel } from "../channels.js";
 import type { NamespaceOptions } from "../config/types.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
-import { decodeEvent, decodePublication, encodeEvent, encodePublication, H } from "../nats/codec.js";
+import { decodeEvent, decodePublication, encodeEvent, encodePublication, H, readTrace } from "../nats/codec.js";
 import type { NatsLink } from "../nats/connection.js";
 import type { JsLimiter } from "../nats/js-limiter.js";
 import { isNotFound, leaderGet, type Jsm, type Streams } from "../nats/streams.js";
@@ -62,6 +62,8 @@ export class NatsBroker implements Broker {
     private readonly metrics: Metrics,
     private readonly log: Logger,
     private readonly limiter: JsLimiter,
+    /** Tracing is on: publications' `traceparent` headers are read. */
+    private readonly tracing = false,
   ) {
     this.nc = link.nc;
     this.js = link.nc.jetstream({ timeout: PUBLISH_TIMEOUT_MS });
@@ -223,6 +225,7 @@ export class NatsBroker implements Broker {
     if (!cs.history) {
       const pub = decodePublication(cs.ch, msg.data, msg.headers);
       if (!pub) return this.metrics.invalidPayloads.inc();
+      if (this.tracing) readTrace(pub, msg.headers);
       this.handler?.onPublication(pub);
       return;
     }
@@ -319,6 +322,7 @@ export class NatsBroker implements Broker {
     cs.last = seq;
     const pub = decodePublication(cs.ch, data, headers, { offset: seq, prev });
     if (!pub) return this.metrics.invalidPayloads.inc();
+    if (this.tracing) readTrace(pub, headers);
     this.handler?.onPublication(pub);
   }
 

@@ -55,6 +55,16 @@ export function parseJson(text: string, at: At, shown: unknown): unknown {
   }
 }
 
+/** A fraction from 0 to 1: a number in files, or a decimal string anywhere ("0.25", "1", ".5"). */
+export const ratio: Kind<number> = {
+  allowed: "a number from 0 to 1",
+  schema: { anyOf: [{ type: "number", minimum: 0, maximum: 1 }, { type: "string", pattern: "^(0|1)?(\\.\\d+)?$" }] },
+  parse(value, at) {
+    const number = typeof value === "string" && /^\d*(\.\d+)?$/.test(value) && value !== "" ? Number(value) : value;
+    return typeof number === "number" && number >= 0 && number <= 1 ? number : fail(at, value, this.allowed);
+  },
+};
+
 /** A whole number: a number in files, or a string of digits anywhere ("1e3", "8.5", "" are not). */
 function toInteger(value: unknown): number | undefined {
   const number = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;

@@ -11,7 +11,7 @@ import { ConfigError, errorText, fail, problem, type At, type Origin } from "./e
 import { isList, isObject, namespaceMap, parseJson, PEM, publicKey } from "./kinds.js";
 import { embeddedNamespaces, HELP, KEYS, SETTINGS, type Key, type Values } from "./settings.js";
 import { readSources, readText, type Raw } from "./sources.js";
-import type { AuthConfig, Config, EventsConfig, HooksConfig, NatsConfig, NatsTls, ServerTls } from "./types.js";
+import type { AuthConfig, Config, EventsConfig, HooksConfig, NatsConfig, NatsTls, ServerTls, TracingConfig } from "./types.js";
 
 export { ConfigError, errorText, HELP };
 export { SCHEMA_FILE, schemaText } from "./schema.js";
@@ -103,6 +103,17 @@ function buildEvents(raw: Map<Key, Raw>, get: Get): EventsConfig | undefined {
     return undefined;
   }
   return url !== undefined && secret !== undefined ? { types, webhook: { url, secret } } : { types };
+}
+
+function buildTracing(raw: Map<Key, Raw>, get: Get, withDefault: WithDefault): TracingConfig | undefined {
+  const otlpUrl = get("tracing.otlpUrl");
+  if (otlpUrl === undefined) {
+    for (const key of ["tracing.sampleRatio", "tracing.serviceName"] as const) {
+      if (raw.has(key)) throw problem(atKey(raw, key), "needs tracing.otlpUrl: without it tracing is off");
+    }
+    return undefined;
+  }
+  return { otlpUrl, sampleRatio: withDefault("tracing.sampleRatio"), serviceName: withDefault("tracing.serviceName") };
 }
 
 /** "nats.user (from NATSEDGE_NATS_USER)" */
@@ -337,5 +348,6 @@ export function loadConfig(
   setIfDefined(config, "auth", auth);
   setIfDefined(config, "nats", nats);
   setIfDefined(config, "events", buildEvents(raw, get));
+  setIfDefined(config, "tracing", buildTracing(raw, get, withDefault));
   return { config };
 }

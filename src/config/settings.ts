@@ -24,6 +24,7 @@ import {
   nonEmpty,
   oneOf,
   origins,
+  ratio,
   publicKey,
   secretText,
   size,
@@ -102,6 +103,9 @@ export interface Values {
   "hooks.headers": string[];
   "hooks.cookies": string[];
   "hooks.httpSecret": string;
+  "tracing.otlpUrl": string;
+  "tracing.sampleRatio": number;
+  "tracing.serviceName": string;
 }
 
 export type Key = keyof Values;
@@ -410,6 +414,21 @@ export const SETTINGS: { readonly [K in Key]: Setting<Values[K]> } = {
     kind: secretText,
     about: "Secret HTTP hook calls are signed with (HMAC-SHA256, header Natsedge-Signature), so the backend can refuse calls not from a gateway",
     secret: true,
+  },
+  "tracing.otlpUrl": {
+    kind: webhookUrl,
+    about:
+      "OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces) spans are sent to as JSON; unset, tracing is off (docs/deploy.md#tracing)",
+  },
+  "tracing.sampleRatio": {
+    kind: ratio,
+    about: "Share of new traces recorded, decided at a trace's root; a client's or publisher's traceparent decides for its own trace. Needs tracing.otlpUrl",
+    default: "1",
+  },
+  "tracing.serviceName": {
+    kind: nonEmpty,
+    about: "The service.name spans are reported under. Needs tracing.otlpUrl",
+    default: "natsedge",
   },
 };
 

@@ -173,6 +173,16 @@ export interface Config {
   workers: number;
   /** Present when lifecycle events are on (events.types). */
   events?: EventsConfig;
+  /** Present when tracing is on (tracing.otlpUrl). */
+  tracing?: TracingConfig;
+}
+
+export interface TracingConfig {
+  /** The OTLP/HTTP traces endpoint. */
+  otlpUrl: string;
+  /** Share of root spans sampled, 0 to 1. */
+  sampleRatio: number;
+  serviceName: string;
 }
 
 export interface EventsConfig {

@@ -1,6 +1,8 @@
 import type { Claims } from "../auth/jwt.js";
 import type { ClientRequest } from "../hooks/request.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
+import type { SpanContext } from "../tracing/context.js";
+import type { Span } from "../tracing/tracer.js";
 import type { DeliveryContext } from "./context.js";
 import type { Identity } from "./identity.js";
 import { requireAnonymousAllowed, verifyToken } from "./tokens.js";
@@ -27,9 +29,10 @@ export async function authenticate(
   token: string | undefined,
   request: ClientRequest,
   data: unknown,
+  trace?: SpanContext,
 ): Promise<Authenticated> {
   if (token !== undefined) return { claims: await verifyToken(ctx.verifier, token) };
-  const grant = await ctx.hooks.connect(client, request, data);
+  const grant = await ctx.hooks.connect(client, request, data, trace);
   if (grant) {
     const claims: Claims = { sub: grant.user };
     if (grant.exp !== undefined) claims.exp = grant.exp;
@@ -40,6 +43,14 @@ export async function authenticate(
   }
   requireAnonymousAllowed(ctx.config.namespaces);
   return {};
+}
+
+/** What a `connect` span says about who connected, once authenticated. */
+export function describeConnect(span: Span | undefined, transport: string, client: string, user: string): void {
+  if (!span) return;
+  span.set("natsedge.transport", transport);
+  span.set("natsedge.client", client);
+  span.set("enduser.id", user);
 }
 
 /**

@@ -12,6 +12,8 @@ import { idOf, optionalInteger, optionalPosition, optionalString, validateFrame,
 import type { Identity } from "./identity.js";
 import type { ResolvedChannel } from "../channels.js";
 import type { ClientRequest } from "../hooks/request.js";
+import { parseTraceparent, type SpanContext } from "../tracing/context.js";
+import { SpanKind, type Span, type Tracer } from "../tracing/tracer.js";
 
 /** A command's answer: the `ok` object, or a whole frame already encoded (spliced publications). */
 export type Reply = Record<string, unknown> | Buffer;
@@ -137,7 +139,7 @@ export class CommandQueue {
 export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> | Reply {
   switch (cmd.op) {
     case "publish":
-      return publish(ctx, caller, cmd);
+      return ctx.tracer ? tracedPublish(ctx, ctx.tracer, caller, cmd) : publish(ctx, caller, cmd, undefined);
     case "presence":
       return presence(ctx, caller, cmd);
     case "presence_stats":
@@ -145,7 +147,7 @@ export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame)
     case "history":
       return history(ctx, caller, cmd);
     case "rpc":
-      return rpc(ctx, caller, cmd);
+      return rpc(ctx, caller, cmd, ctx.tracer ? parseTraceparent(cmd.traceparent) : undefined);
     case "ping":
       return {};
     default:
@@ -153,8 +155,22 @@ export function channelCommand(ctx: DeliveryContext, caller: Caller, cmd: Frame)
   }
 }
 
-async function publish(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> {
+/**
+ * The publish span covers the hook, the broker publish and (NATS) the JetStream ack; its context
+ * rides with the publication, so every gateway's `deliver` span of it is its child.
+ */
+function tracedPublish(ctx: DeliveryContext, tracer: Tracer, caller: Caller, cmd: Frame): Promise<Reply> {
+  const span = tracer.start("publish", SpanKind.producer, parseTraceparent(cmd.traceparent), {
+    "natsedge.transport": caller.request.transport,
+    "natsedge.client": caller.identity.client,
+    "enduser.id": caller.identity.user,
+  });
+  return tracer.around(span, () => publish(ctx, caller, cmd, span));
+}
+
+async function publish(ctx: DeliveryContext, caller: Caller, cmd: Frame, span: Span | undefined): Promise<Reply> {
   const r = authorize(ctx.config.namespaces, caller.identity, cmd.ch);
+  span?.set("natsedge.channel", r.ch);
   if (!r.options.clientPublish) {
     throw new ProtocolError(ErrorCode.Forbidden, `namespace ${r.namespace} does not allow client publish`);
   }
@@ -162,20 +178,21 @@ async function publish(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promis
     throw new ProtocolError(ErrorCode.BadRequest, "data is required");
   }
   const idempotencyKey = optionalString(cmd, "idempotencyKey", MAX_IDEMPOTENCY_KEY);
-  const data = await ctx.hooks.publish(caller.identity, r, caller.request, cmd.data);
+  const data = await ctx.hooks.publish(caller.identity, r, caller.request, cmd.data, span?.context);
   const pub: Publication = {
     ch: r.ch,
     data: Payload.fromValue(data, data === cmd.data ? caller.format : "json"),
     info: { client: caller.identity.client, user: caller.identity.user },
     ts: Date.now(),
   };
+  if (span) pub.trace = span.context;
   const result = await ctx.hub.publish(pub, { history: r.options.history, idempotencyKey }, "client");
   return result.offset === undefined ? {} : { offset: result.offset, epoch: result.epoch };
 }
 
 /** Answered by the backend's rpc hook: `{data}`. */
-async function rpc(ctx: DeliveryContext, caller: Caller, cmd: Frame): Promise<Reply> {
-  return { data: await ctx.hooks.rpc(caller.identity, caller.request, cmd.method, cmd.data) };
+async function rpc(ctx: DeliveryContext, caller: Caller, cmd: Frame, trace: SpanContext | undefined): Promise<Reply> {
+  return { data: await ctx.hooks.rpc(caller.identity, caller.request, cmd.method, cmd.data, trace) };
 }
 
 function presenceChannel(ctx: DeliveryContext, caller: Caller, cmd: Frame): ResolvedChannel {

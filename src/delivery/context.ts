@@ -6,6 +6,7 @@ import type { Hub } from "../hub/hub.js";
 import type { Limits } from "../limits/limits.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
+import type { Tracer } from "../tracing/tracer.js";
 import type { ExpirySchedule } from "./expiry-schedule.js";
 import type { Session } from "./session.js";
 
@@ -23,4 +24,6 @@ export interface DeliveryContext {
   tokenExpiry: ExpirySchedule<Session>;
   /** Where client connects and disconnects are reported (src/events/). */
   events: LifecycleEvents;
+  /** Only with tracing on (tracing.otlpUrl): undefined, nothing is traced and nothing costs. */
+  tracer: Tracer | undefined;
 }

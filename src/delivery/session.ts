@@ -10,8 +10,9 @@ import { encodeFrame, type Format } from "../protocol/codec.js";
 import { CloseCode, ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { encodePubEntry, encodeReplyWithPubs } from "../protocol/push.js";
 import type { ClientInfo } from "../publication.js";
+import { traced, type Span } from "../tracing/tracer.js";
 import { allowed, checkAccess } from "./access.js";
-import { authenticate, refreshClaims } from "./authenticate.js";
+import { authenticate, describeConnect, refreshClaims } from "./authenticate.js";
 import { catchUp } from "./catch-up.js";
 import { permitSubscribe } from "./subscribe-permit.js";
 import { ALREADY_SENT, channelCommand, CommandQueue, sendError, sendOk, type Caller, type Reply } from "./commands.js";
@@ -116,11 +117,11 @@ export class Session implements HubSession, Caller {
   }
 
   private dispatch(cmd: Frame): Promise<Reply> | Reply {
-    if (cmd.op === "connect") return this.connect(cmd);
+    if (cmd.op === "connect") return traced(this.ctx.tracer, "connect", cmd, (span) => this.connect(cmd, span));
     if (!this.connected) throw new ProtocolError(ErrorCode.Unauthenticated, "connect first");
     switch (cmd.op) {
       case "subscribe":
-        return this.subscribe(cmd);
+        return traced(this.ctx.tracer, "subscribe", cmd, (span) => this.subscribe(cmd, span));
       case "unsubscribe":
         return this.unsubscribe(cmd);
       case "refresh":
@@ -132,12 +133,12 @@ export class Session implements HubSession, Caller {
 
   // --- connect / refresh --------------------------------------------------------------------
 
-  private async connect(cmd: Frame): Promise<Reply> {
+  private async connect(cmd: Frame, span: Span | undefined): Promise<Reply> {
     if (this.connected) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
     const token = optionalString(cmd, "token") ?? this.ambientToken;
     let channels: string[] | undefined;
     try {
-      const who = await authenticate(this.ctx, this.client, token, this.request, cmd.data);
+      const who = await authenticate(this.ctx, this.client, token, this.request, cmd.data, span?.context);
       this.claims = who.claims;
       this.claimsByHook = who.byHook === true;
       channels = who.channels;
@@ -145,6 +146,7 @@ export class Session implements HubSession, Caller {
       // A hook that could not answer: the client may try to connect again on this connection.
       if (!(err instanceof ProtocolError) || err.code === ErrorCode.Unavailable) throw err;
       // Answered, then closed: an unauthenticated connection has nothing else to do.
+      span?.fail(err);
       sendError(this.ctx, this.conn, idOf(cmd), err);
       this.disconnect(CloseCode.Unauthorized, err.message, false);
       return ALREADY_SENT;
@@ -170,6 +172,7 @@ export class Session implements HubSession, Caller {
       this.armExpiry();
     }
     if (this.ended) return {};
+    describeConnect(span, "websocket", this.client, this.user);
     this.connected = true;
     this.ctx.hub.register(this);
     this.ctx.events.clientConnected(this.info, "websocket");
@@ -238,8 +241,9 @@ export class Session implements HubSession, Caller {
 
   // --- channels -----------------------------------------------------------------------------
 
-  private async subscribe(cmd: Frame): Promise<Reply> {
+  private async subscribe(cmd: Frame, span: Span | undefined): Promise<Reply> {
     const r = resolveChannel(this.ctx.config.namespaces, cmd.ch);
+    span?.set("natsedge.channel", r.ch);
     const since = optionalPosition(cmd, "since");
     const token = optionalString(cmd, "token");
     // Permissions answer before the subscription state does: a channel the token does not allow
@@ -249,7 +253,7 @@ export class Session implements HubSession, Caller {
     if (this.subs.size >= this.ctx.config.maxSubscriptions) {
       throw new ProtocolError(ErrorCode.RateLimited, `subscription limit (${this.ctx.config.maxSubscriptions}) reached`);
     }
-    const permit = await permitSubscribe(this.ctx, this.identity, r, this.request, cmd.data, token);
+    const permit = await permitSubscribe(this.ctx, this.identity, r, this.request, cmd.data, token, span?.context);
     if (this.subs.has(r.ch)) throw new ProtocolError(ErrorCode.AlreadySubscribed, `already subscribed to ${r.ch}`);
     const info = permit.info === undefined ? undefined : { ...this.info, info: permit.info };
     return this.attach(
@@ -257,6 +261,7 @@ export class Session implements HubSession, Caller {
       since,
       info,
       (ok, entries) => {
+        if (since) span?.set("natsedge.recovered", ok.recovered === true);
         if (entries) this.conn.send(encodeReplyWithPubs(this.conn.format, idOf(cmd), ok, entries));
         else sendOk(this.conn, idOf(cmd), ok);
       },

@@ -5,6 +5,7 @@ import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { checkAccess } from "./access.js";
 import type { DeliveryContext } from "./context.js";
 import type { Identity } from "./identity.js";
+import type { SpanContext } from "../tracing/context.js";
 
 /** Why a client may subscribe, and how it appears in the channel's presence. */
 export interface SubscribePermit {
@@ -31,6 +32,7 @@ export async function permitSubscribe(
   request: ClientRequest,
   data: unknown,
   token: string | undefined,
+  trace?: SpanContext,
 ): Promise<SubscribePermit> {
   if (token !== undefined) {
     if (!ctx.verifier) throw new ProtocolError(ErrorCode.Unauthenticated, "this gateway has no token keys configured");
@@ -46,6 +48,6 @@ export async function permitSubscribe(
     return claims.info === undefined ? { signed: true } : { signed: true, info: claims.info };
   }
   checkAccess(identity, r);
-  const grant = await ctx.hooks.subscribe(identity, r, request, data);
+  const grant = await ctx.hooks.subscribe(identity, r, request, data, trace);
   return grant?.info === undefined ? { signed: false } : { signed: false, info: grant.info };
 }

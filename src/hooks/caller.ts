@@ -10,7 +10,11 @@ export class HookFailure extends Error {
   }
 }
 
-/** One way of reaching the backend: sends a JSON request, resolves with the answer's bytes or throws HookFailure. */
+/**
+ * One way of reaching the backend: sends a JSON request, resolves with the answer's bytes or
+ * throws HookFailure. With tracing on, `traceparent` names the hook span, sent as a header so the
+ * backend's own spans can join the trace.
+ */
 export interface HookCaller {
-  call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number): Promise<Buffer>;
+  call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number, traceparent?: string): Promise<Buffer>;
 }

@@ -5,6 +5,8 @@ import type { Identity } from "../delivery/identity.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";
 import type { Subjects } from "../nats/subjects.js";
+import { formatTraceparent, type SpanContext } from "../tracing/context.js";
+import { SpanKind, type Tracer } from "../tracing/tracer.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { dataProblem } from "../protocol/payload.js";
 import {
@@ -65,6 +67,7 @@ export class Hooks {
     private readonly nats: { nc: NatsConnection; subjects: Subjects } | undefined,
     private readonly metrics: Metrics,
     private readonly log: Logger,
+    private readonly tracer?: Tracer,
   ) {}
 
   /** Whether clients without a JWT are authenticated by the backend. */
@@ -77,11 +80,11 @@ export class Hooks {
   }
 
   /** The backend's grant, or undefined when there is no connect hook or it failed open. */
-  async connect(client: string, request: ClientRequest, data: unknown): Promise<ConnectGrant | undefined> {
+  async connect(client: string, request: ClientRequest, data: unknown, trace?: SpanContext): Promise<ConnectGrant | undefined> {
     const spec = this.config.connect;
     if (!spec) return undefined;
     checkData(data);
-    return this.ask("connect", spec, request, { client, ...forwarded(request), data }, connectGrant);
+    return this.ask("connect", spec, request, { client, ...forwarded(request), data }, connectGrant, trace);
   }
 
   async refresh(identity: Identity, request: ClientRequest): Promise<RefreshGrant> {
@@ -94,35 +97,35 @@ export class Hooks {
   }
 
   /** Throws the backend's refusal; resolves with channel info, or undefined without a hook (or failing open). */
-  async subscribe(identity: Identity, r: ResolvedChannel, request: ClientRequest, data?: unknown): Promise<SubscribeGrant | undefined> {
+  async subscribe(identity: Identity, r: ResolvedChannel, request: ClientRequest, data?: unknown, trace?: SpanContext): Promise<SubscribeGrant | undefined> {
     const spec = r.options.subscribeHook;
     if (!spec) return undefined;
     const key = request.transport === "longpoll" ? `${identity.client}\u0000${r.ch}` : undefined;
     const known = key === undefined ? undefined : this.grants.get(key);
     if (known && known.until > Date.now()) return known.grant;
     checkData(data);
-    const grant = await this.ask("subscribe", spec, request, { ...who(identity), ch: r.ch, ...forwarded(request), data }, subscribeGrant);
+    const grant = await this.ask("subscribe", spec, request, { ...who(identity), ch: r.ch, ...forwarded(request), data }, subscribeGrant, trace);
     if (key !== undefined && grant) this.remember(key, grant);
     return grant;
   }
 
   /** The data to publish: the client's, or what the backend replaced it with. */
-  async publish(identity: Identity, r: ResolvedChannel, request: ClientRequest, data: unknown): Promise<unknown> {
+  async publish(identity: Identity, r: ResolvedChannel, request: ClientRequest, data: unknown, trace?: SpanContext): Promise<unknown> {
     const spec = r.options.publishHook;
     if (!spec) return data;
     checkData(data);
-    const answer = await this.ask("publish", spec, request, { ...who(identity), ch: r.ch, ...forwarded(request), data }, dataOf);
+    const answer = await this.ask("publish", spec, request, { ...who(identity), ch: r.ch, ...forwarded(request), data }, dataOf, trace);
     return answer && "data" in answer ? answer.data : data;
   }
 
-  async rpc(identity: Identity, request: ClientRequest, method: unknown, data: unknown): Promise<unknown> {
+  async rpc(identity: Identity, request: ClientRequest, method: unknown, data: unknown, trace?: SpanContext): Promise<unknown> {
     const spec = this.config.rpc;
     if (!spec) throw new ProtocolError(ErrorCode.NotFound, "rpc is not available (no rpc hook is configured)");
     if (typeof method !== "string" || method.length === 0 || method.length > MAX_METHOD) {
       throw new ProtocolError(ErrorCode.BadRequest, `method must be a non-empty string of at most ${MAX_METHOD} characters`);
     }
     checkData(data);
-    const answer = await this.ask("rpc", spec, request, { ...who(identity), method, ...forwarded(request), data }, dataOf);
+    const answer = await this.ask("rpc", spec, request, { ...who(identity), method, ...forwarded(request), data }, dataOf, trace);
     return answer?.data ?? null;
   }
 
@@ -132,7 +135,9 @@ export class Hooks {
     request: ClientRequest,
     body: Record<string, unknown>,
     read: (result: Record<string, unknown>) => T,
+    trace?: SpanContext,
   ): Promise<T | undefined> {
+    const span = this.tracer?.start(`hook.${kind}`, SpanKind.client, trace, { "natsedge.hook.via": spec.target === "nats" ? "nats" : "http" });
     const started = performance.now();
     let result = "ok";
     try {
@@ -140,7 +145,13 @@ export class Hooks {
       this.inFlight++;
       try {
         const timeout = spec.timeout ?? this.config.timeout;
-        const bytes = await this.callerFor(spec).call(kind, Buffer.from(JSON.stringify(body), "utf8"), timeout, this.config.maxResponseSize);
+        const bytes = await this.callerFor(spec).call(
+          kind,
+          Buffer.from(JSON.stringify(body), "utf8"),
+          timeout,
+          this.config.maxResponseSize,
+          span && formatTraceparent(span.context),
+        );
         return read(parseAnswer(bytes));
       } finally {
         this.inFlight--;
@@ -156,6 +167,11 @@ export class Hooks {
       if (spec.failOpen) return undefined;
       throw new ProtocolError(ErrorCode.Unavailable, `${kind} hook ${FAILURE_TEXT[failure.reason]}; retry`, RETRY_AFTER_S);
     } finally {
+      if (span) {
+        span.set("natsedge.hook.result", result);
+        if (result !== "ok") span.fail(new Error(`hook ${result}`));
+        span.end();
+      }
       this.metrics.hookCalls.inc({ kind, result });
       this.metrics.hookDuration.observe({ kind, transport: request.transport }, (performance.now() - started) / 1000);
     }

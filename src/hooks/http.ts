@@ -1,4 +1,5 @@
 import { signatureHeaders } from "../http/signature.js";
+import { TRACEPARENT } from "../tracing/context.js";
 import { HookFailure, type HookCaller } from "./caller.js";
 
 /**
@@ -13,7 +14,7 @@ export class HttpHookCaller implements HookCaller {
     private readonly secret: string | undefined,
   ) {}
 
-  async call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number): Promise<Buffer> {
+  async call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number, traceparent?: string): Promise<Buffer> {
     const signal = AbortSignal.timeout(timeoutMs);
     try {
       const res = await fetch(this.url, {
@@ -22,6 +23,7 @@ export class HttpHookCaller implements HookCaller {
           "content-type": "application/json",
           "natsedge-hook": kind,
           ...(this.secret === undefined ? {} : signatureHeaders(this.secret, body)),
+          ...(traceparent === undefined ? {} : { [TRACEPARENT]: traceparent }),
         },
         body,
         redirect: "error",

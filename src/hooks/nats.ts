@@ -1,4 +1,5 @@
-import { ErrorCode, type NatsConnection, type NatsError } from "nats";
+import { ErrorCode, headers, type NatsConnection, type NatsError, type RequestOptions } from "nats";
+import { TRACEPARENT } from "../tracing/context.js";
 import type { Subjects } from "../nats/subjects.js";
 import { HookFailure, type HookCaller } from "./caller.js";
 
@@ -12,10 +13,15 @@ export class NatsHookCaller implements HookCaller {
     private readonly subjects: Subjects,
   ) {}
 
-  async call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number): Promise<Buffer> {
+  async call(kind: string, body: Buffer, timeoutMs: number, maxBytes: number, traceparent?: string): Promise<Buffer> {
     let data: Uint8Array;
+    const opts: RequestOptions = { timeout: timeoutMs };
+    if (traceparent !== undefined) {
+      opts.headers = headers();
+      opts.headers.set(TRACEPARENT, traceparent);
+    }
     try {
-      data = (await this.nc.request(this.subjects.hook(kind), body, { timeout: timeoutMs })).data;
+      data = (await this.nc.request(this.subjects.hook(kind), body, opts)).data;
     } catch (err) {
       const code = (err as NatsError).code;
       if (code === ErrorCode.Timeout) throw new HookFailure("timeout", `no answer within ${timeoutMs} ms`);

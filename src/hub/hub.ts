@@ -13,6 +13,7 @@ import { backendCall } from "./backend-call.js";
 import { ChannelTable, type LocalChannel } from "./channels.js";
 import { SharedReads } from "./shared-reads.js";
 import { UserRegistry, type HubSession, type UserSession } from "./users.js";
+import { SpanKind, type Tracer } from "../tracing/tracer.js";
 
 export type { HubSession, UserSession } from "./users.js";
 export type { LocalChannel } from "./channels.js";
@@ -40,6 +41,8 @@ export interface HubParts {
   maxPresenceMembers: number;
   /** Lifecycle events: channels held here, joins and leaves announced here. */
   events?: LifecycleEvents;
+  /** With tracing on: a publication that carries a trace context gets a `deliver` span here. */
+  tracer?: Tracer;
 }
 
 /**
@@ -208,6 +211,8 @@ export class Hub implements BrokerHandler {
     if (!recent) return;
     recent.add(pub);
     this.metrics.deliveryLatency.observe(Math.max(0, Date.now() - pub.ts) / 1000);
+    // pub.trace is only ever set with tracing on: the one check the untraced path pays.
+    const span = pub.trace && this.parts.tracer?.start("deliver", SpanKind.consumer, pub.trace, { "natsedge.channel": pub.ch });
     let sent = 0;
     for (const sink of this.sinks) {
       try {
@@ -218,6 +223,10 @@ export class Hub implements BrokerHandler {
       }
     }
     if (sent > 0) this.metrics.messagesSent.inc(sent);
+    if (span) {
+      span.set("natsedge.sent", sent);
+      span.end();
+    }
   }
 
   onContinuityLost(ch: string, reason: string): void {

@@ -3,6 +3,7 @@ import { MAX_INFO_DEPTH } from "../auth/jwt.js";
 import { dataProblem, nestedDeeperThan, Payload } from "../protocol/payload.js";
 import { pack, unpack } from "../protocol/msgpack.js";
 import type { ClientInfo, Publication } from "../publication.js";
+import { formatTraceparent, parseTraceparent, TRACEPARENT } from "../tracing/context.js";
 
 /**
  * How publications and presence events look on NATS. The body of a publication is the data itself
@@ -32,6 +33,7 @@ export function encodePublication(pub: Publication): { body: Buffer; headers: Ms
     h.set(H.client, pub.info.client);
     h.set(H.user, encodeURIComponent(pub.info.user));
   }
+  if (pub.trace) h.set(TRACEPARENT, formatTraceparent(pub.trace));
   return { body: pub.data.originBytes(), headers: h };
 }
 
@@ -104,6 +106,12 @@ export function decodePublication(
     if (position.prev !== undefined) pub.prev = position.prev;
   }
   return pub;
+}
+
+/** With tracing on: the publisher's trace context, when the message carries a valid one. */
+export function readTrace(pub: Publication, h: MsgHdrs | undefined): void {
+  const trace = parseTraceparent(h?.get(TRACEPARENT));
+  if (trace) pub.trace = trace;
 }
 
 export function decodeEvent(data: Uint8Array): ClientInfo | undefined {

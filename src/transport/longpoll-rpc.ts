@@ -3,7 +3,8 @@ import type { ResolvedChannel } from "../channels.js";
 import { authorize } from "../delivery/access.js";
 import { channelCommand, CommandQueue, type Caller, type Reply } from "../delivery/commands.js";
 import type { DeliveryContext } from "../delivery/context.js";
-import { authenticate, refreshClaims } from "../delivery/authenticate.js";
+import { authenticate, describeConnect, refreshClaims } from "../delivery/authenticate.js";
+import { traced, type Span } from "../tracing/tracer.js";
 import { optionalString, type Frame } from "../delivery/frames.js";
 import { clientInfo, type Identity } from "../delivery/identity.js";
 import type { ClientRequest } from "../hooks/request.js";
@@ -61,7 +62,7 @@ export class RpcRequest implements Caller {
   }
 
   private dispatch(cmd: Frame): Promise<Reply> | Reply {
-    if (cmd.op === "connect") return this.connect(cmd);
+    if (cmd.op === "connect") return traced(this.ctx.tracer, "connect", cmd, (span) => this.connect(cmd, span));
     const identity = this.identity;
     switch (cmd.op) {
       case "subscribe":
@@ -76,12 +77,13 @@ export class RpcRequest implements Caller {
     }
   }
 
-  private async connect(cmd: Frame): Promise<Reply> {
+  private async connect(cmd: Frame, span: Span | undefined): Promise<Reply> {
     if (this.current) throw new ProtocolError(ErrorCode.BadRequest, "already connected");
     const token = optionalString(cmd, "token") ?? this.bearer;
     const client = randomUUID();
-    const { claims, channels } = await authenticate(this.ctx, client, token, this.request, cmd.data);
+    const { claims, channels } = await authenticate(this.ctx, client, token, this.request, cmd.data, span?.context);
     const identity: Identity = claims ? { client, user: claims.sub, claims } : { client, user: "" };
+    describeConnect(span, "longpoll", client, identity.user);
     this.current = identity;
     const ok: Record<string, unknown> = {
       client: identity.client,

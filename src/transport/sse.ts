@@ -5,8 +5,9 @@ import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import { catchUp } from "../delivery/catch-up.js";
 import type { DeliveryContext } from "../delivery/context.js";
 import { clientInfo, type Identity } from "../delivery/identity.js";
-import { authenticate } from "../delivery/authenticate.js";
+import { authenticate, describeConnect } from "../delivery/authenticate.js";
 import { permitSubscribe } from "../delivery/subscribe-permit.js";
+import { traced } from "../tracing/tracer.js";
 import { clientRequest, type ClientRequest } from "../hooks/request.js";
 import { corsHeaders } from "../http/cors.js";
 import { headTooLarge, refuseHead } from "../http/request-head.js";
@@ -315,8 +316,12 @@ export class SseTransport implements FanoutSink {
   private async identify(session: string | null, token: string | undefined, request: ClientRequest): Promise<Identity> {
     if (session !== null) return this.signer.verify(session);
     const client = randomUUID();
-    const { claims } = await authenticate(this.ctx, client, token, request, undefined);
-    return claims ? { client, user: claims.sub, claims } : { client, user: "" };
+    return traced(this.ctx.tracer, "connect", {}, async (span) => {
+      const { claims } = await authenticate(this.ctx, client, token, request, undefined, span?.context);
+      const identity: Identity = claims ? { client, user: claims.sub, claims } : { client, user: "" };
+      describeConnect(span, "sse", client, identity.user);
+      return identity;
+    });
   }
 
   /** Ends the stream when its token (or session) expires; long lifetimes re-arm past setTimeout's range. */
