@@ -13,7 +13,7 @@ export const SECRET = "cluster-test-hmac-secret-0123456789abcdef";
 export const API_KEY = "cluster-api-key-0123-0123456789a";
 
 /** The history namespace of the brief, a namespace without history, and HMAC auth. */
-export function gatewayYaml(opts: { replicas?: number; extra?: string } = {}): string {
+export function gatewayYaml(opts: { replicas?: number; extra?: string; historySize?: number } = {}): string {
   return [
     `apiKey: ${API_KEY}`,
     "presenceGrace: 0s",
@@ -22,7 +22,7 @@ export function gatewayYaml(opts: { replicas?: number; extra?: string } = {}): s
     "auth:",
     `  hmacSecret: "${SECRET}"`,
     "namespaces:",
-    "  chat: { history: { size: 1000, ttl: 10m }, presence: true, joinLeave: true, clientPublish: true, anonymous: true }",
+    `  chat: { history: { size: ${opts.historySize ?? 1000}, ttl: 10m }, presence: true, joinLeave: true, clientPublish: true, anonymous: true }`,
     "  live: { presence: true, joinLeave: true, clientPublish: true, anonymous: true }",
     ...(opts.replicas === undefined ? [] : ["nats:", `  streamReplicas: ${opts.replicas}`]),
     opts.extra ?? "",
