@@ -1,10 +1,10 @@
-import { AuthError } from "../auth/jwt.js";
 import type { ResolvedChannel } from "../channels.js";
 import type { ClientRequest } from "../hooks/request.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { checkAccess } from "./access.js";
 import type { DeliveryContext } from "./context.js";
 import type { Identity } from "./identity.js";
+import { verifySubscriptionToken } from "./tokens.js";
 import type { SpanContext } from "../tracing/context.js";
 
 /** Why a client may subscribe, and how it appears in the channel's presence. */
@@ -35,14 +35,7 @@ export async function permitSubscribe(
   trace?: SpanContext,
 ): Promise<SubscribePermit> {
   if (token !== undefined) {
-    if (!ctx.verifier) throw new ProtocolError(ErrorCode.Unauthenticated, "this gateway has no token keys configured");
-    let claims;
-    try {
-      claims = await ctx.verifier.verifySubscription(token);
-    } catch (err) {
-      if (err instanceof AuthError) throw new ProtocolError(ErrorCode.Unauthenticated, err.message);
-      throw err;
-    }
+    const claims = await verifySubscriptionToken(ctx.verifier, token);
     if (claims.channel !== r.ch) throw new ProtocolError(ErrorCode.Forbidden, `subscription token is for another channel`);
     if (claims.sub !== identity.user) throw new ProtocolError(ErrorCode.Forbidden, `subscription token is for another user`);
     return claims.info === undefined ? { signed: true } : { signed: true, info: claims.info };

@@ -1,3 +1,4 @@
+import { MAX_TOKEN_LENGTH } from "../auth/jwt.js";
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import { catchUp } from "../delivery/catch-up.js";
 import type { DeliveryContext } from "../delivery/context.js";
@@ -21,8 +22,6 @@ import type { HttpRequest, HttpResponse, TemplatedApp } from "../uws.js";
 import { RpcRequest, type RpcHost } from "./longpoll-rpc.js";
 
 const DEFAULT_TIMEOUT_S = 25;
-/** Tokens are 16 KiB at most (auth/jwt.ts); a longer one is a malformed request. */
-const MAX_TOKEN_CHARS = 16_384;
 const MAX_TIMEOUT_S = 60;
 const MSGPACK = "application/msgpack";
 /** Join/leave events one poll answer carries at most (the per-channel event budget bounds them too). */
@@ -484,7 +483,7 @@ function cursorOf(raw: unknown): { cursor: Cursor; token?: string } {
   };
   if (typeof raw !== "object" || Array.isArray(raw)) return fail();
   const { token, ...position } = raw as Record<string, unknown>;
-  if (token !== undefined && (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_CHARS)) return fail();
+  if (token !== undefined && (typeof token !== "string" || token.length === 0 || token.length > MAX_TOKEN_LENGTH)) return fail();
   const cursor = Object.keys(position).length === 0 ? null : (asPosition(position) ?? fail());
   return token === undefined ? { cursor } : { cursor, token };
 }

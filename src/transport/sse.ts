@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
+import { MAX_TOKEN_LENGTH } from "../auth/jwt.js";
 import { decodeJwt } from "jose";
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import { catchUp } from "../delivery/catch-up.js";
@@ -24,8 +25,6 @@ const HEARTBEAT_MS = 15_000;
 /** Browsers reconnect after this long (the `retry:` field), plus our jitter hint. */
 const RETRY_MS = 2_000;
 const MAX_EVENT_ID = 4096;
-/** Tokens are 16 KiB at most (auth/jwt.ts). */
-const MAX_TOKEN_CHARS = 16_384;
 /** `"<ch>":[<offset>,"<epoch>"],` beyond the channel name, at most (16-digit offset, 16-char epoch). */
 const CURSOR_JSON_BYTES = 41;
 // setTimeout fires at once for delays past 2^31-1 ms.
@@ -465,7 +464,7 @@ function subscriptionTokens(raw: string[], max: number): Map<string, string> {
   for (const token of raw) {
     let channel: unknown;
     try {
-      channel = token.length <= MAX_TOKEN_CHARS ? decodeJwt(token).channel : undefined;
+      channel = token.length <= MAX_TOKEN_LENGTH ? decodeJwt(token).channel : undefined;
     } catch {
       channel = undefined;
     }
