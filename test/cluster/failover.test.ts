@@ -26,6 +26,7 @@ import {
   sign,
   sleep,
   startReplicas,
+  streamSettled,
   strictlyIncreasing,
   waitForPub,
   waitForPush,
@@ -165,7 +166,6 @@ describe("kill -9 of a NATS node mid-stream (3-node cluster, streamReplicas 3)",
     const cluster = nats as NatsCluster;
     const ch = "chat.fo-nats";
     admin = await connect({ servers: cluster.servers });
-    const jsm = await admin.jetstreamManager();
 
     // Phase 1 kills the node replica 1 is connected to. It must not lead the channel's stream, so
     // publishing goes on at full rate while replica 1 is away and it has a real gap to fill.
@@ -228,11 +228,7 @@ describe("kill -9 of a NATS node mid-stream (3-node cluster, streamReplicas 3)",
     const restartAt = Date.now();
     await victim.restart();
     const restartMs = Date.now() - restartAt;
-    await waitUntil(async () => {
-      const info = await jsm.streams.info(STREAM);
-      const reps = info.cluster?.replicas ?? [];
-      return reps.length === 2 && reps.every((r) => r.current && !r.offline) ? true : undefined;
-    }, "all stream replicas current after the restart", 30_000, 200);
+    await streamSettled(admin, STREAM, 2);
     const currentMs = Date.now() - restartAt;
     const m1 = await snapshot();
     const m1Published = pub.stats.published;

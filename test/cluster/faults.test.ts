@@ -30,7 +30,7 @@ import { startGateway, type GatewayProcess } from "../helpers/gateway.js";
 import { startNats, type NatsCluster, type NatsNode } from "../helpers/nats.js";
 import { eventually } from "../helpers/signal.js";
 import { openSseClients, SseClient, type SseEvent } from "../helpers/sse-client.js";
-import { API_KEY, logRecords, moveStreamLeader, readyz, sequenceProblem, SequencePublisher, sleep, strictlyIncreasing, within } from "./util.js";
+import { API_KEY, logRecords, moveStreamLeader, readyz, sequenceProblem, SequencePublisher, sleep, streamSettled, strictlyIncreasing, within } from "./util.js";
 
 const HIST = "chat.faults";
 const LIVE = "live.faults";
@@ -458,9 +458,16 @@ describe("faults between gateways and NATS under steady publishing", () => {
     const [node0, node1, node2] = cluster.nodes as [NatsNode, NatsNode, NatsNode];
     const ch = "chat.quiet";
     const stream = "natsedge_ns_chat";
+    // The partition above may leave an election running; this fault is made on a settled stream.
+    const admin = await connect({ servers: node2.url });
+    try {
+      await streamSettled(admin, stream, 2);
+    } finally {
+      await admin.close();
+    }
     const sub = await TestClient.connect(a.wsUrl);
     try {
-      expect((await sub.request("subscribe", { ch }, 20_000)).ok).toMatchObject({ offset: 0 });
+      expect(await sub.request("subscribe", { ch }, 20_000)).toMatchObject({ ok: { offset: 0 } });
       // A is cut off while three publications are stored; nothing is published after them.
       const reconnects = logRecords(a, "NATS reconnected").length;
       proxyA.refuse = true;

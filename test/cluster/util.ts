@@ -239,7 +239,9 @@ export class SequencePublisher {
           this.stats.offsets.push(ack.seq);
           break;
         } catch (err) {
-          if (this.stopped || Date.now() - t0 > perMessageMs) throw err;
+          // stop() ends the run after the message in hand is stored, not in the middle of it: a
+          // message given up on during a leader election would leave the stream's order unknown.
+          if (Date.now() - t0 > perMessageMs || this.nc?.isClosed()) throw err;
           this.stats.retries++;
           await sleep(Math.min(500, 50 * (attempt + 1)));
         }
@@ -250,6 +252,7 @@ export class SequencePublisher {
     return this.stats;
   }
 
+  /** Publishes no further message; the one being stored (retried through an election) still is. */
   stop(): void {
     this.stopped = true;
   }
@@ -291,4 +294,23 @@ export async function moveStreamLeader(nc: NatsConnection, stream: string, away:
     }, "a new stream leader", 15_000, 200).catch(() => undefined);
   }
   return leaderOf();
+}
+
+/**
+ * Waits until the stream has a leader and `followers` replicas that are current and online: a
+ * test that has just killed or restarted nodes starts its next step on a settled stream, as an
+ * operator would, instead of in the middle of an election.
+ */
+export async function streamSettled(nc: NatsConnection, stream: string, followers: number, timeoutMs = 30_000): Promise<void> {
+  const jsm = await nc.jetstreamManager();
+  await waitUntil(
+    async () => {
+      const c = (await jsm.streams.info(stream)).cluster;
+      const reps = c?.replicas ?? [];
+      return c?.leader !== undefined && reps.length === followers && reps.every((r) => r.current && !r.offline) ? true : undefined;
+    },
+    `stream ${stream} led, with ${followers} current replicas`,
+    timeoutMs,
+    200,
+  );
 }
