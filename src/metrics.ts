@@ -124,8 +124,8 @@ export class Metrics {
   });
   readonly recoveries = new Counter({
     name: "natsedge_recoveries_total",
-    help: "Subscribe-with-since recoveries, by result",
-    labelNames: ["result"] as const,
+    help: "Subscribe-with-since recoveries, by result and where the missed publications came from (recent: this gateway's memory; history: a history read)",
+    labelNames: ["result", "source"] as const,
     registers: [this.registry],
   });
   readonly gapsDetected = new Counter({

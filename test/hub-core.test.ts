@@ -215,6 +215,9 @@ class ScriptedHistory implements History {
     this.during(++this.reads);
     return result;
   }
+  knownEpoch(ch: string): string | undefined {
+    return this.inner.knownEpoch(ch);
+  }
   async close(): Promise<void> {
     await this.inner.close();
   }
@@ -260,7 +263,8 @@ describe("catchUp: history lined up with live delivery (the core every transport
 
   it("a slow read on a busy channel lines up too: everything delivered during the read is kept (more than 64)", async () => {
     store("c.f");
-    await subscribed("c.f", 1);
+    store("c.f");
+    await subscribed("c.f", 2);
     history.during = () => {
       for (let i = 0; i < 200; i++) broker.handler?.onPublication(store("c.f"));
     };
@@ -268,12 +272,12 @@ describe("catchUp: history lined up with live delivery (the core every transport
     history.reads = 0;
     const caught = await catchUp(hub, "c.f", opts, { offset: 1, epoch });
     expect(history.reads).toBe(1);
-    expect(caught.pubs.map((p) => p.offset)).toEqual(Array.from({ length: 200 }, (_, i) => i + 2));
-    expect(caught.position.offset).toBe(201);
+    expect(caught.pubs.map((p) => p.offset)).toEqual(Array.from({ length: 201 }, (_, i) => i + 2));
+    expect(caught.position.offset).toBe(202);
     // Released: the next publication shrinks the buffer back to the last 64.
     broker.handler?.onPublication(store("c.f"));
-    expect(hub.recentAfter("c.f", 1)).toBeUndefined();
-    expect(hub.recentAfter("c.f", 202 - 64)?.length).toBe(64);
+    expect(hub.recentAfter("c.f", 2)).toBeUndefined();
+    expect(hub.recentAfter("c.f", 203 - 64)?.length).toBe(64);
   });
 
   it("history ahead of live delivery: the position stops at what was delivered live, the rest arrives live", async () => {
@@ -286,8 +290,10 @@ describe("catchUp: history lined up with live delivery (the core every transport
   });
 
   it("a continuity break during the read makes it read again; the second read covers the break exactly", async () => {
+    // The client missed offset 2, which this gateway never delivered live: history is read.
     store("c.c");
-    await subscribed("c.c", 1);
+    store("c.c");
+    await subscribed("c.c", 2);
     history.during = (n) => {
       if (n !== 1) return;
       store("c.c"); // lost on the way to this gateway: only the stream has it
@@ -298,13 +304,14 @@ describe("catchUp: history lined up with live delivery (the core every transport
     history.reads = 0;
     const caught = await catchUp(hub, "c.c", opts, { offset: 1, epoch });
     expect(history.reads).toBe(2);
-    expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3]);
-    expect(caught).toMatchObject({ position: { offset: 3 }, recovered: true });
+    expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3, 4]);
+    expect(caught).toMatchObject({ position: { offset: 4 }, recovered: true, source: "history" });
   });
 
   it("a channel that breaks during every read is refused with 503, never answered with a gap", async () => {
     store("c.d");
-    await subscribed("c.d", 1);
+    store("c.d");
+    await subscribed("c.d", 2);
     history.during = () => {
       store("c.d");
       broker.handler?.onContinuityLost("c.d", "a gap");
@@ -314,6 +321,58 @@ describe("catchUp: history lined up with live delivery (the core every transport
     history.reads = 0;
     await expect(catchUp(hub, "c.d", opts, { offset: 1, epoch })).rejects.toMatchObject({ code: 503 });
     expect(history.reads).toBe(3);
+  });
+
+  it("a client back after a short absence is answered from what this gateway just fanned out, without a history read", async () => {
+    store("c.r");
+    await subscribed("c.r", 1);
+    for (let i = 0; i < 3; i++) broker.handler?.onPublication(store("c.r"));
+    const epoch = (await history.inner.read("c.r", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    const caught = await catchUp(hub, "c.r", opts, { offset: 1, epoch });
+    expect(caught).toMatchObject({ position: { offset: 4, epoch }, recovered: true, reads: 0, source: "recent" });
+    expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3, 4]);
+    // Nothing missed is an answer too.
+    expect(await catchUp(hub, "c.r", opts, { offset: 4, epoch })).toMatchObject({ pubs: [], position: { offset: 4 }, recovered: true, source: "recent" });
+    expect(history.reads).toBe(0);
+  });
+
+  it("recovery from memory only when it is provably complete: otherwise history answers", async () => {
+    store("c.m");
+    await subscribed("c.m", 1);
+    for (let i = 0; i < 70; i++) broker.handler?.onPublication(store("c.m"));
+    const epoch = (await history.inner.read("c.m", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    // Older than the last 64 kept here: history decides (it keeps 10, so it cannot recover either).
+    expect(await catchUp(hub, "c.m", opts, { offset: 1, epoch })).toMatchObject({ pubs: [], recovered: false, source: "history", position: { offset: 71 } });
+    // Another epoch: the stream this position belongs to is gone.
+    expect(await catchUp(hub, "c.m", opts, { offset: 70, epoch: "other" })).toMatchObject({ recovered: false, source: "history" });
+    // Ahead of this gateway (the client came from a replica further on).
+    expect(await catchUp(hub, "c.m", opts, { offset: 72, epoch })).toMatchObject({ recovered: false, source: "history" });
+    // Kept here, but more than history keeps (its size is 10): the answer is history's.
+    expect(await catchUp(hub, "c.m", opts, { offset: 60, epoch })).toMatchObject({ pubs: [], recovered: false, source: "history" });
+    expect(history.reads).toBe(4);
+    // Within the size and the ttl: memory answers.
+    expect(await catchUp(hub, "c.m", opts, { offset: 61, epoch })).toMatchObject({ recovered: true, source: "recent" });
+    expect(history.reads).toBe(4);
+    // After a continuity break nothing this gateway kept proves anything.
+    broker.handler?.onContinuityLost("c.m", "a gap");
+    expect(await catchUp(hub, "c.m", opts, { offset: 70, epoch })).toMatchObject({ recovered: true, source: "history" });
+    expect(history.reads).toBe(5);
+  });
+
+  it("recovery from memory never hands out what history's ttl has expired", async () => {
+    store("c.t");
+    await subscribed("c.t", 1);
+    const stale = store("c.t");
+    broker.handler?.onPublication({ ...stale, ts: Date.now() - opts.ttl - 1 });
+    broker.handler?.onPublication(store("c.t"));
+    const epoch = (await history.inner.read("c.t", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    expect(await catchUp(hub, "c.t", opts, { offset: 1, epoch })).toMatchObject({ source: "history" });
+    expect(history.reads).toBe(1);
+    // From after the stale one, memory answers.
+    expect(await catchUp(hub, "c.t", opts, { offset: 2, epoch })).toMatchObject({ source: "recent", recovered: true });
   });
 
   it("identical reads in flight share one history read: a replica's clients recovering at once", async () => {
@@ -329,9 +388,37 @@ describe("catchUp: history lined up with live delivery (the core every transport
     expect(history.reads).toBe(2);
     for (const c of all.slice(0, 50)) expect(c.pubs.map((p) => p.offset)).toEqual([2, 3]);
     expect(all[50]?.pubs.map((p) => p.offset)).toEqual([3]);
-    // Finished reads are not reused: the next catch-up reads again.
-    await catchUp(hub, "c.g", opts, { offset: 1, epoch });
+    // What the read brought back joins the live position: it is kept, and the next client
+    // recovering from that stretch is answered from memory.
+    const next = await catchUp(hub, "c.g", opts, { offset: 1, epoch });
+    expect(next).toMatchObject({ source: "recent", recovered: true, position: { offset: 3 } });
+    expect(next.pubs.map((p) => p.offset)).toEqual([2, 3]);
+    expect(history.reads).toBe(2);
+    // Older than anything read: history again.
+    await catchUp(hub, "c.g", opts, { offset: 0, epoch });
     expect(history.reads).toBe(3);
+  });
+
+  it("a new subscriber to a held channel takes the live position from memory; a read across a break is kept where it joins", async () => {
+    for (let i = 0; i < 3; i++) store("c.n");
+    await subscribed("c.n", 3);
+    const epoch = (await history.inner.read("c.n", opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    expect(await catchUp(hub, "c.n", opts, undefined)).toMatchObject({ pubs: [], position: { offset: 3, epoch }, recovered: false, source: "recent" });
+    broker.handler?.onPublication(store("c.n"));
+    expect(await catchUp(hub, "c.n", opts, undefined)).toMatchObject({ position: { offset: 4, epoch } });
+    expect(history.reads).toBe(0);
+    // Offset 5 is lost on the way here (a continuity break), 6 arrives live: a read from 1
+    // reaches 6 through the stream, but what this gateway kept starts after the break.
+    store("c.n");
+    broker.handler?.onContinuityLost("c.n", "a gap");
+    broker.handler?.onPublication(store("c.n"));
+    const read = await catchUp(hub, "c.n", opts, { offset: 1, epoch });
+    expect(read.pubs.map((p) => p.offset)).toEqual([2, 3, 4, 5, 6]);
+    expect(history.reads).toBe(1);
+    // The read joined 6's predecessor, so it was kept: the stretch is whole in memory now.
+    expect(await catchUp(hub, "c.n", opts, { offset: 2, epoch })).toMatchObject({ source: "recent" });
+    expect(history.reads).toBe(1);
   });
 
   it("since from another epoch or past the retained window: recovered false, no publications, the live position", async () => {
@@ -354,6 +441,25 @@ describe("RecentPublications", () => {
     expect(r.after(90)?.length).toBe(10);
     expect(r.after(36)?.length).toBe(64);
     expect(r.after(35)).toBeUndefined();
+  });
+
+  it("keeps a history read only where it joins what is kept without a hole", () => {
+    const r = new RecentPublications();
+    r.baseline(0);
+    r.add(pub("c.b", 10, 8));
+    // 5..7 end at 7, but 10 follows 8: a hole at 8 (missing from the read).
+    r.backfill([pub("c.b", 5, 4), pub("c.b", 6, 5), pub("c.b", 7, 6)]);
+    expect(r.after(4)).toBeUndefined();
+    // 6..8 join 10 through 8; the overlap (10 read again) is not doubled.
+    r.backfill([pub("c.b", 6, 5), pub("c.b", 8, 6), pub("c.b", 10, 8)]);
+    expect(r.after(5)?.map((p) => p.offset)).toEqual([6, 8, 10]);
+    // Nothing kept yet: a read joins only at the newest offset seen.
+    const empty = new RecentPublications();
+    empty.baseline(3);
+    empty.backfill([pub("c.e", 1, 0), pub("c.e", 2, 1)]);
+    expect(empty.after(0)).toBeUndefined();
+    empty.backfill([pub("c.e", 2, 1), pub("c.e", 3, 2)]);
+    expect(empty.after(1)?.map((p) => p.offset)).toEqual([2, 3]);
   });
 });
 

@@ -49,6 +49,44 @@ describe("two replicas over one nats-server", () => {
     pub.close();
   });
 
+  it("a client moving to a replica that holds the channel recovers from its memory; a longer absence reads history", async () => {
+    const [a, b] = gws as [GatewayProcess, GatewayProcess];
+    const ch = "chat.moving";
+    const series = (source: string): string => `natsedge_recoveries_total{result="recovered",source="${source}"}`;
+    // Someone on B keeps the channel held there, as the rest of a room does in a storm.
+    const stay = await TestClient.connect(b.wsUrl);
+    expect((await stay.request("subscribe", { ch })).ok).toMatchObject({ offset: 0 });
+    const publish = async (n: number): Promise<number> => {
+      const res = await api(a.url, "POST", "/api/publish", { key: API_KEY, body: { channel: ch, data: { n } } });
+      expect(res.status).toBe(200);
+      return res.body.offset as number;
+    };
+    const moveAfter = async (missed: number): Promise<Frame> => {
+      const mover = await TestClient.connect(a.wsUrl);
+      const at = (await mover.request("subscribe", { ch })).ok as { offset: number; epoch: string };
+      mover.close();
+      let last = 0;
+      for (let i = 1; i <= missed; i++) last = await publish(i);
+      await stay.waitFor(() => (stay.pubs(ch).at(-1)?.offset === last ? true : undefined), "B to deliver the last one");
+      const back = await TestClient.connect(b.wsUrl);
+      const reply = (await back.request("subscribe", { ch, since: at })).ok as Frame;
+      back.close();
+      expect(reply).toMatchObject({ recovered: true, offset: last });
+      expect((reply.pubs as Frame[]).map((p) => (p.data as { n: number }).n)).toEqual(Array.from({ length: missed }, (_, i) => i + 1));
+      return reply;
+    };
+    const recent0 = await metricValue(b, series("recent"));
+    const history0 = await metricValue(b, series("history"));
+    await moveAfter(5);
+    expect(await metricValue(b, series("recent"))).toBe(recent0 + 1);
+    expect(await metricValue(b, series("history"))).toBe(history0);
+    // B keeps the last 64 it delivered: 70 missed come from the stream.
+    await moveAfter(70);
+    expect(await metricValue(b, series("recent"))).toBe(recent0 + 1);
+    expect(await metricValue(b, series("history"))).toBe(history0 + 1);
+    stay.close();
+  });
+
   it("delivers an idempotent publish to a channel without history once, on every replica", async () => {
     const [a, b] = gws as [GatewayProcess, GatewayProcess];
     const subA = await TestClient.connect(a.wsUrl);

@@ -11,6 +11,8 @@ export interface CatchUp {
   recovered: boolean;
   /** Messages read from history, for the client's command budget. */
   reads: number;
+  /** Where the missed publications came from: this gateway's recent ones, or a history read. */
+  source: "recent" | "history";
 }
 
 const ATTEMPTS = 3;
@@ -23,8 +25,20 @@ const ATTEMPTS = 3;
  * follows `pubs` without a gap or a duplicate. A continuity break during the read leaves the hub without that record: the read is
  * repeated, and a channel that keeps moving faster than it can be read is refused with 503.
  * Without `since` only the position is read.
+ *
+ * Memory answers first whenever it provably gives what history would: a new subscriber to a
+ * channel held here takes up the live position, and a client back after a short absence (a
+ * reconnect storm after a replica died is thousands of them at once) usually missed only what
+ * this gateway has just fanned out. What a read brings back is kept for the next one.
  */
 export async function catchUp(hub: Hub, ch: string, opts: HistoryOptions, since: StreamPosition | undefined): Promise<CatchUp> {
+  if (!since) {
+    const position = hub.livePosition(ch);
+    if (position) return { pubs: [], position, recovered: false, reads: 0, source: "recent" };
+  } else {
+    const recent = hub.recentSince(ch, opts, since);
+    if (recent) return { ...recent, recovered: true, reads: 0, source: "recent" };
+  }
   let reads = 0;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
     const release = hub.holdRecent(ch);
@@ -40,13 +54,18 @@ export async function catchUp(hub: Hub, ch: string, opts: HistoryOptions, since:
     const live = hub.lastOffset(ch) ?? top;
     const recovered = since !== undefined && result.complete;
     const pubs = recovered ? result.pubs : [];
+    const epoch = result.position.epoch;
     if (live < top) {
       // History is ahead of live delivery: the rest will arrive live.
-      return { pubs: pubs.filter((p) => (p.offset as number) <= live), position: { offset: live, epoch: result.position.epoch }, recovered, reads };
+      const upToLive = pubs.filter((p) => (p.offset as number) <= live);
+      hub.keepRead(ch, epoch, upToLive);
+      return { pubs: upToLive, position: { offset: live, epoch }, recovered, reads, source: "history" };
     }
     const extra = hub.recentAfter(ch, top);
     if (extra) {
-      return { pubs: recovered ? pubs.concat(extra) : pubs, position: { offset: live, epoch: result.position.epoch }, recovered, reads };
+      const all = recovered ? pubs.concat(extra) : pubs;
+      hub.keepRead(ch, epoch, all);
+      return { pubs: all, position: { offset: live, epoch }, recovered, reads, source: "history" };
     }
   }
   throw new ProtocolError(ErrorCode.Unavailable, "channel is moving too fast to recover; retry");

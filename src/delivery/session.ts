@@ -333,7 +333,7 @@ export class Session implements HubSession, Caller {
         if (since) {
           ok.recovered = caught.recovered;
           entries = caught.pubs.map((p) => encodePubEntry(this.conn.format, p));
-          this.ctx.metrics.recoveries.inc({ result: caught.recovered ? "recovered" : "not_recovered" });
+          this.ctx.metrics.recoveries.inc({ result: caught.recovered ? "recovered" : "not_recovered", source: caught.source });
         }
       } else if (since) {
         ok = { recovered: false };

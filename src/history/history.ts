@@ -41,5 +41,11 @@ export interface HistoryResult {
 /** Per-channel retained publications with monotonic offsets. */
 export interface History {
   read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult>;
+  /**
+   * The channel's epoch when this process knows it without asking anyone (cached), else
+   * undefined: a recovery answered from the gateway's own recent publications must still prove
+   * the client's position belongs to the current stream.
+   */
+  knownEpoch(ch: string): string | undefined;
   close(): Promise<void>;
 }

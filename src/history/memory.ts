@@ -58,6 +58,10 @@ export class MemoryHistory implements History {
     return answer(s.pubs.slice(from, limit === undefined ? undefined : from + limit), true);
   }
 
+  knownEpoch(ch: string): string | undefined {
+    return this.streams.get(ch)?.epoch;
+  }
+
   keepWhile(inUse: (ch: string) => boolean): void {
     this.inUse = inUse;
   }

@@ -79,6 +79,10 @@ export class NatsHistory implements History {
     private readonly limiter: JsLimiter,
   ) {}
 
+  knownEpoch(ch: string): string | undefined {
+    return this.streams.cachedEpoch(namespaceOf(ch));
+  }
+
   async read(ch: string, opts: HistoryOptions, query: HistoryQuery): Promise<HistoryResult> {
     this.link.require();
     const ns = namespaceOf(ch);

@@ -6,7 +6,7 @@ import type { Metrics, PublishSource } from "../metrics.js";
 import { PresenceAnnouncer } from "../presence/announcer.js";
 import { PresenceCapacity } from "../presence/capacity.js";
 import type { Presence, PresenceStats } from "../presence/presence.js";
-import type { ClientInfo, Publication } from "../publication.js";
+import type { ClientInfo, Publication, StreamPosition } from "../publication.js";
 import type { Revocations } from "../sessions/revocations.js";
 import type { LifecycleEvents } from "../events/lifecycle.js";
 import { backendCall } from "./backend-call.js";
@@ -122,6 +122,43 @@ export class Hub implements BrokerHandler {
    */
   holdRecent(ch: string): () => void {
     return this.channels.recent(ch)?.hold() ?? (() => {});
+  }
+
+  /**
+   * What a client missed since `since`, answered from the publications this gateway fanned out
+   * lately, without reading history: only when the position is of the current epoch, every
+   * publication after it is still in the recent buffer (proven by the predecessor links), and
+   * history would still hold them all (no more than its size, none older than its ttl), so the
+   * answer is the one a history read would give. Else undefined, and the caller reads history.
+   */
+  recentSince(ch: string, opts: HistoryOptions, since: StreamPosition): { pubs: Publication[]; position: StreamPosition } | undefined {
+    const recent = this.channels.recent(ch);
+    const last = recent?.lastOffset;
+    if (!recent || last === undefined || since.offset > last) return undefined;
+    const epoch = this.parts.history.knownEpoch(ch);
+    if (epoch === undefined || epoch !== since.epoch) return undefined;
+    const pubs = recent.after(since.offset);
+    if (!pubs || pubs.length > opts.size) return undefined;
+    const oldest = pubs[0];
+    if (oldest && Date.now() - oldest.ts >= opts.ttl) return undefined;
+    return { pubs, position: { offset: last, epoch } };
+  }
+
+  /**
+   * The position a new subscriber takes up without `since`, from memory: where live delivery on
+   * this gateway stands, which is what a history read would answer too. Undefined before the
+   * channel's position or epoch is known here.
+   */
+  livePosition(ch: string): StreamPosition | undefined {
+    const offset = this.channels.recent(ch)?.lastOffset;
+    const epoch = this.parts.history.knownEpoch(ch);
+    return offset === undefined || epoch === undefined ? undefined : { offset, epoch };
+  }
+
+  /** Keeps publications a catch-up just read, when they join this gateway's recent ones (see RecentPublications.backfill). */
+  keepRead(ch: string, epoch: string, pubs: Publication[]): void {
+    if (pubs.length === 0 || epoch !== this.parts.history.knownEpoch(ch)) return;
+    this.channels.recent(ch)?.backfill(pubs);
   }
 
   /** The newest offset delivered live in this channel, if any has been seen since subscribing. */

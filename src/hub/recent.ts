@@ -50,6 +50,22 @@ export class RecentPublications {
     if (this.pubs.length > keep) this.pubs.splice(0, this.pubs.length - keep);
   }
 
+  /**
+   * Publications just read from history (oldest first, linked by `prev`) that lead into what is
+   * kept here are kept too, up to the usual count: the next client recovering from the same
+   * stretch (a restarted replica's first minutes) needs no read. Nothing is kept unless the read
+   * joins what is here without a hole.
+   */
+  backfill(read: Publication[]): void {
+    const first = this.pubs[0];
+    const older = first ? read.filter((p) => (p.offset as number) < (first.offset as number)) : read;
+    const joint = older.at(-1);
+    if (!joint) return;
+    if (first ? first.prev !== joint.offset : this.lastOffset !== joint.offset) return;
+    this.pubs = older.concat(this.pubs);
+    this.trim();
+  }
+
   /** What was delivered before a continuity break proves nothing about what follows it. */
   forget(): void {
     this.pubs = [];

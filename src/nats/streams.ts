@@ -178,6 +178,11 @@ export class Streams {
     return this.subjects.namespaceStream(ns);
   }
 
+  /** The namespace stream's epoch as last seen, without a request; undefined before the first. */
+  cachedEpoch(ns: string): string | undefined {
+    return this.epochs.get(ns);
+  }
+
   /** The namespace stream's epoch; refreshed (and the stream recreated) when it has gone away. */
   async epoch(ns: string, refresh = false): Promise<string> {
     const cached = this.epochs.get(ns);
