@@ -82,7 +82,8 @@ function parseArgs(argv) {
     let [k, v] = a.slice(2).split(/=(.*)/su);
     if (v === undefined) {
       const next = argv[i + 1];
-      if (next !== undefined && !next.startsWith("--")) {
+      // Node flags are values here, though they start with "--" too.
+      if (next !== undefined && (!next.startsWith("--") || k === "node-args")) {
         v = next;
         i++;
       } else v = "true";

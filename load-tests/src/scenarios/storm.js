@@ -105,6 +105,7 @@ export async function run(ctx, systems) {
         const texts0 = await sys.metricsText();
         const survivors0 = texts0.slice(1);
         const recov0 = counterByLabel(survivors0, "natsedge_recoveries_total", "result");
+        const recovSource0 = counterByLabel(survivors0, "natsedge_recoveries_total", "source");
         const refused0 = counterByLabel(survivors0, "natsedge_jetstream_refused_total").total;
         await gen.storm({ armed: true, reset: true, timing: { jitter: o.jitter, min: 500, max: 20_000 }, endpoints: sys.endpoints });
         await gen.reset("step");
@@ -124,6 +125,8 @@ export async function run(ctx, systems) {
         js.counting = false;
         const texts1 = await sys.metricsText();
         const recoveries = minus(counterByLabel(texts1, "natsedge_recoveries_total", "result"), recov0);
+        // recent: answered from a gateway's memory; history: read from the stream.
+        const recoveriesBySource = minus(counterByLabel(texts1, "natsedge_recoveries_total", "source"), recovSource0);
         const refused = counterByLabel(texts1, "natsedge_jetstream_refused_total").total - refused0;
         await sleep(2000);
         peakRss = Math.max(peakRss, rssBytes(sys.gateways[0].entry.pid) ?? 0);
@@ -160,6 +163,7 @@ export async function run(ctx, systems) {
             requestsDuringStorm: js.requests,
             byKind: js.byKind,
             recoveries,
+            recoveriesBySource,
             requestsPerRecovery: recoveries.total ? Math.round((js.requests / recoveries.total) * 100) / 100 : null,
             refusedDuringStorm: refused,
           },
@@ -187,7 +191,7 @@ export async function run(ctx, systems) {
         };
         ctx.log(
           `[${kind}] storm: ${r.reconnected}/${r.dropped} back, T50 ${r.t50Ms} ms, T99 ${r.t99Ms} ms, T100 ${r.t100Ms} ms, peak ${peak}/s, ${r.failedAttempts} failed attempts, SUB inserts ${r.nats.subInsertsDuringStorm}; ` +
-            `JetStream requests ${js.requests} for ${recoveries.total} recoveries (${r.jetstream.requestsPerRecovery} per recovery, ${refused} refused); ` +
+            `JetStream requests ${js.requests} for ${recoveries.total} recoveries (${recoveriesBySource.recent ?? 0} from gateway memory; ${r.jetstream.requestsPerRecovery} per recovery, ${refused} refused); ` +
             `recovered ${r.recoveredSubscribes} subscribes (${r.recoveredPubs} pubs), recovered:false ${r.recoveredFalse}, lost ${r.lostGaps} (tail missing ${r.tailMissing}), duplicates ${r.duplicates}`,
         );
         return r;
