@@ -16,6 +16,8 @@ import type { EventOutlet } from "./events/publisher.js";
 import { MemoryTransitionState, type TransitionState } from "./events/transitions.js";
 import { Streams, type Jsm } from "./nats/streams.js";
 import { NatsRevocations } from "./nats/revocations.js";
+import { NatsUserCounts } from "./nats/user-counts.js";
+import { LocalUserCounts, type UserCounts } from "./limits/user-counts.js";
 import { Subjects } from "./nats/subjects.js";
 import { MemoryRevocations, type Revocations } from "./sessions/revocations.js";
 import { MemoryPresence } from "./presence/memory.js";
@@ -29,6 +31,8 @@ export interface Backend {
   presence: Presence;
   /** Server-side disconnects of long-poll and SSE sessions, known to every replica. */
   revocations: Revocations;
+  /** Users' connection counts on the other gateways (maxConnectionsPerUser). */
+  userCounts: UserCounts;
   /** False while the broker path is known to be broken. */
   ready(): boolean;
   /** The on/off bits lifecycle transitions are decided with (src/events/transitions.ts). */
@@ -51,6 +55,7 @@ export function memoryBackend(config: Config): Backend {
     history,
     presence: new MemoryPresence(),
     revocations: new MemoryRevocations(),
+    userCounts: new LocalUserCounts(),
     transitions: new MemoryTransitionState(),
     ready: () => true,
     start: async () => undefined,
@@ -77,6 +82,7 @@ export async function natsBackend(
   const presence = new NatsPresence(jsm, link.nc.jetstream(), subjects, node, log, link, limiter);
   const reaper = new PresenceReaper(presence, broker, config.namespaces, log);
   const revocations = new NatsRevocations(link, jsm, link.nc.jetstream(), subjects, log);
+  const userCounts = new NatsUserCounts(link.nc.jetstream(), subjects, node, link, () => presence.live(), log);
   const probe = new RoundTripProbe(link, subjects.probe(node), metrics, log);
   link.onStatus((event) => {
     if (event === "reconnect") probe.reconnected();
@@ -87,6 +93,7 @@ export async function natsBackend(
     history,
     presence,
     revocations,
+    userCounts,
     transitions: new NatsTransitionState(jsm, link.nc.jetstream(), subjects, limiter),
     eventOutlet: (event) => link.nc.publish(subjects.event(event.type), JSON.stringify(event)),
     onReaped: (listener) => reaper.onReaped(listener),
@@ -95,6 +102,7 @@ export async function natsBackend(
     async start() {
       await untilDone(() => presence.start(), "presence heartbeat not stored yet", log);
       await untilDone(() => revocations.start(), "session revocations not loaded yet", log);
+      await untilDone(() => userCounts.start(), "user connection counts not followed yet", log);
       await probe.start();
       reaper.start();
     },
@@ -102,6 +110,7 @@ export async function natsBackend(
       reaper.stop();
       probe.stop();
       await revocations.close();
+      await userCounts.close();
       await link.drain();
     },
   };

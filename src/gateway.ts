@@ -135,7 +135,7 @@ export class Gateway {
       tracer,
     });
     const userWatch = events.tracksUsers ? { changed: (user: string, present?: () => boolean) => events.userChanged(user, present), graceMs: config.presenceGrace } : undefined;
-    const limits = new Limits(config, backend.presence, metrics, log, userWatch);
+    const limits = new Limits(config, backend.presence, metrics, log, userWatch, backend.userCounts);
     const verifier = config.auth ? new TokenVerifier(config.auth, log, metrics) : undefined;
     const origins = new OriginPolicy(config.allowedOrigins, config.embedded && !config.allowedOrigins);
     const hooks = new Hooks(config.hooks, backend.nats && { nc: backend.nats.link.nc, subjects: backend.nats.subjects }, metrics, log, tracer);

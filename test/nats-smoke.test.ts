@@ -1,3 +1,4 @@
+import { connect } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Client } from "../src/client/index.js";
 import { api, TestClient, type Frame } from "./helpers/client.js";
@@ -136,6 +137,37 @@ describe("two replicas over one nats-server", () => {
     expect(fourth).toBeDefined();
     first.close();
     fourth.close();
+  });
+
+  it("counts a user's connections from what the replicas publish, ignoring junk and gateways that are gone", async () => {
+    const [a, b] = gws as [GatewayProcess, GatewayProcess];
+    const user = "mallory";
+    const tok = Buffer.from(user).toString("base64url");
+    const nc = await connect({ servers: nats.servers });
+    try {
+      const js = nc.jetstream();
+      // A gateway that does not exist claims 50 of her connections; the rest is not a count at all.
+      for (const [subject, body] of [
+        [`natsedge.ucount.${tok}.no-such-gateway`, "50"],
+        [`natsedge.ucount.${tok}`, "1"],
+        [`natsedge.ucount.${tok}.x.y`, "1"],
+        [`natsedge.ucount.%%%.x`, "1"],
+        [`natsedge.ucount.${tok}.junk`, "x".repeat(5000)],
+        [`natsedge.ucount.${tok}.neg`, "-3"],
+      ] as const) {
+        await js.publish(subject, Buffer.from(body));
+      }
+    } finally {
+      await nc.close();
+    }
+    const token = await signToken({ sub: user }, SECRET);
+    const first = await TestClient.connect(a.wsUrl, token);
+    const second = await TestClient.connect(b.wsUrl, token);
+    // Still exactly two: both replicas see each other's count, and nothing else.
+    const third = new TestClient(b.wsUrl);
+    await third.opened;
+    expect((await third.request("connect", { token })).error).toMatchObject({ code: 429 });
+    for (const c of [first, second]) c.close();
   });
 
   it("a server-side disconnect ends the user's WebSocket, SSE and long-poll sessions on every replica", async () => {

@@ -6,6 +6,7 @@ import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import { BucketMap, TokenBucket } from "./bucket.js";
 import { ClientAddress } from "./client-address.js";
 import { ConnectionLimiter } from "./connections.js";
+import type { UserCounts } from "./user-counts.js";
 import { UserConnections, type UserWatch } from "./user-connections.js";
 
 /** Long-poll clients whose command budget one process remembers (least recently seen evicted). */
@@ -41,10 +42,11 @@ export class Limits {
     log: Logger,
     /** Present when lifecycle events follow users' connections. */
     userWatch?: UserWatch,
+    userCounts?: UserCounts,
   ) {
     this.addresses = new ClientAddress(config.trustedProxies);
     this.connections = new ConnectionLimiter(config, metrics);
-    this.users = new UserConnections(presence, config.maxConnectionsPerUser, log, userWatch);
+    this.users = new UserConnections(presence, config.maxConnectionsPerUser, log, userWatch, userCounts);
     const rate = config.commandRate;
     if (rate > 0) this.sessionBudgets = new BucketMap(rate, 2 * rate, SESSION_BUDGETS);
   }

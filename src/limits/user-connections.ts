@@ -3,6 +3,7 @@ import type { Logger } from "../log.js";
 import type { Presence } from "../presence/presence.js";
 import { ErrorCode, ProtocolError } from "../protocol/codes.js";
 import type { ClientInfo } from "../publication.js";
+import { LocalUserCounts, type UserCounts } from "./user-counts.js";
 
 /**
  * Presence keys under which users' connections are registered. `$` cannot start a namespace
@@ -31,10 +32,12 @@ export interface UserWatch {
 /**
  * The per-user connection limit across the whole cluster: each connection of a signed-in user is
  * an entry in the presence store (in NATS mode shared by every replica, with dead replicas'
- * entries expiring with their heartbeat). When the user already holds the limit, the newest
- * connection is refused; connections already open are never closed for it. Connects racing on
- * several replicas can overshoot by the number in flight at once. The same entries tell when a
- * user comes online and goes offline (src/events/), which counts them even without a limit.
+ * entries expiring with their heartbeat), and each gateway publishes how many of a user's
+ * entries it holds (UserCounts), so the limit is checked without counting every user's entries.
+ * When the user already holds the limit, the newest connection is refused; connections already
+ * open are never closed for it. Connects racing on several replicas can overshoot by the number
+ * in flight at once. The same entries tell when a user comes online and goes offline
+ * (src/events/), which counts them even without a limit.
  */
 export class UserConnections {
   /** Removals waiting out the grace period, by client id. */
@@ -42,12 +45,15 @@ export class UserConnections {
   private readonly removing = new Set<Promise<void>>();
   /** Entries of each user this gateway has added and not begun to remove. */
   private readonly held = new Map<string, number>();
+  /** Entries of each user this gateway holds in the store (held and lingering): its count. */
+  private readonly entries = new Map<string, number>();
 
   constructor(
     private readonly presence: Presence,
     private readonly max: number,
     private readonly log: Logger,
     private readonly watch?: UserWatch,
+    private readonly totals: UserCounts = new LocalUserCounts(),
   ) {}
 
   private counts(info: ClientInfo): boolean {
@@ -65,14 +71,20 @@ export class UserConnections {
       this.lingering.delete(info.client);
     }
     const key = userConnectionsKey(info.user);
-    if (this.max > 0) {
-      const { clients } = await backendCall(() => this.presence.stats(key), "user connection count failed", this.log);
+    const user = info.user;
+    if (this.max > 0 && !lingering) {
+      const clients = await backendCall(() => this.totals.total(user, this.entries.get(user) ?? 0), "user connection count failed", this.log);
       if (clients >= this.max) {
         throw new ProtocolError(ErrorCode.RateLimited, `user has too many connections (limit ${this.max})`);
       }
     }
-    await backendCall(() => this.presence.add(key, { client: info.client, user: info.user }), "user connection entry failed", this.log);
-    if (!lingering) this.held.set(info.user, (this.held.get(info.user) ?? 0) + 1);
+    await backendCall(() => this.presence.add(key, { client: info.client, user }), "user connection entry failed", this.log);
+    if (!lingering) {
+      this.held.set(user, (this.held.get(user) ?? 0) + 1);
+      const n = (this.entries.get(user) ?? 0) + 1;
+      this.entries.set(user, n);
+      await this.publishCount(user, n);
+    }
     this.watch?.changed(info.user, () => this.held.has(info.user));
   }
 
@@ -84,17 +96,34 @@ export class UserConnections {
       const n = (this.held.get(info.user) ?? 1) - 1;
       if (n > 0) this.held.set(info.user, n);
       else this.held.delete(info.user);
+      const left = (this.entries.get(info.user) ?? 1) - 1;
+      if (left > 0) this.entries.set(info.user, left);
+      else this.entries.delete(info.user);
       try {
         await this.presence.remove(userConnectionsKey(info.user), info.client);
         this.watch?.changed(info.user);
       } catch (err) {
         this.log.warn({ err }, "removing a user connection entry failed");
       }
+      await this.publishCount(info.user, left);
     };
     const graceMs = this.watch?.graceMs ?? 0;
     if (graceMs === 0) this.track(run());
     else if (!this.lingering.has(info.client)) {
       this.lingering.set(info.client, { timer: setTimeout(() => this.track(run()), graceMs), run });
+    }
+  }
+
+  /**
+   * Tells the other gateways this one's count; a failure only leaves it stale until the user's
+   * next change or the periodic rewrite, and never costs a client its connection.
+   */
+  private async publishCount(user: string, n: number): Promise<void> {
+    if (this.max === 0) return;
+    try {
+      await this.totals.set(user, n);
+    } catch (err) {
+      this.log.warn({ err }, "publishing a user connection count failed");
     }
   }
 

@@ -79,6 +79,14 @@ export class Streams {
       allow_direct: true,
     });
     await this.ensure({
+      name: this.subjects.userCountsStream(),
+      subjects: [this.subjects.allUserCounts()],
+      max_msgs_per_subject: 1,
+      max_msgs: MAX_FOLLOWED_USERS,
+      max_age: nanos(USER_COUNT_TTL_MS),
+      allow_direct: true,
+    });
+    await this.ensure({
       name: this.subjects.revokedStream(),
       subjects: [this.subjects.allRevoked()],
       max_msgs_per_subject: 1,
@@ -205,6 +213,14 @@ export class Streams {
 
 /** Node heartbeats expire after this long; a killed gateway's clients leave presence by then. */
 export const NODE_TTL_MS = 15_000;
+/** A gateway's per-user connection count lives this long unless written again (see NatsUserCounts). */
+export const USER_COUNT_TTL_MS = 60 * 60_000;
+/**
+ * Users whose counts on other gateways are followed at most (the stream keeps as many): anyone
+ * who may publish to the subjects could otherwise make every gateway hold any number of them.
+ * Past it, new users' counts elsewhere are not seen, and the limit is only each gateway's own.
+ */
+export const MAX_FOLLOWED_USERS = 1_000_000;
 
 function epochOf(created: string): string {
   return createHash("sha256").update(created).digest("base64url").slice(0, 10);

@@ -120,6 +120,29 @@ export class Subjects {
     return `${this.streamBase()}_revoked`;
   }
 
+  /** One gateway's count of a user's connections (maxConnectionsPerUser), as text. */
+  userCount(user: string, node: string): string {
+    return `${this.prefix}.ucount.${encodeToken(user)}.${node}`;
+  }
+
+  /** Splits a user count subject back into its user and node; undefined for anything else. */
+  parseUserCount(subject: string): { user: string; node: string } | undefined {
+    const head = `${this.prefix}.ucount.`;
+    if (!subject.startsWith(head)) return undefined;
+    const parts = subject.slice(head.length).split(".");
+    if (parts.length !== 2) return undefined;
+    const [user, node] = parts as [string, string];
+    return { user: decodeToken(user), node };
+  }
+
+  allUserCounts(): string {
+    return `${this.prefix}.ucount.>`;
+  }
+
+  userCountsStream(): string {
+    return `${this.streamBase()}_ucount`;
+  }
+
   idempotentStream(): string {
     return `${this.streamBase()}_idem`;
   }

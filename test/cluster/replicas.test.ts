@@ -98,7 +98,7 @@ describe("three replicas over a three-node NATS cluster", () => {
       expect(s.config.num_replicas, s.config.name).toBe(3);
       expect(s.cluster?.replicas ?? [], s.config.name).toHaveLength(2);
     }
-    expect(names.sort()).toEqual(["natsedge_idem", "natsedge_nodes", "natsedge_ns_chat", "natsedge_presence", "natsedge_revoked"]);
+    expect(names.sort()).toEqual(["natsedge_idem", "natsedge_nodes", "natsedge_ns_chat", "natsedge_presence", "natsedge_revoked", "natsedge_ucount"]);
   });
 
   it("fans out client and backend publications across replicas and drops invalid payloads", async () => {

@@ -1,0 +1,128 @@
+import { consumerOpts, type JetStreamClient, type JetStreamSubscription } from "nats";
+import type { UserCounts } from "../limits/user-counts.js";
+import type { Logger } from "../log.js";
+import type { NatsLink } from "./connection.js";
+import { MAX_FOLLOWED_USERS, USER_COUNT_TTL_MS } from "./streams.js";
+import type { Subjects } from "./subjects.js";
+
+/** Counts are written again well before they age out of the stream. */
+const REFRESH_MS = USER_COUNT_TTL_MS / 3;
+const REFRESH_BATCH = 64;
+/** A count is a small non-negative integer as text; anything longer is not one. */
+const MAX_COUNT_BYTES = 10;
+/** Counts of gateways that are gone are dropped this often (the stream only ages them out). */
+const PRUNE_MS = 60_000;
+
+/**
+ * Per-user connection counts in a JetStream stream: one subject per (user, gateway) holding that
+ * gateway's count as text, the last write winning. Every gateway follows the whole stream (the
+ * last message per subject, then every new one) and keeps the counts in memory, so checking a
+ * connect costs no request at all: counting every user's entries on the server instead (a
+ * filtered stream info) takes time in proportion to all of them, and a reconnect storm of
+ * thousands of users made that minutes.
+ *
+ * A gateway that dies leaves its counts behind; they are ignored once its heartbeat expires and
+ * age out of the stream. A write lost while NATS is away is corrected by the user's next change
+ * or the periodic rewrite, and a gateway that has just started sees the others' counts a moment
+ * later: the limit is approximate in those moments, as it is for connects that race on several
+ * gateways.
+ */
+export class NatsUserCounts implements UserCounts {
+  /** This gateway's non-zero counts, written again before they age out. */
+  private readonly own = new Map<string, number>();
+  /** Every other gateway's non-zero counts: user -> node -> count. */
+  private readonly others = new Map<string, Map<string, number>>();
+  private refresh: NodeJS.Timeout | undefined;
+  private prune: NodeJS.Timeout | undefined;
+  private sub: JetStreamSubscription | undefined;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly subjects: Subjects,
+    private readonly node: string,
+    private readonly link: NatsLink,
+    private readonly liveNodes: () => Promise<Set<string>>,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    const opts = consumerOpts();
+    opts.orderedConsumer();
+    opts.deliverLastPerSubject();
+    opts.callback((err, m) => {
+      if (err || !m) return;
+      this.record(m.subject, m.data);
+    });
+    this.sub = await this.js.subscribe(this.subjects.allUserCounts(), opts);
+    this.refresh = setInterval(() => {
+      this.rewrite().catch((err: unknown) => this.log.warn({ err }, "user connection counts refresh failed"));
+    }, REFRESH_MS);
+    this.refresh.unref();
+    this.prune = setInterval(() => {
+      this.forgetGone().catch((err: unknown) => this.log.warn({ err }, "pruning user connection counts failed"));
+    }, PRUNE_MS);
+    this.prune.unref();
+  }
+
+  async set(user: string, count: number): Promise<void> {
+    if (count > 0) this.own.set(user, count);
+    else this.own.delete(user);
+    this.link.require();
+    await this.write(user, count);
+  }
+
+  async total(user: string, local: number): Promise<number> {
+    const counts = this.others.get(user);
+    if (!counts) return local;
+    const live = await this.liveNodes();
+    let total = local;
+    for (const [node, n] of counts) if (live.has(node)) total += n;
+    return total;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.refresh);
+    clearInterval(this.prune);
+    this.sub?.unsubscribe();
+  }
+
+  /** A count from the stream; malformed subjects and bodies (anyone may publish there) are ignored. */
+  private record(subject: string, data: Uint8Array): void {
+    const parsed = this.subjects.parseUserCount(subject);
+    if (!parsed || parsed.node === this.node || data.byteLength > MAX_COUNT_BYTES) return;
+    const n = Number(Buffer.from(data).toString("latin1"));
+    if (!Number.isSafeInteger(n) || n < 0) return;
+    const user = parsed.user;
+    let counts = this.others.get(user);
+    if (n === 0) {
+      counts?.delete(parsed.node);
+      if (counts?.size === 0) this.others.delete(user);
+      return;
+    }
+    if (!counts) {
+      if (this.others.size >= MAX_FOLLOWED_USERS) return;
+      this.others.set(user, (counts = new Map()));
+    }
+    counts.set(parsed.node, n);
+  }
+
+  private async forgetGone(): Promise<void> {
+    const live = await this.liveNodes();
+    for (const [user, counts] of this.others) {
+      for (const node of counts.keys()) if (!live.has(node)) counts.delete(node);
+      if (counts.size === 0) this.others.delete(user);
+    }
+  }
+
+  private write(user: string, count: number): Promise<unknown> {
+    return this.js.publish(this.subjects.userCount(user, this.node), Buffer.from(String(count), "latin1"));
+  }
+
+  private async rewrite(): Promise<void> {
+    if (!this.link.connected) return;
+    const users = [...this.own];
+    for (let i = 0; i < users.length; i += REFRESH_BATCH) {
+      await Promise.all(users.slice(i, i + REFRESH_BATCH).map(([user, count]) => this.write(user, count)));
+    }
+  }
+}
