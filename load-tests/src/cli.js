@@ -42,6 +42,9 @@ common options:
   --duration S            measured seconds per step / run
   --warmup S              seconds before each measured window (default 1)
   --replicas N            natsedge gateway replicas (default 2); --sio-procs N Socket.IO processes (default 2)
+  --per-process N         connections one generator process holds at most (default 18000: the open-files limit is
+                          per process); more connections spread the generator over child processes
+  --gen-procs N           run the generator as at least N child processes even when one would do
   --sut-cpus 0            cores for the systems under test (default: first half)
   --gen-cpus 1            cores for the load generator and publisher (default: second half)
   --gen-threads N         generator worker threads (default: number of generator cores)

@@ -320,8 +320,9 @@ function stormMd(r) {
       : "Each client keeps, per channel, the last offset and epoch it saw and resubscribes with `since: {offset, epoch}`; the publications in the reply are checked like live ones. Lost = sequence gaps per (client, channel) after recovery plus publications that never arrived by the end (must be 0); what a `recovered:false` answer skips is not counted as loss" +
         (s.skippedAfterRecoveredFalse ? ` (${f(s.skippedAfterRecoveredFalse)} skipped here)` : "") +
         ". The clients reconnect to a random replica each attempt (a load balancer that does not know which one is down). " +
-        (p.connections >= 10_000 && p.connections < 20_000 ? `${f(p.connections)} clients, not the 20,000 of the plan: the generator` : "") +
-        (p.connections >= 10_000 && p.connections < 20_000 ? " is one process and needs a file descriptor per client, and its open-files limit here is 20,000 (the hard limit); a second generator process is not supported. " : "") +
+        (p.connections >= 10_000 && p.connections < 20_000
+          ? `${f(p.connections)} clients, not the 20,000 of the plan (\`--connections 20000\`; the generator needs a file descriptor per client, the open-files limit here is 20,000 per process, and past 18,000 clients it runs as several processes). `
+          : "") +
         "Not implemented: the variant that resets every socket while the process stays up.",
   ].join("\n");
 }

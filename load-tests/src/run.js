@@ -105,23 +105,45 @@ export function fdLimit() {
   }
 }
 
-/** Refuses a connection count the generator (one process) cannot hold. */
+/** Refuses a connection count one process (of the generator) cannot hold. */
 export function checkFds(n) {
   const limit = fdLimit();
   if (n + 500 > limit) {
     throw new Error(
-      `${n} connections need more file descriptors than this process may open (${limit}, ` +
-        "the hard limit here; raising it needs CAP_SYS_RESOURCE): use fewer connections",
+      `${n} connections in one process need more file descriptors than it may open (${limit}, ` +
+        "the hard limit here; raising it needs CAP_SYS_RESOURCE): lower --per-process",
     );
   }
 }
 
-/** Starts the generator threads and opens the connections; throws if any failed. */
-export async function openClients(ctx, sys, specs, { allowFailures = false } = {}) {
-  checkFds(specs.length);
-  const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads });
+/**
+ * Connections one process takes at most, generator or server (a connection is a file descriptor
+ * at each end, and the open-files limit is per process): --per-process, else 18,000 or the limit
+ * less room for everything else the process opens.
+ */
+export function perProcess(ctx) {
+  return ctx.opts.perProcess ?? Math.max(1_000, Math.min(18_000, fdLimit() - 2_000));
+}
+
+/**
+ * A generator for n connections: worker threads of this process while one process holds them,
+ * else (or with --gen-procs N) child processes, as many as it takes for perProcess(ctx) each and
+ * at least as many as there would be threads.
+ */
+export async function startGenerator(ctx, sys, n) {
+  const needed = Math.ceil(n / perProcess(ctx));
+  const processes = ctx.opts.genProcs || needed > 1 ? Math.max(Number(ctx.opts.genProcs) || 0, needed, ctx.genThreads) : 0;
+  checkFds(Math.ceil(n / Math.max(1, processes)));
+  const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads, processes });
   ctx.closers.push(() => gen.close());
+  if (processes) ctx.log(`[${sys.kind}] generator: ${processes} processes, up to ${Math.ceil(n / processes)} connections each`);
   await gen.start();
+  return gen;
+}
+
+/** Starts the generator and opens the connections; throws if any failed. */
+export async function openClients(ctx, sys, specs, { allowFailures = false } = {}) {
+  const gen = await startGenerator(ctx, sys, specs.length);
   const r = await gen.open(specs, { concurrency: ctx.opts.connectConcurrency ?? 100, timeoutMs: ctx.opts.connectTimeoutMs ?? 180_000 });
   ctx.log(`[${sys.kind}] ${r.ok}/${specs.length} connections subscribed in ${r.ms} ms (${Math.round((r.ok / r.ms) * 1000)}/s)`);
   if (r.failed > 0 && !allowFailures) {
@@ -150,8 +172,9 @@ export async function closeClients(ctx) {
  * going, then a tail check (every connection must have the last sequence of each of its channels).
  */
 export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, durationS, warmupS, tailTimeoutMs = 5_000, drainTimeoutMs = 60_000 }) {
-  const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid], ...sys.pidsByRole() });
-  if (ctx.opts.quietWait) await waitQuiet(sys.pids(), ctx.opts.quietWait, ctx.opts.quietLimit ?? 25, ctx.log);
+  const genPids = gen.pids?.() ?? [];
+  const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid, ...genPids], ...sys.pidsByRole() });
+  if (ctx.opts.quietWait) await waitQuiet([...sys.pids(), ...genPids], ctx.opts.quietWait, ctx.opts.quietLimit ?? 25, ctx.log);
   await gen.reset("step");
   const running = pub.run({ rate, durationMs: (warmupS + durationS) * 1000, size, pattern });
   await sleep(warmupS * 1000);
