@@ -45,6 +45,8 @@ common options:
   --per-process N         connections one generator process holds at most (default 18000: the open-files limit is
                           per process); more connections spread the generator over child processes
   --gen-procs N           run the generator as at least N child processes even when one would do
+  --per-source N          past N connections to one server port, bind source addresses 127.0.0.2-254, N per address
+                          (default 20000, capped by the ephemeral port range)
   --sut-cpus 0            cores for the systems under test (default: first half)
   --gen-cpus 1            cores for the load generator and publisher (default: second half)
   --gen-threads N         generator worker threads (default: number of generator cores)

@@ -29,6 +29,7 @@ export async function withSystem(ctx, kind, fn, extra = {}) {
   if (ctx.opts.nodeArgs && kind !== "sio") nodeArgs.push(...String(ctx.opts.nodeArgs).split(" ").filter(Boolean));
   for (const d of ["prof", "heap"]) mkdirSync(path.join(ctx.logDir, `${d}-${kind}`), { recursive: true });
   const sys = await startSystem(kind, { ...ctx.opts, sutCpus: ctx.sutCpus, logDir: ctx.logDir, nodeArgs, ...extra });
+  sys.perSource = ctx.opts.perSource;
   ctx.onAbort = () => sys.stop();
   try {
     const lag0 = await sys.loopLag?.().catch(() => null);
@@ -70,8 +71,28 @@ export function lagBetween(before, after) {
   });
 }
 
-/** More than this many connections to one server port get their own 127.0.0.x source address. */
-const PER_SOURCE = 20_000;
+/** Size of the box's ephemeral port range (net.ipv4.ip_local_port_range; 28,232 by default). */
+function ephemeralPorts() {
+  try {
+    const [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/u).map(Number);
+    return hi - lo + 1;
+  } catch {
+    return 28_232;
+  }
+}
+
+/**
+ * Loopback source ports. A plain connect() picks a source port unique per destination (address
+ * and port) and may reuse a loopback port in TIME_WAIT (net.ipv4.tcp_tw_reuse), so each server
+ * port can take about the whole ephemeral range from 127.0.0.1. Past PER_SOURCE connections to one
+ * endpoint the clients bind source addresses 127.0.0.2-254 instead; a bind() picks a port unique
+ * on its address over every destination and skips ports in TIME_WAIT, so each address gets at most
+ * PER_SOURCE connections in all, and each call takes addresses after the last one used (a previous
+ * system's closed connections hold theirs for a minute). `--per-source N` lowers the limit (to try
+ * the bound path with few connections).
+ */
+const PER_SOURCE = Math.min(20_000, Math.floor(ephemeralPorts() * 0.7));
+let nextSource = process.pid % 253;
 
 /**
  * Connection specs: connection i goes to endpoint i mod E and subscribes to channelsOf(i)
@@ -79,13 +100,16 @@ const PER_SOURCE = 20_000;
  */
 export function connSpecs(sys, n, channelsOf, prefix = "bench.") {
   const E = sys.endpoints.length;
-  const perEndpoint = Math.ceil(n / E);
+  const perSource = sys.perSource ?? PER_SOURCE;
+  const sources = Math.ceil(n / E) > perSource ? Math.ceil(n / perSource) : 0;
+  const base = nextSource;
+  nextSource = (nextSource + sources) % 253;
   const specs = new Array(n);
   for (let i = 0; i < n; i++) {
     const ep = sys.endpoints[i % E];
     const idx = channelsOf(i);
     const spec = { host: ep.host, port: ep.port, epIndex: i % E, chanIdx: idx, channels: idx.map((c) => `${prefix}c${c}`) };
-    if (perEndpoint > PER_SOURCE) spec.localAddress = `127.0.0.${2 + Math.floor(Math.floor(i / E) / PER_SOURCE)}`;
+    if (sources) spec.localAddress = `127.0.0.${2 + ((base + (i % sources)) % 253)}`;
     specs[i] = spec;
   }
   return specs;
