@@ -137,6 +137,7 @@ function idleMd(r) {
   const rows = Object.entries(r.systems).map(([kind, s]) => [
     LABEL[kind],
     f(s.connections),
+    s.processes ? `${s.processes.server} / ${s.processes.generator}` : "–",
     `${kb(s.rssPerConnBytes)} (${kb(s.rssPerConnAvgBytes)})`,
     kb(s.rssPerConnInclBrokerBytes),
     `${kb(s.heapPerConnBytes)} (${kb(s.heapPerConnAvgBytes)})`,
@@ -154,11 +155,13 @@ function idleMd(r) {
     when(r),
     "",
     table(
-      ["system", "connections", "server RSS per conn, marginal (average) KiB", "marginal RSS incl. broker (KiB)", "JS heap per conn, marginal (average) KiB", "kernel Slab per conn pair (KiB)", "idle CPU (% of a core)", "connects/s", "open at end"],
+      ["system", "connections", "server / generator processes", "server RSS per conn, marginal (average) KiB", "marginal RSS incl. broker (KiB)", "JS heap per conn, marginal (average) KiB", "kernel Slab per conn pair (KiB)", "idle CPU (% of a core)", "connects/s", "open at end"],
       rows,
     ),
     "",
-    "Server = the gateway replicas / the uWS process / the Socket.IO processes; broker = nats-server / redis-server. Marginal = growth from N/2 to N connections, divided by N/2 (one-off growth before N/2 cancels out; V8's young generation may still grow in the second half, see the idle memory notes); average = growth from 0 to N, divided by N. Kernel Slab is box-wide (both ends of each loopback connection, plus anything else running).",
+    `Server = the gateway replicas / the raw uWS processes / the Socket.IO processes, the figures per connection summed over them; broker = nats-server / redis-server.${
+      r.params.perProcess ? ` A process holds at most ${f(r.params.perProcess)} connections (the open-files limit is per process): more take more server and generator processes.` : ""
+    } Marginal = growth from N/2 to N connections, divided by N/2 (one-off growth before N/2 cancels out; V8's young generation may still grow in the second half, see the idle memory notes); average = growth from 0 to N, divided by N. Kernel Slab is box-wide (both ends of each loopback connection, plus anything else running).`,
     ...(notes.length ? ["", ...notes] : []),
   ].join("\n");
 }

@@ -196,6 +196,7 @@ export async function closeClients(ctx) {
  * going, then a tail check (every connection must have the last sequence of each of its channels).
  */
 export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, durationS, warmupS, tailTimeoutMs = 5_000, drainTimeoutMs = 60_000 }) {
+  if (sys.partitioned) throw new Error(`${sys.kind} runs as several processes without a broker: publications would not reach the other processes' clients`);
   const genPids = gen.pids?.() ?? [];
   const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid, ...genPids], ...sys.pidsByRole() });
   if (ctx.opts.quietWait) await waitQuiet([...sys.pids(), ...genPids], ctx.opts.quietWait, ctx.opts.quietLimit ?? 25, ctx.log);
