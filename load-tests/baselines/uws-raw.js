@@ -1,5 +1,6 @@
 /**
- * Baseline: raw uWebSockets.js pub/sub in one process, no broker. The ceiling natsedge is
+ * Baseline: raw uWebSockets.js pub/sub in one process, no broker (idle runs several side by side,
+ * each on its own port with its share of the clients, when one cannot hold them). The ceiling natsedge is
  * compared against: same library, same socket settings as the gateway (no compression, automatic
  * pings, same backpressure cap), but nothing between the publisher's frame and app.publish.
  *

@@ -42,6 +42,13 @@ common options:
   --duration S            measured seconds per step / run
   --warmup S              seconds before each measured window (default 1)
   --replicas N            natsedge gateway replicas (default 2); --sio-procs N Socket.IO processes (default 2)
+  --uws-procs N           raw uWS processes, each on its own port (default 1; more only for idle: no broker between them)
+  --per-process N         connections one process holds at most, generator or server (default 18000: the open-files
+                          limit is per process); more connections spread the generator over child processes, and
+                          idle raises --replicas / --uws-procs / --sio-procs to fit
+  --gen-procs N           run the generator as at least N child processes even when one would do
+  --per-source N          past N connections to one server port, bind source addresses 127.0.0.2-254, N per address
+                          (default 20000, capped by the ephemeral port range)
   --sut-cpus 0            cores for the systems under test (default: first half)
   --gen-cpus 1            cores for the load generator and publisher (default: second half)
   --gen-threads N         generator worker threads (default: number of generator cores)
@@ -57,7 +64,8 @@ common options:
   --profile               run the gateways (and raw uWS) with node --cpu-prof; summaries in the result
 
 fanout:   --subscribers 1000 --sizes 64,1024 (or --size) --start-rate R --factor 2 --max-rate R --max-steps 12 --refine true
-idle:     --connections 15000 --duration 30 --shape shared|personal
+idle:     --connections 15000 --duration 30 --shape shared|personal (50000: 3 generator processes, 3 replicas,
+          3 raw uWS and 3 Socket.IO processes with the default --per-process)
 latency:  --connections 5000 --channels 100 --rate 1000 --size 256 --duration 20
 personal: --connections 2000 --group 10 --rate 2000 --size 64 --personal-share 0.8 --duration 15
 chat:     --rooms 500 --members 10 --rate 500 --size 128 --duration 20

@@ -1,7 +1,9 @@
 /**
- * One generator thread: holds many subscribing WebSocket connections of one dialect, checks
+ * One generator worker: holds many subscribing WebSocket connections of one dialect, checks
  * sequence numbers per (connection, channel), and records delivery latency in a histogram.
- * Driven by the main thread through messages (see generator.js).
+ * Driven by the main thread through messages (see generator.js), as a worker thread or, when the
+ * connections need more file descriptors than one process may open, as a child process of its own
+ * (the same messages over the IPC channel; argv[2] carries what workerData would).
  */
 import { parentPort, workerData } from "node:worker_threads";
 import { dialects } from "./dialects.js";
@@ -11,7 +13,13 @@ import { clock, WsConn } from "./ws.js";
 // The SDK's own reconnect schedule (the gateway build the benchmark runs against).
 import { backoff, reconnectDelay } from "../../dist/client/backoff.js";
 
-const dialect = dialects[workerData.dialect];
+const port = parentPort ?? {
+  on: (event, fn) => process.on(event, fn),
+  postMessage: (m) => process.connected && process.send(m),
+};
+// The parent gone (closed or killed), nothing drives this process any more.
+if (!parentPort) process.on("disconnect", () => process.exit(0));
+const dialect = dialects[(workerData ?? JSON.parse(process.argv[2])).dialect];
 const readBuffer = Buffer.allocUnsafe(256 * 1024);
 const conns = new Set();
 let closing = false;
@@ -422,7 +430,7 @@ async function tail(msg) {
   return { missing: m };
 }
 
-parentPort.on("message", async (msg) => {
+port.on("message", async (msg) => {
   let reply;
   switch (msg.type) {
     case "clock":
@@ -491,5 +499,5 @@ parentPort.on("message", async (msg) => {
     default:
       reply = { error: `unknown ${msg.type}` };
   }
-  parentPort.postMessage({ id: msg.id, ...reply });
+  port.postMessage({ id: msg.id, ...reply });
 });

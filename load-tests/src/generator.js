@@ -1,32 +1,34 @@
 /**
- * Main-thread side of the load generator: a pool of generator threads (gen-worker.js) holding the
- * subscribing connections, and one publisher thread (pub-worker.js). All of them share the main
- * thread's clock (offset measured by ping-pong at start), so send and receive times compare.
+ * Main-thread side of the load generator: a pool of generator workers (gen-worker.js) holding the
+ * subscribing connections, and one publisher thread (pub-worker.js). The workers are threads of
+ * this process, or child processes of their own when the connections need more file descriptors
+ * than one process may open. All of them share the main thread's clock (offset measured by
+ * ping-pong at start), so send and receive times compare.
  */
+import { fork } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { Histogram } from "./histogram.js";
 
-class Thread {
-  constructor(file, data) {
-    this.worker = new Worker(new URL(file, import.meta.url), { workerData: data });
+/** Request/reply by id with one worker; subclasses carry the messages (thread port or process IPC). */
+class Peer {
+  constructor(name) {
+    this.name = name;
     this.seq = 0;
     this.waiting = new Map();
-    this.worker.on("message", (m) => {
-      const w = this.waiting.get(m.id);
-      if (!w) return;
-      this.waiting.delete(m.id);
-      if (m.error) w.reject(new Error(m.error));
-      else w.resolve(m);
-    });
-    this.worker.on("error", (err) => {
-      process.stderr.write(`${file} thread failed: ${err?.stack ?? err}\n`);
-      for (const w of this.waiting.values()) w.reject(err);
-      this.waiting.clear();
-    });
-    this.worker.on("exit", (code) => {
-      for (const w of this.waiting.values()) w.reject(new Error(`worker exited (${code})`));
-      this.waiting.clear();
-    });
+  }
+
+  receive(m) {
+    const w = this.waiting.get(m.id);
+    if (!w) return;
+    this.waiting.delete(m.id);
+    if (m.error) w.reject(new Error(m.error));
+    else w.resolve(m);
+  }
+
+  fail(err) {
+    for (const w of this.waiting.values()) w.reject(err);
+    this.waiting.clear();
   }
 
   call(type, payload = {}, timeoutMs = 120_000) {
@@ -34,7 +36,7 @@ class Thread {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id);
-        reject(new Error(`worker call ${type} timed out`));
+        reject(new Error(`${this.name} call ${type} timed out`));
       }, timeoutMs);
       this.waiting.set(id, {
         resolve: (v) => {
@@ -46,14 +48,19 @@ class Thread {
           reject(e);
         },
       });
-      this.worker.postMessage({ id, type, ...payload });
+      try {
+        this.post({ id, type, ...payload });
+      } catch (err) {
+        this.waiting.get(id)?.reject(err);
+        this.waiting.delete(id);
+      }
     });
   }
 
-  /** Offset of the thread's clock against this one: minimum-RTT sample of a few ping-pongs. */
+  /** Offset of the worker's clock against this one: minimum-RTT sample of a few ping-pongs. */
   async syncClock() {
     let best = { rtt: Infinity, offset: 0 };
-    for (let i = 0; i < 7; i++) {
+    for (let i = 0; i < 9; i++) {
       const t0 = performance.timeOrigin + performance.now();
       const { t } = await this.call("clock");
       const t1 = performance.timeOrigin + performance.now();
@@ -62,16 +69,82 @@ class Thread {
     await this.call("offset", { offset: best.offset });
     return best;
   }
+}
+
+class Thread extends Peer {
+  constructor(file, data) {
+    super(`${file} thread`);
+    this.worker = new Worker(new URL(file, import.meta.url), { workerData: data });
+    this.worker.on("message", (m) => this.receive(m));
+    this.worker.on("error", (err) => {
+      process.stderr.write(`${file} thread failed: ${err?.stack ?? err}\n`);
+      this.fail(err);
+    });
+    this.worker.on("exit", (code) => this.fail(new Error(`worker exited (${code})`)));
+  }
+
+  post(m) {
+    this.worker.postMessage(m);
+  }
 
   terminate() {
     return this.worker.terminate();
   }
 }
 
+/**
+ * A worker in a child process of its own: its own open-files limit. It inherits this process's
+ * CPU affinity and nice value; structured-clone IPC carries the same messages a thread gets.
+ */
+class Proc extends Peer {
+  constructor(file, data) {
+    super(`${file} process ${data.index}`);
+    this.child = fork(fileURLToPath(new URL(file, import.meta.url)), [JSON.stringify(data)], {
+      serialization: "advanced",
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    this.pid = this.child.pid;
+    this.exited = false;
+    this.child.on("message", (m) => this.receive(m));
+    this.child.on("error", (err) => this.fail(err));
+    this.child.on("exit", (code, signal) => {
+      this.exited = true;
+      this.fail(new Error(`${this.name} exited (${code ?? signal})`));
+    });
+  }
+
+  post(m) {
+    this.child.send(m);
+  }
+
+  /** Disconnecting makes it exit (its sockets close with it); SIGKILL if it has not after 5 s. */
+  async terminate() {
+    if (this.exited) return;
+    const gone = new Promise((r) => this.child.once("exit", r));
+    if (this.child.connected) this.child.disconnect();
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5_000);
+    await gone;
+    clearTimeout(timer);
+  }
+}
+
 export class Generator {
-  constructor({ dialect, threads }) {
+  /**
+   * `threads` worker threads in this process, or with `processes` > 0 that many child processes
+   * (one worker each) instead. Either way `threads` lists the workers, each with call().
+   */
+  constructor({ dialect, threads, processes = 0 }) {
     this.dialect = dialect;
-    this.threads = Array.from({ length: threads }, (_, i) => new Thread("./gen-worker.js", { dialect, index: i }));
+    this.processes = processes > 0 ? processes : 1;
+    this.threads =
+      processes > 0
+        ? Array.from({ length: processes }, (_, i) => new Proc("./gen-worker.js", { dialect, index: i }))
+        : Array.from({ length: threads }, (_, i) => new Thread("./gen-worker.js", { dialect, index: i }));
+  }
+
+  /** The child processes holding connections (none when they are threads of this process). */
+  pids() {
+    return this.threads.filter((t) => t instanceof Proc && !t.exited).map((t) => t.pid);
   }
 
   async start() {
@@ -80,7 +153,7 @@ export class Generator {
 
   /**
    * Opens connections (specs: {host, port, channels, chanIdx, localAddress?, thread?}), spread
-   * evenly over the threads unless a spec names its thread, each thread keeping `concurrency`
+   * evenly over the workers unless a spec names its worker, each worker keeping `concurrency`
    * handshakes in flight.
    */
   async open(specs, { concurrency = 64, timeoutMs = 120_000 } = {}) {

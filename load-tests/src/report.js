@@ -137,6 +137,7 @@ function idleMd(r) {
   const rows = Object.entries(r.systems).map(([kind, s]) => [
     LABEL[kind],
     f(s.connections),
+    s.processes ? `${s.processes.server} / ${s.processes.generator}` : "–",
     `${kb(s.rssPerConnBytes)} (${kb(s.rssPerConnAvgBytes)})`,
     kb(s.rssPerConnInclBrokerBytes),
     `${kb(s.heapPerConnBytes)} (${kb(s.heapPerConnAvgBytes)})`,
@@ -154,11 +155,13 @@ function idleMd(r) {
     when(r),
     "",
     table(
-      ["system", "connections", "server RSS per conn, marginal (average) KiB", "marginal RSS incl. broker (KiB)", "JS heap per conn, marginal (average) KiB", "kernel Slab per conn pair (KiB)", "idle CPU (% of a core)", "connects/s", "open at end"],
+      ["system", "connections", "server / generator processes", "server RSS per conn, marginal (average) KiB", "marginal RSS incl. broker (KiB)", "JS heap per conn, marginal (average) KiB", "kernel Slab per conn pair (KiB)", "idle CPU (% of a core)", "connects/s", "open at end"],
       rows,
     ),
     "",
-    "Server = the gateway replicas / the uWS process / the Socket.IO processes; broker = nats-server / redis-server. Marginal = growth from N/2 to N connections, divided by N/2 (one-off growth before N/2 cancels out; V8's young generation may still grow in the second half, see the idle memory notes); average = growth from 0 to N, divided by N. Kernel Slab is box-wide (both ends of each loopback connection, plus anything else running).",
+    `Server = the gateway replicas / the raw uWS processes / the Socket.IO processes, the figures per connection summed over them; broker = nats-server / redis-server.${
+      r.params.perProcess ? ` A process holds at most ${f(r.params.perProcess)} connections (the open-files limit is per process): more take more server and generator processes.` : ""
+    } Marginal = growth from N/2 to N connections, divided by N/2 (one-off growth before N/2 cancels out; V8's young generation may still grow in the second half, see the idle memory notes); average = growth from 0 to N, divided by N. Kernel Slab is box-wide (both ends of each loopback connection, plus anything else running).`,
     ...(notes.length ? ["", ...notes] : []),
   ].join("\n");
 }
@@ -320,8 +323,9 @@ function stormMd(r) {
       : "Each client keeps, per channel, the last offset and epoch it saw and resubscribes with `since: {offset, epoch}`; the publications in the reply are checked like live ones. Lost = sequence gaps per (client, channel) after recovery plus publications that never arrived by the end (must be 0); what a `recovered:false` answer skips is not counted as loss" +
         (s.skippedAfterRecoveredFalse ? ` (${f(s.skippedAfterRecoveredFalse)} skipped here)` : "") +
         ". The clients reconnect to a random replica each attempt (a load balancer that does not know which one is down). " +
-        (p.connections >= 10_000 && p.connections < 20_000 ? `${f(p.connections)} clients, not the 20,000 of the plan: the generator` : "") +
-        (p.connections >= 10_000 && p.connections < 20_000 ? " is one process and needs a file descriptor per client, and its open-files limit here is 20,000 (the hard limit); a second generator process is not supported. " : "") +
+        (p.connections >= 10_000 && p.connections < 20_000
+          ? `${f(p.connections)} clients, not the 20,000 of the plan (\`--connections 20000\`; the generator needs a file descriptor per client, the open-files limit here is 20,000 per process, and past 18,000 clients it runs as several processes). `
+          : "") +
         "Not implemented: the variant that resets every socket while the process stays up.",
   ].join("\n");
 }

@@ -29,6 +29,7 @@ export async function withSystem(ctx, kind, fn, extra = {}) {
   if (ctx.opts.nodeArgs && kind !== "sio") nodeArgs.push(...String(ctx.opts.nodeArgs).split(" ").filter(Boolean));
   for (const d of ["prof", "heap"]) mkdirSync(path.join(ctx.logDir, `${d}-${kind}`), { recursive: true });
   const sys = await startSystem(kind, { ...ctx.opts, sutCpus: ctx.sutCpus, logDir: ctx.logDir, nodeArgs, ...extra });
+  sys.perSource = ctx.opts.perSource;
   ctx.onAbort = () => sys.stop();
   try {
     const lag0 = await sys.loopLag?.().catch(() => null);
@@ -70,8 +71,28 @@ export function lagBetween(before, after) {
   });
 }
 
-/** More than this many connections to one server port get their own 127.0.0.x source address. */
-const PER_SOURCE = 20_000;
+/** Size of the box's ephemeral port range (net.ipv4.ip_local_port_range; 28,232 by default). */
+function ephemeralPorts() {
+  try {
+    const [lo, hi] = readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/u).map(Number);
+    return hi - lo + 1;
+  } catch {
+    return 28_232;
+  }
+}
+
+/**
+ * Loopback source ports. A plain connect() picks a source port unique per destination (address
+ * and port) and may reuse a loopback port in TIME_WAIT (net.ipv4.tcp_tw_reuse), so each server
+ * port can take about the whole ephemeral range from 127.0.0.1. Past PER_SOURCE connections to one
+ * endpoint the clients bind source addresses 127.0.0.2-254 instead; a bind() picks a port unique
+ * on its address over every destination and skips ports in TIME_WAIT, so each address gets at most
+ * PER_SOURCE connections in all, and each call takes addresses after the last one used (a previous
+ * system's closed connections hold theirs for a minute). `--per-source N` lowers the limit (to try
+ * the bound path with few connections).
+ */
+const PER_SOURCE = Math.min(20_000, Math.floor(ephemeralPorts() * 0.7));
+let nextSource = process.pid % 253;
 
 /**
  * Connection specs: connection i goes to endpoint i mod E and subscribes to channelsOf(i)
@@ -79,13 +100,16 @@ const PER_SOURCE = 20_000;
  */
 export function connSpecs(sys, n, channelsOf, prefix = "bench.") {
   const E = sys.endpoints.length;
-  const perEndpoint = Math.ceil(n / E);
+  const perSource = sys.perSource ?? PER_SOURCE;
+  const sources = Math.ceil(n / E) > perSource ? Math.ceil(n / perSource) : 0;
+  const base = nextSource;
+  nextSource = (nextSource + sources) % 253;
   const specs = new Array(n);
   for (let i = 0; i < n; i++) {
     const ep = sys.endpoints[i % E];
     const idx = channelsOf(i);
     const spec = { host: ep.host, port: ep.port, epIndex: i % E, chanIdx: idx, channels: idx.map((c) => `${prefix}c${c}`) };
-    if (perEndpoint > PER_SOURCE) spec.localAddress = `127.0.0.${2 + Math.floor(Math.floor(i / E) / PER_SOURCE)}`;
+    if (sources) spec.localAddress = `127.0.0.${2 + ((base + (i % sources)) % 253)}`;
     specs[i] = spec;
   }
   return specs;
@@ -105,23 +129,45 @@ export function fdLimit() {
   }
 }
 
-/** Refuses a connection count the generator (one process) cannot hold. */
+/** Refuses a connection count one process (of the generator) cannot hold. */
 export function checkFds(n) {
   const limit = fdLimit();
   if (n + 500 > limit) {
     throw new Error(
-      `${n} connections need more file descriptors than this process may open (${limit}, ` +
-        "the hard limit here; raising it needs CAP_SYS_RESOURCE): use fewer connections",
+      `${n} connections in one process need more file descriptors than it may open (${limit}, ` +
+        "the hard limit here; raising it needs CAP_SYS_RESOURCE): lower --per-process",
     );
   }
 }
 
-/** Starts the generator threads and opens the connections; throws if any failed. */
-export async function openClients(ctx, sys, specs, { allowFailures = false } = {}) {
-  checkFds(specs.length);
-  const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads });
+/**
+ * Connections one process takes at most, generator or server (a connection is a file descriptor
+ * at each end, and the open-files limit is per process): --per-process, else 18,000 or the limit
+ * less room for everything else the process opens.
+ */
+export function perProcess(ctx) {
+  return ctx.opts.perProcess ?? Math.max(1_000, Math.min(18_000, fdLimit() - 2_000));
+}
+
+/**
+ * A generator for n connections: worker threads of this process while one process holds them,
+ * else (or with --gen-procs N) child processes, as many as it takes for perProcess(ctx) each and
+ * at least as many as there would be threads.
+ */
+export async function startGenerator(ctx, sys, n) {
+  const needed = Math.ceil(n / perProcess(ctx));
+  const processes = ctx.opts.genProcs || needed > 1 ? Math.max(Number(ctx.opts.genProcs) || 0, needed, ctx.genThreads) : 0;
+  checkFds(Math.ceil(n / Math.max(1, processes)));
+  const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads, processes });
   ctx.closers.push(() => gen.close());
+  if (processes) ctx.log(`[${sys.kind}] generator: ${processes} processes, up to ${Math.ceil(n / processes)} connections each`);
   await gen.start();
+  return gen;
+}
+
+/** Starts the generator and opens the connections; throws if any failed. */
+export async function openClients(ctx, sys, specs, { allowFailures = false } = {}) {
+  const gen = await startGenerator(ctx, sys, specs.length);
   const r = await gen.open(specs, { concurrency: ctx.opts.connectConcurrency ?? 100, timeoutMs: ctx.opts.connectTimeoutMs ?? 180_000 });
   ctx.log(`[${sys.kind}] ${r.ok}/${specs.length} connections subscribed in ${r.ms} ms (${Math.round((r.ok / r.ms) * 1000)}/s)`);
   if (r.failed > 0 && !allowFailures) {
@@ -150,8 +196,10 @@ export async function closeClients(ctx) {
  * going, then a tail check (every connection must have the last sequence of each of its channels).
  */
 export async function measureStep(ctx, sys, gen, pub, { rate, size, pattern, durationS, warmupS, tailTimeoutMs = 5_000, drainTimeoutMs = 60_000 }) {
-  const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid], ...sys.pidsByRole() });
-  if (ctx.opts.quietWait) await waitQuiet(sys.pids(), ctx.opts.quietWait, ctx.opts.quietLimit ?? 25, ctx.log);
+  if (sys.partitioned) throw new Error(`${sys.kind} runs as several processes without a broker: publications would not reach the other processes' clients`);
+  const genPids = gen.pids?.() ?? [];
+  const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid, ...genPids], ...sys.pidsByRole() });
+  if (ctx.opts.quietWait) await waitQuiet([...sys.pids(), ...genPids], ctx.opts.quietWait, ctx.opts.quietLimit ?? 25, ctx.log);
   await gen.reset("step");
   const running = pub.run({ rate, durationMs: (warmupS + durationS) * 1000, size, pattern });
   await sleep(warmupS * 1000);

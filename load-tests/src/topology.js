@@ -2,7 +2,8 @@
  * Starting and stopping the systems under test, every process pinned to the SUT cores:
  *   natsedge  nats-server (JetStream, memory storage for natsedge's streams) + R gateway replicas
  *             (../bin/natsedge.js), clients spread round-robin over the replicas
- *   uws       baselines/uws-raw.js, one process, no broker
+ *   uws       baselines/uws-raw.js, no broker: one process, or K (--uws-procs; idle) each on its
+ *             own port with its share of the clients (nothing reaches across them)
  *   sio       redis-server + P Socket.IO processes (baselines/socketio-server.js) with the Redis adapter
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
@@ -187,20 +188,28 @@ async function startNatsedge(sys, add, o) {
 }
 
 async function startUws(sys, add, o) {
-  const [port] = await freePorts(1);
-  const entry = add(
-    "server",
-    startProcess("uws-raw", process.execPath, [...(o.nodeArgs ?? []), path.join(LOAD_TESTS, "baselines", "uws-raw.js"), "--port", String(port)], {
-      cpus: o.cpus,
-      nice: o.nice,
-      logDir: o.logDir,
-      cwd: LOAD_TESTS,
-    }),
-  );
-  await waitForPort(port, { entry, timeoutMs: 20_000 });
-  sys.endpoints.push({ host: "127.0.0.1", port });
+  const count = o.uwsProcs ?? 1;
+  const ports = await freePorts(count);
+  const servers = ports.map((port, i) => ({
+    port,
+    entry: add(
+      "server",
+      startProcess(count > 1 ? `uws-raw-${i}` : "uws-raw", process.execPath, [...(o.nodeArgs ?? []), path.join(LOAD_TESTS, "baselines", "uws-raw.js"), "--port", String(port)], {
+        cpus: o.cpus,
+        nice: o.nice,
+        logDir: o.logDir,
+        cwd: LOAD_TESTS,
+      }),
+    ),
+  }));
+  for (const s of servers) {
+    await waitForPort(s.port, { entry: s.entry, timeoutMs: 20_000 });
+    sys.endpoints.push({ host: "127.0.0.1", port: s.port });
+  }
+  // Without a broker a publication reaches only the clients of the process it is sent to.
+  sys.partitioned = count > 1;
   sys.publisherCfg = (channels) => ({ transport: "uws", endpoint: sys.endpoints[0], channels });
-  sys.heapBytes = async () => [JSON.parse((await httpGet(port, "/stats")).body).heapUsed];
+  sys.heapBytes = () => Promise.all(servers.map(async (s) => JSON.parse((await httpGet(s.port, "/stats")).body).heapUsed));
 }
 
 async function startSio(sys, add, o) {

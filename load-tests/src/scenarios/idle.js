@@ -5,15 +5,28 @@
  * keepalive ping cycle with the default 30 s).
  * Shapes: shared (channels c<i mod 100> and c<100 + (i div 100) mod 100>) or personal
  * (c<i> and a group channel of 10).
+ * Every process holds at most perProcess connections (the open-files limit is per process): past
+ * that the generator runs as several processes, and each system gets as many server processes as
+ * it takes (natsedge replicas, raw uWS processes on their own ports, Socket.IO processes); the
+ * figures per connection are summed over a system's server processes.
  */
-import { Generator } from "../generator.js";
-import { checkFds, closeClients, connSpecs, withSystem } from "../run.js";
+import { closeClients, connSpecs, perProcess, startGenerator, withSystem } from "../run.js";
 import { CpuWindow, sleep } from "../procs.js";
 import { perConnection, snapshot } from "../memory.js";
 
 export const defaults = { connections: 15_000, duration: 30, shape: "shared" };
 
 const SERVER_ROLES = { natsedge: ["gateway"], uws: ["server"], sio: ["server"] };
+
+/** The server processes each system gets for n connections: what is asked for (or the default), more if that is too few. */
+export function serverProcesses(ctx, n) {
+  const fit = Math.ceil(n / perProcess(ctx));
+  return {
+    natsedge: { replicas: Math.max(ctx.opts.replicas ?? 2, fit) },
+    uws: { uwsProcs: Math.max(ctx.opts.uwsProcs ?? 1, fit) },
+    sio: { sioProcs: Math.max(ctx.opts.sioProcs ?? 2, fit) },
+  };
+}
 
 export function channelsFor(shape, n) {
   if (shape === "personal") return (i) => [i, n + Math.floor(i / 10)];
@@ -23,10 +36,13 @@ export function channelsFor(shape, n) {
 export async function run(ctx, systems) {
   const o = { ...defaults, ...ctx.opts };
   const n = o.connections;
-  checkFds(n);
-  const results = { scenario: "idle", params: { connections: n, duration: o.duration, shape: o.shape }, systems: {} };
+  const servers = serverProcesses(ctx, n);
+  const results = { scenario: "idle", params: { connections: n, duration: o.duration, shape: o.shape, perProcess: perProcess(ctx) }, systems: {} };
   for (const kind of systems) {
     results.systems[kind] = await withSystem(ctx, kind, async (sys) => {
+      const count = (role) => sys.procs.filter((p) => p.role === role).length;
+      const serverProcs = SERVER_ROLES[kind].reduce((a, r) => a + count(r), 0);
+      ctx.log(`[${kind}] ${serverProcs} server processes, up to ${Math.ceil(n / serverProcs)} connections each`);
       await sleep(1000);
       const before = await snapshot(sys);
       const specs = connSpecs(sys, n, channelsFor(o.shape, n));
@@ -36,9 +52,7 @@ export async function run(ctx, systems) {
         // connection, free of one-off growth (buffers, arenas) that the average from zero also
         // carries. V8's young generation is not always done growing at N/2: it grows with what
         // survives its collections, up to 16 MiB per semi-space (see docs/benchmarks.md).
-        const gen = new Generator({ dialect: sys.dialect, threads: ctx.genThreads });
-        ctx.closers.push(() => gen.close());
-        await gen.start();
+        const gen = await startGenerator(ctx, sys, n);
         const concurrency = ctx.opts.connectConcurrency ?? 100;
         const first = await gen.open(specs.slice(0, half), { concurrency, timeoutMs: 300_000 });
         await sleep(2000);
@@ -48,7 +62,7 @@ export async function run(ctx, systems) {
         ctx.log(`[${kind}] ${open.ok}/${n} connections subscribed in ${open.ms} ms`);
         if (open.failed > 0) throw new Error(`${open.failed} connections failed: ${JSON.stringify(open.failures).slice(0, 300)}`);
         await sleep(2000);
-        const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid] });
+        const cpu = new CpuWindow({ sut: sys.pids(), generator: [process.pid, ...gen.pids()] });
         cpu.start();
         await sleep(o.duration * 1000);
         const c = cpu.stop();
@@ -69,6 +83,8 @@ export async function run(ctx, systems) {
         }
         const r = {
           connections: n,
+          // server: the processes the per-connection figures are summed over; broker: nats-server / redis-server
+          processes: { server: serverProcs, broker: count("nats") + count("redis"), generator: gen.processes },
           connect: { ...open, perS: Math.round((open.ok / open.ms) * 1000) },
           openAtEnd: stats.open,
           disconnects: stats.disconnects,
@@ -95,7 +111,7 @@ export async function run(ctx, systems) {
       } finally {
         await closeClients(ctx);
       }
-    });
+    }, servers[kind]);
   }
   return results;
 }

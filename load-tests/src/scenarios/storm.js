@@ -16,8 +16,8 @@
  * the JetStream API requests about the namespace's stream at nats-server (subscribed to
  * `$JS.API.>`, as in the history scenario) and the gateways' natsedge_recoveries_total
  * (subscribes with `since`), and divides.
- * Default 10,000 clients: the generator is one process and 20,000 sockets do not fit in a
- * 20,000-file limit (it refuses above limit - 500). natsedge only. The second variant of the
+ * Default 10,000 clients; past 18,000 (--per-process) the generator runs as several processes,
+ * each within the 20,000-file limit. natsedge only. The second variant of the
  * research plan (reset every socket, process stays up) is not implemented.
  */
 import { createHmac } from "node:crypto";
