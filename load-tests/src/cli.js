@@ -71,7 +71,7 @@ personal: --connections 2000 --group 10 --rate 2000 --size 64 --personal-share 0
 chat:     --rooms 500 --members 10 --rate 500 --size 128 --duration 20
 longpoll: --pollers 200 --channels 10 --rate 50 --size 64 --duration 15
 storm:    --connections 10000 --rate 200 --jitter MS (first-attempt window; default: the SDK's reconnectJitter) --timeout 60
-soak:     --minutes 30 --rooms 200 --members 10 --chat-rate 200 --broadcast 2000 --bcast-rate 20 --pollers 100
+soak:     --minutes 30 --rooms 200 --members 10 --chat-rate 100 --broadcast 2000 --bcast-rate 10 --pollers 100
           --lp-channels 10 --lp-rate 20 --churn 1 (% of WebSocket clients per minute) --chart FILE
           thresholds (growth per hour over the second half): --max-rss-growth 40 (MiB) --max-heap-growth 20 (MiB)
           --max-fd-growth 60 --max-lag-growth 30 (ms of p99)
