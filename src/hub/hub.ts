@@ -132,16 +132,13 @@ export class Hub implements BrokerHandler {
    * answer is the one a history read would give. Else undefined, and the caller reads history.
    */
   recentSince(ch: string, opts: HistoryOptions, since: StreamPosition): { pubs: Publication[]; position: StreamPosition } | undefined {
-    const recent = this.channels.recent(ch);
-    const last = recent?.lastOffset;
-    if (!recent || last === undefined || since.offset > last) return undefined;
-    const epoch = this.parts.history.knownEpoch(ch);
-    if (epoch === undefined || epoch !== since.epoch) return undefined;
-    const pubs = recent.after(since.offset);
+    const position = this.livePosition(ch);
+    if (!position || position.epoch !== since.epoch || since.offset > position.offset) return undefined;
+    const pubs = this.recentAfter(ch, since.offset);
     if (!pubs || pubs.length > opts.size) return undefined;
     const oldest = pubs[0];
     if (oldest && Date.now() - oldest.ts >= opts.ttl) return undefined;
-    return { pubs, position: { offset: last, epoch } };
+    return { pubs, position };
   }
 
   /**
@@ -150,7 +147,7 @@ export class Hub implements BrokerHandler {
    * channel's position or epoch is known here.
    */
   livePosition(ch: string): StreamPosition | undefined {
-    const offset = this.channels.recent(ch)?.lastOffset;
+    const offset = this.lastOffset(ch);
     const epoch = this.parts.history.knownEpoch(ch);
     return offset === undefined || epoch === undefined ? undefined : { offset, epoch };
   }
