@@ -43,10 +43,8 @@ export class UserConnections {
   /** Removals waiting out the grace period, by client id. */
   private readonly lingering = new Map<string, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
   private readonly removing = new Set<Promise<void>>();
-  /** Entries of each user this gateway has added and not begun to remove. */
+  /** Entries of each user this gateway has added and not begun to remove (lingering ones too): its count. */
   private readonly held = new Map<string, number>();
-  /** Entries of each user this gateway holds in the store (held and lingering): its count. */
-  private readonly entries = new Map<string, number>();
 
   constructor(
     private readonly presence: Presence,
@@ -73,16 +71,15 @@ export class UserConnections {
     const key = userConnectionsKey(info.user);
     const user = info.user;
     if (this.max > 0 && !lingering) {
-      const clients = await backendCall(() => this.totals.total(user, this.entries.get(user) ?? 0), "user connection count failed", this.log);
+      const clients = await backendCall(() => this.totals.total(user, this.held.get(user) ?? 0), "user connection count failed", this.log);
       if (clients >= this.max) {
         throw new ProtocolError(ErrorCode.RateLimited, `user has too many connections (limit ${this.max})`);
       }
     }
     await backendCall(() => this.presence.add(key, { client: info.client, user }), "user connection entry failed", this.log);
     if (!lingering) {
-      this.held.set(user, (this.held.get(user) ?? 0) + 1);
-      const n = (this.entries.get(user) ?? 0) + 1;
-      this.entries.set(user, n);
+      const n = (this.held.get(user) ?? 0) + 1;
+      this.held.set(user, n);
       await this.publishCount(user, n);
     }
     this.watch?.changed(info.user, () => this.held.has(info.user));
@@ -93,12 +90,9 @@ export class UserConnections {
     if (!this.counts(info)) return;
     const run = async (): Promise<void> => {
       this.lingering.delete(info.client);
-      const n = (this.held.get(info.user) ?? 1) - 1;
-      if (n > 0) this.held.set(info.user, n);
+      const left = (this.held.get(info.user) ?? 1) - 1;
+      if (left > 0) this.held.set(info.user, left);
       else this.held.delete(info.user);
-      const left = (this.entries.get(info.user) ?? 1) - 1;
-      if (left > 0) this.entries.set(info.user, left);
-      else this.entries.delete(info.user);
       try {
         await this.presence.remove(userConnectionsKey(info.user), info.client);
         this.watch?.changed(info.user);
