@@ -52,7 +52,9 @@ export class UserConnections {
     private readonly log: Logger,
     private readonly watch?: UserWatch,
     private readonly totals: UserCounts = new LocalUserCounts(),
-  ) {}
+  ) {
+    if (max > 0) totals.rewriteFrom(() => this.held);
+  }
 
   private counts(info: ClientInfo): boolean {
     return (this.max > 0 || this.watch !== undefined) && info.user !== "";

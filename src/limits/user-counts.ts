@@ -6,6 +6,8 @@
 export interface UserCounts {
   /** This gateway's count of the user's connections is now `count`; resolves once others can see it. */
   set(user: string, count: number): Promise<void>;
+  /** Where this gateway's counts are kept, for writing them all again (counts that age out). */
+  rewriteFrom(counts: () => ReadonlyMap<string, number>): void;
   /** The user's connections on every live gateway, `local` being this gateway's own count. */
   total(user: string, local: number): Promise<number>;
   close(): Promise<void>;
@@ -13,6 +15,8 @@ export interface UserCounts {
 
 export class LocalUserCounts implements UserCounts {
   async set(): Promise<void> {}
+
+  rewriteFrom(): void {}
 
   async total(_user: string, local: number): Promise<number> {
     return local;

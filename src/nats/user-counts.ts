@@ -28,8 +28,8 @@ const PRUNE_MS = 60_000;
  * gateways.
  */
 export class NatsUserCounts implements UserCounts {
-  /** This gateway's non-zero counts, written again before they age out. */
-  private readonly own = new Map<string, number>();
+  /** This gateway's non-zero counts (kept by UserConnections), written again before they age out. */
+  private own: () => ReadonlyMap<string, number> = () => new Map();
   /** Every other gateway's non-zero counts: user -> node -> count. */
   private readonly others = new Map<string, Map<string, number>>();
   private refresh: NodeJS.Timeout | undefined;
@@ -64,9 +64,11 @@ export class NatsUserCounts implements UserCounts {
     this.prune.unref();
   }
 
+  rewriteFrom(counts: () => ReadonlyMap<string, number>): void {
+    this.own = counts;
+  }
+
   async set(user: string, count: number): Promise<void> {
-    if (count > 0) this.own.set(user, count);
-    else this.own.delete(user);
     this.link.require();
     await this.write(user, count);
   }
@@ -120,7 +122,7 @@ export class NatsUserCounts implements UserCounts {
 
   private async rewrite(): Promise<void> {
     if (!this.link.connected) return;
-    const users = [...this.own];
+    const users = [...this.own()];
     for (let i = 0; i < users.length; i += REFRESH_BATCH) {
       await Promise.all(users.slice(i, i + REFRESH_BATCH).map(([user, count]) => this.write(user, count)));
     }
