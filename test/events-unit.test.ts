@@ -258,6 +258,21 @@ describe("Transitions", () => {
   });
 });
 
+describe("UserConnections without lifecycle events", () => {
+  it("enforces the limit from the counts alone, writing no presence entries", async () => {
+    const presence = new MemoryPresence();
+    const users = new UserConnections(presence, 2, log);
+    await users.add({ client: "c1", user: "dee" });
+    await users.add({ client: "c2", user: "dee" });
+    await expect(users.add({ client: "c3", user: "dee" })).rejects.toMatchObject({ code: 429 });
+    expect(await presence.clients("$conn.dee")).toBe(0);
+    users.remove({ client: "c1", user: "dee" });
+    await users.flush();
+    await users.add({ client: "c3", user: "dee" });
+    expect(await presence.clients("$conn.dee")).toBe(0);
+  });
+});
+
 describe("UserConnections with lifecycle events", () => {
   beforeEach(() => vi.useFakeTimers());
   afterEach(() => vi.useRealTimers());

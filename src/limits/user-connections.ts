@@ -30,14 +30,16 @@ export interface UserWatch {
 }
 
 /**
- * The per-user connection limit across the whole cluster: each connection of a signed-in user is
- * an entry in the presence store (in NATS mode shared by every replica, with dead replicas'
- * entries expiring with their heartbeat), and each gateway publishes how many of a user's
- * entries it holds (UserCounts), so the limit is checked without counting every user's entries.
- * When the user already holds the limit, the newest connection is refused; connections already
- * open are never closed for it. Connects racing on several replicas can overshoot by the number
- * in flight at once. The same entries tell when a user comes online and goes offline
- * (src/events/), which counts them even without a limit.
+ * The per-user connection limit across the whole cluster: each gateway publishes how many of a
+ * user's connections it holds (UserCounts) and checks the limit against every live gateway's
+ * counts in memory. When the user already holds the limit, the newest connection is refused;
+ * connections already open are never closed for it. Connects racing on several replicas can
+ * overshoot by the number in flight at once.
+ *
+ * Only when something follows users coming online and going offline (`watch`: lifecycle events)
+ * is each connection also an entry in the presence store (in NATS mode shared by every replica,
+ * with dead replicas' entries expiring with their heartbeat), since that needs to know whose
+ * connections they are, not only how many; the limit alone never pays for those writes.
  */
 export class UserConnections {
   /** Removals waiting out the grace period, by client id. */
@@ -78,7 +80,9 @@ export class UserConnections {
         throw new ProtocolError(ErrorCode.RateLimited, `user has too many connections (limit ${this.max})`);
       }
     }
-    await backendCall(() => this.presence.add(key, { client: info.client, user }), "user connection entry failed", this.log);
+    if (this.watch) {
+      await backendCall(() => this.presence.add(key, { client: info.client, user }), "user connection entry failed", this.log);
+    }
     if (!lingering) {
       const n = (this.held.get(user) ?? 0) + 1;
       this.held.set(user, n);
@@ -95,11 +99,13 @@ export class UserConnections {
       const left = (this.held.get(info.user) ?? 1) - 1;
       if (left > 0) this.held.set(info.user, left);
       else this.held.delete(info.user);
-      try {
-        await this.presence.remove(userConnectionsKey(info.user), info.client);
-        this.watch?.changed(info.user);
-      } catch (err) {
-        this.log.warn({ err }, "removing a user connection entry failed");
+      if (this.watch) {
+        try {
+          await this.presence.remove(userConnectionsKey(info.user), info.client);
+          this.watch.changed(info.user);
+        } catch (err) {
+          this.log.warn({ err }, "removing a user connection entry failed");
+        }
       }
       await this.publishCount(info.user, left);
     };
