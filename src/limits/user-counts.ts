@@ -4,7 +4,10 @@
  * others.
  */
 export interface UserCounts {
-  /** This gateway's count of the user's connections is now `count`; resolves once others can see it. */
+  /**
+   * This gateway's count of the user's connections is now `count`; resolves once others can see
+   * it, or once its failure was logged (it is then corrected by a later write).
+   */
   set(user: string, count: number): Promise<void>;
   /** Where this gateway's counts are kept, for writing them all again (counts that age out). */
   rewriteFrom(counts: () => ReadonlyMap<string, number>): void;

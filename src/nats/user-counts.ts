@@ -32,6 +32,9 @@ export class NatsUserCounts implements UserCounts {
   private own: () => ReadonlyMap<string, number> = () => new Map();
   /** Every other gateway's non-zero counts: user -> node -> count. */
   private readonly others = new Map<string, Map<string, number>>();
+  /** Counts set during this turn of the event loop, written together at its end. */
+  private pending = new Map<string, number>();
+  private batch: Promise<void> | undefined;
   private refresh: NodeJS.Timeout | undefined;
   private prune: NodeJS.Timeout | undefined;
   private sub: JetStreamSubscription | undefined;
@@ -68,9 +71,26 @@ export class NatsUserCounts implements UserCounts {
     this.own = counts;
   }
 
-  async set(user: string, count: number): Promise<void> {
+  /**
+   * Counts set in one turn of the event loop are written at its end, together: a burst of
+   * connects (a reconnect storm) then costs one socket write to NATS and one read of the acks,
+   * not one each, and a user who came and went meanwhile is written once.
+   */
+  set(user: string, count: number): Promise<void> {
     this.link.require();
-    await this.write(user, count);
+    this.pending.set(user, count);
+    this.batch ??= new Promise((resolve) => setImmediate(() => resolve(this.flush())));
+    return this.batch;
+  }
+
+  /** Writes the pending counts; a failure is logged here once and corrected as `set` says. */
+  private async flush(): Promise<void> {
+    const counts = this.pending;
+    this.pending = new Map();
+    this.batch = undefined;
+    const results = await Promise.allSettled([...counts].map(([user, count]) => this.write(user, count)));
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed.length > 0) this.log.warn({ err: failed[0]?.reason, failed: failed.length }, "publishing user connection counts failed");
   }
 
   async total(user: string, local: number): Promise<number> {
@@ -83,6 +103,7 @@ export class NatsUserCounts implements UserCounts {
   }
 
   async close(): Promise<void> {
+    await this.batch;
     clearInterval(this.refresh);
     clearInterval(this.prune);
     this.sub?.unsubscribe();
