@@ -1,12 +1,14 @@
-import { generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createHmac, generateKeyPairSync, type KeyObject } from "node:crypto";
 import {
   exportJWK,
   exportSPKI,
   generateKeyPair,
+  jwtVerify,
   SignJWT,
   type CryptoKey,
   type JWTPayload,
 } from "jose";
+import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { AuthConfig } from "../src/config/types.js";
 import { readCookie } from "../src/auth/cookie.js";
@@ -378,6 +380,65 @@ describe("TokenVerifier: rejections", () => {
     ];
     for (const token of garbage) await expectInvalid(v, token);
     await expectInvalid(v, 42 as unknown as string);
+  });
+});
+
+describe("TokenVerifier: HS* tokens verified in place", () => {
+  const config = { hmacSecret: SECRET, audience: "app", issuer: "idp" };
+
+  it("refuses another spelling of a valid signature", async () => {
+    const v = new TokenVerifier(config);
+    const token = await sign({ sub: "u", aud: "app", iss: "idp" });
+    expect((await v.verify(token)).sub).toBe("u");
+    // Node's base64url decoder would skip the junk and padding; the signature is compared as text.
+    for (const other of [`${token}=`, `${token}A`, `${token.slice(0, -1)}${token.endsWith("A") ? "B" : "A"}`, `${token.slice(0, -2)}!${token.slice(-2)}`]) {
+      await expectInvalid(v, other, /signature|malformed|invalid/);
+    }
+  });
+
+  it("accepts and refuses exactly what jose's own verification does", async () => {
+    const v = new TokenVerifier(config);
+    const options = { algorithms: ["HS256", "HS384", "HS512"], clockTolerance: 0, requiredClaims: ["exp"], audience: "app", issuer: "idp" };
+    const t = now();
+    const claim = <T>(values: T[]) => fc.option(fc.constantFrom(...values), { nil: undefined });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.record({
+          alg: fc.constantFrom("HS256", "HS384", "HS512"),
+          header: fc.constantFrom({}, { typ: "JWT" }, { kid: "k1" }, { crit: ["b64"], b64: true }, { crit: ["x"], x: 1 }),
+          exp: claim<unknown>([t - 10, t, t + 3600, "soon", null]),
+          nbf: claim<unknown>([t - 10, t + 3600, "now"]),
+          iat: claim<unknown>([t - 10, "then"]),
+          aud: claim<unknown>(["app", "other", ["x", "app"], [], 7]),
+          iss: claim<unknown>(["idp", "evil"]),
+          flip: fc.constantFrom("none", "signature", "payload"),
+        }),
+        async (c) => {
+          const payload: Record<string, unknown> = { sub: "u" };
+          for (const k of ["exp", "nbf", "iat", "aud", "iss"] as const) if (c[k] !== undefined) payload[k] = c[k];
+          const head = b64url({ alg: c.alg, ...c.header });
+          const body = b64url(payload);
+          const hash = `sha${c.alg.slice(2)}`;
+          const signedBody = c.flip === "payload" ? b64url({ ...payload, sub: "v" }) : body;
+          let sig = createHmac(hash, secretKey).update(`${head}.${signedBody}`).digest("base64url");
+          if (c.flip === "signature") sig = `${sig.slice(0, 5)}${sig[5] === "A" ? "B" : "A"}${sig.slice(6)}`;
+          const token = `${head}.${body}.${sig}`;
+          const jose = await jwtVerify(token, secretKey, options).then(
+            (r) => r.payload.sub,
+            () => "refused",
+          );
+          const ours = await v.verify(token).then(
+            (r) => r.sub,
+            (e: unknown) => {
+              expect(e).toBeInstanceOf(AuthError);
+              return "refused";
+            },
+          );
+          expect(ours).toBe(jose);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 });
 
