@@ -126,13 +126,17 @@ export class Subjects {
   }
 
   /** Splits a user count subject back into its user and node; undefined for anything else. */
-  parseUserCount(subject: string): { user: string; node: string } | undefined {
+  /**
+   * The user's token (encodeToken, not decoded: following the counts decodes none of the
+   * thousands a new gateway reads) and the node of a count's subject.
+   */
+  parseUserCount(subject: string): { userToken: string; node: string } | undefined {
     const head = `${this.prefix}.ucount.`;
     if (!subject.startsWith(head)) return undefined;
     const parts = subject.slice(head.length).split(".");
     if (parts.length !== 2) return undefined;
-    const [user, node] = parts as [string, string];
-    return { user: decodeToken(user), node };
+    const [userToken, node] = parts as [string, string];
+    return { userToken, node };
   }
 
   allUserCounts(): string {

@@ -3,7 +3,7 @@ import type { UserCounts } from "../limits/user-counts.js";
 import type { Logger } from "../log.js";
 import type { NatsLink } from "./connection.js";
 import { MAX_FOLLOWED_USERS, USER_COUNT_TTL_MS } from "./streams.js";
-import type { Subjects } from "./subjects.js";
+import { encodeToken, type Subjects } from "./subjects.js";
 
 /** Counts are written again well before they age out of the stream. */
 const REFRESH_MS = USER_COUNT_TTL_MS / 3;
@@ -30,7 +30,7 @@ const PRUNE_MS = 60_000;
 export class NatsUserCounts implements UserCounts {
   /** This gateway's non-zero counts (kept by UserConnections), written again before they age out. */
   private own: () => ReadonlyMap<string, number> = () => new Map();
-  /** Every other gateway's non-zero counts: user -> node -> count. */
+  /** Every other gateway's non-zero counts: user (as its subject token) -> node -> count. */
   private readonly others = new Map<string, Map<string, number>>();
   /** Counts set during this turn of the event loop, written together at its end. */
   private pending = new Map<string, number>();
@@ -94,7 +94,7 @@ export class NatsUserCounts implements UserCounts {
   }
 
   async total(user: string, local: number): Promise<number> {
-    const counts = this.others.get(user);
+    const counts = this.others.get(encodeToken(user));
     if (!counts) return local;
     const live = await this.liveNodes();
     let total = local;
@@ -115,7 +115,7 @@ export class NatsUserCounts implements UserCounts {
     if (!parsed || parsed.node === this.node || data.byteLength > MAX_COUNT_BYTES) return;
     const n = Number(Buffer.from(data).toString("latin1"));
     if (!Number.isSafeInteger(n) || n < 0) return;
-    const user = parsed.user;
+    const user = parsed.userToken;
     let counts = this.others.get(user);
     if (n === 0) {
       counts?.delete(parsed.node);
