@@ -125,10 +125,9 @@ export class Subjects {
     return `${this.prefix}.ucount.${encodeToken(user)}.${node}`;
   }
 
-  /** Splits a user count subject back into its user and node; undefined for anything else. */
   /**
-   * The user's token (encodeToken, not decoded: following the counts decodes none of the
-   * thousands a new gateway reads) and the node of a count's subject.
+   * Splits a user count subject into its user's token (encodeToken's, left encoded: a starting
+   * gateway reads thousands of counts and decodes none) and its node; undefined for anything else.
    */
   parseUserCount(subject: string): { userToken: string; node: string } | undefined {
     const head = `${this.prefix}.ucount.`;
