@@ -246,6 +246,12 @@ describe("catchUp: history lined up with live delivery (the core every transport
     broker.release(baseline);
     await s;
   };
+  /** The channel's epoch, read from the store itself; `history.reads` counts the reads from here on. */
+  const epochOf = async (ch: string): Promise<string> => {
+    const epoch = (await history.inner.read(ch, opts, { limit: 0 })).position.epoch;
+    history.reads = 0;
+    return epoch;
+  };
 
   it("publications delivered live during the read come back once, after the stored ones", async () => {
     for (let i = 0; i < 3; i++) store("c.a");
@@ -255,7 +261,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
       broker.handler?.onPublication(store("c.a"));
       broker.handler?.onPublication(store("c.a"));
     };
-    const epoch = (await history.inner.read("c.a", opts, { limit: 0 })).position.epoch;
+    const epoch = await epochOf("c.a");
     const caught = await catchUp(hub, "c.a", opts, { offset: 1, epoch });
     expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3, 4, 5]);
     expect(caught).toMatchObject({ position: { offset: 5, epoch }, recovered: true });
@@ -268,8 +274,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
     history.during = () => {
       for (let i = 0; i < 200; i++) broker.handler?.onPublication(store("c.f"));
     };
-    const epoch = (await history.inner.read("c.f", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.f");
     const caught = await catchUp(hub, "c.f", opts, { offset: 1, epoch });
     expect(history.reads).toBe(1);
     expect(caught.pubs.map((p) => p.offset)).toEqual(Array.from({ length: 201 }, (_, i) => i + 2));
@@ -283,7 +288,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
   it("history ahead of live delivery: the position stops at what was delivered live, the rest arrives live", async () => {
     for (let i = 0; i < 4; i++) store("c.b");
     await subscribed("c.b", 2);
-    const epoch = (await history.inner.read("c.b", opts, { limit: 0 })).position.epoch;
+    const epoch = await epochOf("c.b");
     const caught = await catchUp(hub, "c.b", opts, { offset: 0, epoch });
     expect(caught.pubs.map((p) => p.offset)).toEqual([1, 2]);
     expect(caught.position.offset).toBe(2);
@@ -300,8 +305,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
       broker.handler?.onContinuityLost("c.c", "a gap");
       broker.handler?.onPublication(store("c.c"));
     };
-    const epoch = (await history.inner.read("c.c", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.c");
     const caught = await catchUp(hub, "c.c", opts, { offset: 1, epoch });
     expect(history.reads).toBe(2);
     expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3, 4]);
@@ -317,8 +321,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
       broker.handler?.onContinuityLost("c.d", "a gap");
       broker.handler?.onPublication(store("c.d"));
     };
-    const epoch = (await history.inner.read("c.d", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.d");
     await expect(catchUp(hub, "c.d", opts, { offset: 1, epoch })).rejects.toMatchObject({ code: 503 });
     expect(history.reads).toBe(3);
   });
@@ -327,8 +330,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
     store("c.r");
     await subscribed("c.r", 1);
     for (let i = 0; i < 3; i++) broker.handler?.onPublication(store("c.r"));
-    const epoch = (await history.inner.read("c.r", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.r");
     const caught = await catchUp(hub, "c.r", opts, { offset: 1, epoch });
     expect(caught).toMatchObject({ position: { offset: 4, epoch }, recovered: true, reads: 0, source: "recent" });
     expect(caught.pubs.map((p) => p.offset)).toEqual([2, 3, 4]);
@@ -341,8 +343,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
     store("c.m");
     await subscribed("c.m", 1);
     for (let i = 0; i < 70; i++) broker.handler?.onPublication(store("c.m"));
-    const epoch = (await history.inner.read("c.m", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.m");
     // Older than the last 64 kept here: history decides (it keeps 10, so it cannot recover either).
     expect(await catchUp(hub, "c.m", opts, { offset: 1, epoch })).toMatchObject({ pubs: [], recovered: false, source: "history", position: { offset: 71 } });
     // Another epoch: the stream this position belongs to is gone.
@@ -367,8 +368,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
     const stale = store("c.t");
     broker.handler?.onPublication({ ...stale, ts: Date.now() - opts.ttl - 1 });
     broker.handler?.onPublication(store("c.t"));
-    const epoch = (await history.inner.read("c.t", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.t");
     expect(await catchUp(hub, "c.t", opts, { offset: 1, epoch })).toMatchObject({ source: "history" });
     expect(history.reads).toBe(1);
     // From after the stale one, memory answers.
@@ -378,8 +378,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
   it("identical reads in flight share one history read: a replica's clients recovering at once", async () => {
     for (let i = 0; i < 3; i++) store("c.g");
     await subscribed("c.g", 3);
-    const epoch = (await history.inner.read("c.g", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.g");
     const all = await Promise.all([
       ...Array.from({ length: 50 }, () => catchUp(hub, "c.g", opts, { offset: 1, epoch })),
       catchUp(hub, "c.g", opts, { offset: 2, epoch }),
@@ -402,8 +401,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
   it("a new subscriber to a held channel takes the live position from memory; a read across a break is kept where it joins", async () => {
     for (let i = 0; i < 3; i++) store("c.n");
     await subscribed("c.n", 3);
-    const epoch = (await history.inner.read("c.n", opts, { limit: 0 })).position.epoch;
-    history.reads = 0;
+    const epoch = await epochOf("c.n");
     expect(await catchUp(hub, "c.n", opts, undefined)).toMatchObject({ pubs: [], position: { offset: 3, epoch }, recovered: false, source: "recent" });
     broker.handler?.onPublication(store("c.n"));
     expect(await catchUp(hub, "c.n", opts, undefined)).toMatchObject({ position: { offset: 4, epoch } });
@@ -424,7 +422,7 @@ describe("catchUp: history lined up with live delivery (the core every transport
   it("since from another epoch or past the retained window: recovered false, no publications, the live position", async () => {
     for (let i = 0; i < 15; i++) store("c.e");
     await subscribed("c.e", 15);
-    const epoch = (await history.inner.read("c.e", opts, { limit: 0 })).position.epoch;
+    const epoch = await epochOf("c.e");
     for (const since of [{ offset: 1, epoch }, { offset: 3, epoch: "other" }]) {
       const caught = await catchUp(hub, "c.e", opts, since);
       expect(caught).toMatchObject({ pubs: [], recovered: false, position: { offset: 15, epoch } });
