@@ -64,7 +64,7 @@ export const MAX_INFO_BYTES = 4096;
 // the explicit allowlist is what rejects `alg: none`, and HS* signed with a public key's text
 // (HMAC only ever uses the shared secret, and a JWKS never supplies one).
 const HMAC_ALGS = ["HS256", "HS384", "HS512"] as const;
-const HMAC_HASHES: Readonly<Record<string, string>> = { HS256: "sha256", HS384: "sha384", HS512: "sha512" };
+const isHmacAlg = (alg: unknown): alg is (typeof HMAC_ALGS)[number] => HMAC_ALGS.some((hs) => hs === alg);
 /** The header of an unsecured JWT, under which jose checks the claims of an HS* token we verified. */
 const NONE_HEADER = Buffer.from(JSON.stringify({ alg: "none" })).toString("base64url");
 // One RSA key verifies both paddings; PSS is the stronger, PKCS#1 v1.5 what most IdPs still use.
@@ -212,10 +212,10 @@ export class TokenVerifier {
     } catch {
       return undefined; // jose says what is wrong with it
     }
-    const hash = typeof header.alg === "string" && Object.hasOwn(HMAC_HASHES, header.alg) ? HMAC_HASHES[header.alg] : undefined;
-    if (hash === undefined || Object.hasOwn(header, "crit") || Object.hasOwn(header, "b64")) return undefined;
-    // Compared as canonical base64url text, so that no other spelling of the signature passes.
-    const expected = Buffer.from(createHmac(hash, secret).update(token.slice(0, dot2)).digest("base64url"));
+    const { alg } = header;
+    if (!isHmacAlg(alg) || Object.hasOwn(header, "crit") || Object.hasOwn(header, "b64")) return undefined;
+    // HS256 -> sha256. Compared as canonical base64url text, so that no other spelling of the signature passes.
+    const expected = Buffer.from(createHmac(`sha${alg.slice(2)}`, secret).update(token.slice(0, dot2)).digest("base64url"));
     const given = Buffer.from(token.slice(dot2 + 1));
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new errors.JWSSignatureVerificationFailed();
     return UnsecuredJWT.decode(`${NONE_HEADER}.${token.slice(dot1 + 1, dot2)}.`, this.#options).payload;
@@ -224,7 +224,7 @@ export class TokenVerifier {
   // Only reached for an allowlisted `alg`: jose checks the allowlist before resolving the key.
   readonly #getKey: JWTVerifyGetKey = async (header, token) => {
     const { alg, kid } = header;
-    if (this.#secret && HMAC_ALGS.some((hs) => hs === alg)) return this.#secret;
+    if (this.#secret && isHmacAlg(alg)) return this.#secret;
     const pem = this.#pem;
     const pemFits = pem !== undefined && alg !== undefined && pem.algs.includes(alg);
     if (this.#jwks && (!pemFits || kid !== undefined)) return this.#jwks(header, token);
