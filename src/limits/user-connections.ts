@@ -45,7 +45,7 @@ export class UserConnections {
   /** Removals waiting out the grace period, by client id. */
   private readonly lingering = new Map<string, { timer: NodeJS.Timeout; run: () => Promise<void> }>();
   private readonly removing = new Set<Promise<void>>();
-  /** Entries of each user this gateway has added and not begun to remove (lingering ones too): its count. */
+  /** Connections of each user this gateway has added and not begun to remove (lingering ones too): its count. */
   private readonly held = new Map<string, number>();
 
   constructor(
@@ -72,7 +72,6 @@ export class UserConnections {
       clearTimeout(lingering.timer);
       this.lingering.delete(info.client);
     }
-    const key = userConnectionsKey(info.user);
     const user = info.user;
     if (this.max > 0 && !lingering) {
       const clients = await backendCall(() => this.totals.total(user, this.held.get(user) ?? 0), "user connection count failed", this.log);
@@ -81,16 +80,15 @@ export class UserConnections {
       }
     }
     if (this.watch) {
-      await backendCall(() => this.presence.add(key, { client: info.client, user }), "user connection entry failed", this.log);
+      await backendCall(() => this.presence.add(userConnectionsKey(user), { client: info.client, user }), "user connection entry failed", this.log);
     }
     if (!lingering) {
       const n = (this.held.get(user) ?? 0) + 1;
       this.held.set(user, n);
       await this.publishCount(user, n);
     }
-    this.watch?.changed(info.user, () => this.held.has(info.user));
+    this.watch?.changed(user, () => this.held.has(user));
   }
-
 
   remove(info: ClientInfo): void {
     if (!this.counts(info)) return;

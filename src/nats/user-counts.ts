@@ -115,16 +115,16 @@ export class NatsUserCounts implements UserCounts {
     if (!parsed || parsed.node === this.node || data.byteLength > MAX_COUNT_BYTES) return;
     const n = Number(Buffer.from(data).toString("latin1"));
     if (!Number.isSafeInteger(n) || n < 0) return;
-    const user = parsed.userToken;
-    let counts = this.others.get(user);
+    const token = parsed.userToken;
+    let counts = this.others.get(token);
     if (n === 0) {
       counts?.delete(parsed.node);
-      if (counts?.size === 0) this.others.delete(user);
+      if (counts?.size === 0) this.others.delete(token);
       return;
     }
     if (!counts) {
       if (this.others.size >= MAX_FOLLOWED_USERS) return;
-      this.others.set(user, (counts = new Map()));
+      this.others.set(token, (counts = new Map()));
     }
     counts.set(parsed.node, n);
   }
