@@ -229,12 +229,33 @@ describe("events on NATS across two replicas", () => {
   it("announces a user online and offline once when the user connects and leaves on both replicas", async () => {
     const [a, b] = gws as [GatewayProcess, GatewayProcess];
     const isBob = (e: Event): boolean => e.user === "bob";
+    // This test is about changes that do not race: c2 closes only once A has settled c1's
+    // departure, whose last step is a read of bob's bit. Settles racing on two replicas may add a
+    // spurious offline + online pair (docs/events.md), which the test below does not allow for.
+    // The reads are told apart by their reply inbox, one per gateway's NATS connection.
+    const bit = `${prefix}.transition.${Buffer.from("u:bob").toString("base64url")}`;
+    const reads: string[] = [];
+    const watch = nc!.subscribe(`$JS.API.STREAM.MSG.GET.${prefix}_transitions`, {
+      callback: (_err, m) => {
+        if (!m.reply || !new TextDecoder().decode(m.data).includes(bit)) return;
+        reads.push(m.reply.split(".").slice(0, 2).join("."));
+        arrived.wake();
+      },
+    });
+    await nc!.flush();
     const c1 = await client(a, "bob");
-    const c2 = await client(b, "bob");
     await atLeast("user.online", isBob, 1);
+    // A's settle of c1: it reads the bit (off), sets it, counts, and reads it again (on).
+    await until(() => (reads.length >= 2 ? true : undefined), "A's two reads of bob's bit");
+    const fromA = reads[0];
+    const readsByA = (): number => reads.filter((r) => r === fromA).length;
+    const c2 = await client(b, "bob");
     await atLeast("client.connect", isBob, 2);
+    const before = readsByA();
     c1.close();
     await atLeast("client.disconnect", isBob, 1);
+    await until(() => (readsByA() > before ? true : undefined), "A's read of bob's bit after c1 left");
+    watch.unsubscribe();
     c2.close();
     await atLeast("user.offline", isBob, 1);
     await atLeast("client.disconnect", isBob, 2);
