@@ -158,7 +158,7 @@ describe("probes and metrics", () => {
     const LAG = "natsedge_event_loop_lag_seconds";
     const { text, samples: m0 } = await scrape(gw);
     expect(text).toContain(`# TYPE ${LAG} histogram`);
-    // The loop is sampled every 10 ms whether or not anything happens, so the count keeps rising.
+    // The loop is sampled every 100 ms whether or not anything happens, so the count keeps rising.
     const m1 = await metricsUntil(gw, (s) => val(s, `${LAG}_count`) > val(m0, `${LAG}_count`), "event-loop lag samples grow");
     const bounds = ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"];
     const counts = bounds.map((le) => {
