@@ -1,4 +1,6 @@
-import { createLocalJWKSet, errors, type JSONWebKeySet, type JWTVerifyGetKey } from "jose";
+import * as errors from "jose/errors";
+import { createLocalJWKSet } from "jose/jwks/local";
+import type { JSONWebKeySet, JWTVerifyGetKey } from "jose";
 import type { RemoteJwks } from "../config/types.js";
 import type { Logger } from "../log.js";
 import type { Metrics } from "../metrics.js";

@@ -3,10 +3,10 @@
  * value of every secret setting (SECRET_KEYS, marked in the settings table) replaced.
  */
 
-import { stringify as toYaml } from "yaml";
 import { isObject } from "./kinds.js";
 import { SECRET_KEYS } from "./settings.js";
 import type { Config } from "./types.js";
+import { yaml } from "./yaml.js";
 
 export const REDACTED = "[redacted]";
 
@@ -30,5 +30,5 @@ export function redacted(config: Config): Config {
 
 export function formatConfig(config: Config, format: Format): string {
   const shown = redacted(config);
-  return format === "json" ? `${JSON.stringify(shown, null, 2)}\n` : toYaml(shown);
+  return format === "json" ? `${JSON.stringify(shown, null, 2)}\n` : yaml().stringify(shown);
 }

@@ -6,12 +6,12 @@
 
 import { readFileSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
-import { parse as parseYaml } from "yaml";
 import { ConfigError, errorText, fail, problem, show, type At, type Origin } from "./errors.js";
 import { filePath, isObject, parseJson } from "./kinds.js";
 import { MAX_CONFIG_DEPTH, nestingBound } from "./nesting.js";
 import { SCHEMA_KEY } from "./schema.js";
 import { envNames, flagNames, KEYS, type Key } from "./settings.js";
+import { yaml } from "./yaml.js";
 
 export interface Raw {
   value: unknown;
@@ -115,7 +115,7 @@ function parseFileText(text: string, file: string, at: At): unknown {
     }
   }
   try {
-    return parseYaml(text) as unknown;
+    return yaml().parse(text) as unknown;
   } catch (error) {
     throw problem(at, `${show(file)} is not valid ${isYaml ? "YAML" : "JSON or YAML"}: ${errorText(error)}`);
   }

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { readCookie } from "../auth/cookie.js";
 import { MAX_TOKEN_LENGTH } from "../auth/jwt.js";
-import { decodeJwt } from "jose";
+import { decodeJwt } from "jose/jwt/decode";
 import { resolveChannel, type ResolvedChannel } from "../channels.js";
 import { catchUp } from "../delivery/catch-up.js";
 import type { DeliveryContext } from "../delivery/context.js";
