@@ -102,11 +102,11 @@ export async function natsBackend(
     async start() {
       await untilDone(() => presence.start(), "presence heartbeat not stored yet", log);
       await untilDone(() => revocations.start(), "session revocations not loaded yet", log);
-      // Before the counts: every gateway's counts (thousands of messages) then arrive ahead of
-      // anything else on the connection, and the first probe would wait for all of them before
-      // this gateway could listen. Connects meanwhile are checked against the counts seen so far.
+      // The probe before the counts: every gateway's counts (thousands of messages) then arrive
+      // ahead of anything else on the connection, and the first probe would wait for all of them.
       await probe.start();
-      await untilDone(() => userCounts.start(), "user connection counts not followed yet", log);
+      // Not awaited (NatsUserCounts.start says why): the gateway listens while they are followed.
+      userCounts.start();
       reaper.start();
     },
     async close() {

@@ -12,6 +12,9 @@ const REFRESH_BATCH = 64;
 const MAX_COUNT_BYTES = 10;
 /** Counts of gateways that are gone are dropped this often (the stream only ages them out). */
 const PRUNE_MS = 60_000;
+/** First and longest wait between attempts to follow the counts while JetStream refuses. */
+const FOLLOW_RETRY_MS = 250;
+const FOLLOW_RETRY_MAX_MS = 5_000;
 
 /**
  * Per-user connection counts in a JetStream stream: one subject per (user, gateway) holding that
@@ -38,6 +41,10 @@ export class NatsUserCounts implements UserCounts {
   private refresh: NodeJS.Timeout | undefined;
   private prune: NodeJS.Timeout | undefined;
   private sub: JetStreamSubscription | undefined;
+  private closed = false;
+  /** The wait before the next attempt to follow, ended early by close(). */
+  private retry: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
 
   constructor(
     private readonly js: JetStreamClient,
@@ -48,15 +55,16 @@ export class NatsUserCounts implements UserCounts {
     private readonly log: Logger,
   ) {}
 
-  async start(): Promise<void> {
-    const opts = consumerOpts();
-    opts.orderedConsumer();
-    opts.deliverLastPerSubject();
-    opts.callback((err, m) => {
-      if (err || !m) return;
-      this.record(m.subject, m.data);
-    });
-    this.sub = await this.js.subscribe(this.subjects.allUserCounts(), opts);
+  /**
+   * Starts the periodic rewrite and pruning, and begins following the counts without waiting for
+   * the subscription: creating its consumer is a JetStream API request, and after a replica's
+   * restart the survivors' recovery reads queue ahead of it in nats-server (up to ~0.7 s in the
+   * reconnect storm), time in which a gateway waiting for it would refuse its clients. Until
+   * the counts arrive, connects are checked against those seen so far, as they are while the
+   * first ones stream in.
+   */
+  start(): void {
+    void this.follow();
     this.refresh = setInterval(() => {
       this.rewrite().catch((err: unknown) => this.log.warn({ err }, "user connection counts refresh failed"));
     }, REFRESH_MS);
@@ -65,6 +73,32 @@ export class NatsUserCounts implements UserCounts {
       this.forgetGone().catch((err: unknown) => this.log.warn({ err }, "pruning user connection counts failed"));
     }, PRUNE_MS);
     this.prune.unref();
+  }
+
+  /** Subscribes, retrying with backoff while JetStream refuses (a cluster still forming), until closed. */
+  private async follow(): Promise<void> {
+    const opts = consumerOpts();
+    opts.orderedConsumer();
+    opts.deliverLastPerSubject();
+    opts.callback((err, m) => {
+      if (err || !m) return;
+      this.record(m.subject, m.data);
+    });
+    for (let delay = FOLLOW_RETRY_MS; !this.closed; delay = Math.min(2 * delay, FOLLOW_RETRY_MAX_MS)) {
+      try {
+        const sub = await this.js.subscribe(this.subjects.allUserCounts(), opts);
+        if (this.closed) sub.unsubscribe();
+        else this.sub = sub;
+        return;
+      } catch (err) {
+        if (this.closed) return;
+        this.log.warn({ err: (err as Error).message, retryInMs: delay }, "user connection counts not followed yet");
+        await new Promise<void>((resolve) => {
+          this.retry = setTimeout(resolve, delay);
+          this.wake = resolve;
+        });
+      }
+    }
   }
 
   rewriteFrom(counts: () => ReadonlyMap<string, number>): void {
@@ -103,6 +137,9 @@ export class NatsUserCounts implements UserCounts {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    this.wake?.();
     await this.batch;
     clearInterval(this.refresh);
     clearInterval(this.prune);
