@@ -17,7 +17,7 @@ import { checkGatewayBuild, LOAD_TESTS, removeTmpDirsSync } from "./topology.js"
 const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history", "hooks"];
 /** Long runs, started by name only (not part of `all`, not for CI). */
 const LONG = ["soak"];
-const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio"], longpoll: [], storm: [], history: [], hooks: [] };
+const WITH_BASELINES = { fanout: ["uws", "sio"], idle: ["uws", "sio"], latency: ["uws", "sio"], personal: ["uws", "sio"], chat: ["uws", "sio", "natsws"], longpoll: [], storm: [], history: [], hooks: [] };
 
 const HELP = `usage: npm run bench -- <scenario> [options]
 
@@ -37,8 +37,8 @@ scenarios:
   report     rewrite docs/benchmarks.md from the latest saved results (load-tests/results/latest-*.json)
 
 common options:
-  --vs                    also run the baselines (raw uWS, Socket.IO + Redis) where the scenario has them
-  --systems a,b           systems to run (natsedge, uws, sio); default natsedge (+ baselines with --vs)
+  --vs                    also run the baselines (raw uWS, Socket.IO + Redis; NATS WebSocket in chat) where the scenario has them
+  --systems a,b           systems to run (natsedge, uws, sio, natsws: chat only); default natsedge (+ baselines with --vs)
   --duration S            measured seconds per step / run
   --warmup S              seconds before each measured window (default 1)
   --replicas N            natsedge gateway replicas (default 2); --sio-procs N Socket.IO processes (default 2)

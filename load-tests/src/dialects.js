@@ -17,8 +17,15 @@
  * sio: Socket.IO v4 over engine.io v4 websocket: server "0{…}" (open), client "40", server
  *   "40{…}", client "420[\"sub\",[…]]" (event with ack id 0), server "430[true]"; engine ping "2"
  *   answered "3"; events arrive as 42["m","<ch>",<data>].
+ * natsws: the NATS text protocol over nats-server's WebSocket listener: server INFO, client
+ *   CONNECT + one SUB per channel + PING, ready on the PONG; publishes are PUB, data arrives in MSG.
+ *   A WebSocket message is a piece of a byte stream (several MSGs, or part of one), so this
+ *   dialect has split(): it cuts the stream into protocol lines and hands each MSG payload to
+ *   the shared data path.
  */
 import { encodeFrame } from "./ws.js";
+
+const CRLF = Buffer.from("\r\n");
 
 /** natsedge: subscribe to the spec's channel i, with `since` once its position is known. */
 function subscribeFrame(st, i) {
@@ -101,6 +108,57 @@ export const dialects = {
     },
     publish(conn, ch, data) {
       conn.send(`42["pub",${JSON.stringify(ch)},${data}]`);
+    },
+  },
+
+  natsws: {
+    path: "/",
+    open() {
+      /* the server speaks first: INFO */
+    },
+    split(conn, buf, start, end, payload) {
+      const st = conn.state;
+      let b = buf;
+      let i = start;
+      let e = end;
+      if (st.rest) {
+        b = Buffer.concat([st.rest, buf.subarray(start, end)]);
+        i = 0;
+        e = b.length;
+        st.rest = null;
+      }
+      while (i < e) {
+        const nl = b.indexOf(CRLF, i);
+        if (nl < 0 || nl >= e) break;
+        if (b[i] === 0x4d) {
+          // MSG <subject> <sid> [reply-to] <#bytes>\r\n<payload>\r\n
+          const line = b.toString("latin1", i, nl);
+          const n = Number(line.slice(line.lastIndexOf(" ") + 1));
+          const ps = nl + 2;
+          if (ps + n + 2 > e) break;
+          payload(conn, b, ps, ps + n);
+          i = ps + n + 2;
+          continue;
+        }
+        const line = b.toString("latin1", i, nl);
+        i = nl + 2;
+        if (line === "PING") conn.send("PONG\r\n");
+        else if (line === "PONG") {
+          if (!st.isReady) st.ready();
+        } else if (line.startsWith("INFO")) {
+          if (st.natsConnected) continue;
+          st.natsConnected = true;
+          const subs = st.channels.map((ch, k) => `SUB ${ch} ${k + 1}\r\n`).join("");
+          conn.send(`CONNECT {"verbose":false,"pedantic":false,"echo":true,"protocol":1}\r\n${subs}PING\r\n`);
+        } else if (line.startsWith("-ERR")) st.fail(line);
+      }
+      if (i < e) st.rest = Buffer.from(b.subarray(i, e));
+    },
+    control(conn, text) {
+      conn.state.note(`unexpected ${text.slice(0, 80)}`);
+    },
+    publish(conn, ch, data) {
+      conn.send(`PUB ${ch} ${Buffer.byteLength(data)}\r\n${data}\r\n`);
     },
   },
 };

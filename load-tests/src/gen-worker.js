@@ -112,40 +112,51 @@ function position(conn, j, ok) {
   if (typeof ok.offset === "number") st.spec.off[j] = ok.offset;
 }
 
+/** Benchmark data (a payload with MARK): counted and timed, returning true; false for anything else. */
+function data(conn, buf, start, end, now) {
+  // A reply ({"id":…}) is control even when it carries recovered publications.
+  const idx = buf[start + 2] === 0x69 ? -1 : buf.indexOf(MARK, start);
+  if (idx >= 0 && idx < end && parseData(buf, idx, end)) {
+    const st = conn.state;
+    const c = parsed.c;
+    const ci = st.ci;
+    let j = 0;
+    while (j < ci.length && ci[j] !== c) j++;
+    if (j === ci.length) {
+      stats.foreign++;
+      return true;
+    }
+    if (st.track) {
+      const off = pushOffset(buf, start, idx);
+      if (off >= 0) st.spec.off[j] = off;
+    }
+    account(st, j, parsed.s);
+    // A publisher gets its own message back (natsedge always sends it; the baselines do the
+    // same work): counted apart, so latency and deliveries are those of the other members.
+    if (parsed.s === st.ownSeq && j === st.ownJ) {
+      stats.echoes++;
+      return true;
+    }
+    stats.received++;
+    stats.bytes += end - start;
+    hist.record((now - parsed.t) * 1000);
+    return true;
+  }
+  return false;
+}
+
 const handler = {
   open(conn) {
     dialect.open(conn);
   },
   message(conn, buf, start, end, now) {
-    // A reply ({"id":…}) is control even when it carries recovered publications.
-    const idx = buf[start + 2] === 0x69 ? -1 : buf.indexOf(MARK, start);
-    if (idx >= 0 && idx < end && parseData(buf, idx, end)) {
-      const st = conn.state;
-      const c = parsed.c;
-      const ci = st.ci;
-      let j = 0;
-      while (j < ci.length && ci[j] !== c) j++;
-      if (j === ci.length) {
-        stats.foreign++;
-        return;
-      }
-      if (st.track) {
-        const off = pushOffset(buf, start, idx);
-        if (off >= 0) st.spec.off[j] = off;
-      }
-      account(st, j, parsed.s);
-      // A publisher gets its own message back (natsedge always sends it; the baselines do the
-      // same work): counted apart, so latency and deliveries are those of the other members.
-      if (parsed.s === st.ownSeq && j === st.ownJ) {
-        stats.echoes++;
-        return;
-      }
-      stats.received++;
-      stats.bytes += end - start;
-      hist.record((now - parsed.t) * 1000);
+    if (dialect.split) {
+      dialect.split(conn, buf, start, end, (c, b, s, e) => {
+        if (!data(c, b, s, e, now)) dialect.control(c, b.toString("utf8", s, e));
+      });
       return;
     }
-    dialect.control(conn, buf.toString("utf8", start, end));
+    if (!data(conn, buf, start, end, now)) dialect.control(conn, buf.toString("utf8", start, end));
   },
   close(conn, reason) {
     conns.delete(conn);

@@ -11,7 +11,7 @@ import os from "node:os";
 import path from "node:path";
 import { LOAD_TESTS, REPO } from "./topology.js";
 
-const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis" };
+const LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis", natsws: "NATS WebSocket" };
 const DOCS = path.join(REPO, "docs", "benchmarks.md");
 const SCENARIOS = ["fanout", "idle", "latency", "personal", "chat", "longpoll", "storm", "history", "hooks"];
 /** The scenarios the targets section is computed from. */
@@ -204,7 +204,7 @@ function personalMd(r) {
 }
 
 /** Which processes are the servers and which the broker, per system (CpuWindow roles). */
-const SERVER_ROLE = { natsedge: "gateway", uws: "server", sio: "server" };
+const SERVER_ROLE = { natsedge: "gateway", uws: "server", sio: "server", natsws: "server" };
 const BROKER_ROLE = { natsedge: "nats", sio: "redis" };
 
 function chatMd(r) {
@@ -243,7 +243,7 @@ function chatMd(r) {
       rows,
     ),
     "",
-    "Servers = the natsedge gateway replicas / the raw uWS process / the Socket.IO processes; broker = nats-server / – / redis-server. Every system also sends each message back to its sender (natsedge always does); those echoes are counted apart and not in the latency or the deliveries.",
+    "Servers = the natsedge gateway replicas / the raw uWS process / the Socket.IO processes / nats-server with its WebSocket listener (its own broker); broker = nats-server / – / redis-server / –. Every system also sends each message back to its sender (natsedge always does); those echoes are counted apart and not in the latency or the deliveries.",
   ].join("\n");
 }
 

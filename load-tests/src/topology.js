@@ -5,6 +5,7 @@
  *   uws       baselines/uws-raw.js, no broker: one process, or K (--uws-procs; idle) each on its
  *             own port with its share of the clients (nothing reaches across them)
  *   sio       redis-server + P Socket.IO processes (baselines/socketio-server.js) with the Redis adapter
+ *   natsws    one nats-server with its WebSocket listener, clients speaking the NATS protocol (chat)
  */
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
@@ -97,6 +98,7 @@ export async function startSystem(kind, opts) {
     if (kind === "natsedge") await startNatsedge(sys, add, { ...opts, tmp, cpus, logDir });
     else if (kind === "uws") await startUws(sys, add, { ...opts, cpus, logDir });
     else if (kind === "sio") await startSio(sys, add, { ...opts, tmp, cpus, logDir });
+    else if (kind === "natsws") await startNatsWs(sys, add, { ...opts, tmp, cpus, logDir });
     else throw new Error(`unknown system ${kind}`);
   } catch (err) {
     await sys.stop();
@@ -210,6 +212,31 @@ async function startUws(sys, add, o) {
   sys.partitioned = count > 1;
   sys.publisherCfg = (channels) => ({ transport: "uws", endpoint: sys.endpoints[0], channels });
   sys.heapBytes = () => Promise.all(servers.map(async (s) => JSON.parse((await httpGet(s.port, "/stats")).body).heapUsed));
+}
+
+/**
+ * NATS's own WebSocket listener: browsers speak the NATS protocol to nats-server directly, which
+ * is both the server and the broker. One process, as raw uWS; for the chat comparison of item 2
+ * of issue #12 (gateways and NATS together against NATS WebSocket's own total).
+ */
+async function startNatsWs(sys, add, o) {
+  const [natsPort, monitorPort, wsPort] = await freePorts(3);
+  const cfgFile = path.join(o.tmp, "nats-ws.conf");
+  writeFileSync(
+    cfgFile,
+    [
+      `listen: "127.0.0.1:${natsPort}"`,
+      `http: "127.0.0.1:${monitorPort}"`,
+      `websocket { listen: "127.0.0.1:${wsPort}", no_tls: true, compression: false }`,
+      "",
+    ].join("\n"),
+  );
+  const entry = add("server", startProcess("nats-server-ws", NATS_SERVER, ["-c", cfgFile], { cpus: o.cpus, nice: o.nice, logDir: o.logDir }));
+  await waitForPort(wsPort, { entry, timeoutMs: 20_000 });
+  sys.endpoints.push({ host: "127.0.0.1", port: wsPort });
+  sys.publisherCfg = () => {
+    throw new Error("natsws has no separate publisher: it runs in chat only, where the members publish");
+  };
 }
 
 async function startSio(sys, add, o) {
