@@ -17,6 +17,7 @@ import { MemoryTransitionState, type TransitionState } from "./events/transition
 import { Streams, type Jsm } from "./nats/streams.js";
 import { NatsRevocations } from "./nats/revocations.js";
 import { NatsUserCounts } from "./nats/user-counts.js";
+import { untilDone } from "./nats/until-done.js";
 import { LocalUserCounts, type UserCounts } from "./limits/user-counts.js";
 import { Subjects } from "./nats/subjects.js";
 import { MemoryRevocations, type Revocations } from "./sessions/revocations.js";
@@ -117,22 +118,4 @@ export async function natsBackend(
       await link.drain();
     },
   };
-}
-
-/**
- * A NATS cluster that is still forming answers before JetStream has a meta leader (and a stream
- * before it has a leader): start-up waits that out, however long it takes, instead of exiting,
- * which would only restart the same wait. Each attempt logs why it failed, and /readyz says 503
- * meanwhile, so a wait on a configuration JetStream keeps refusing is visible rather than silent.
- */
-async function untilDone<T>(op: () => Promise<T>, what: string, log: Logger): Promise<T> {
-  const started = Date.now();
-  for (let attempt = 1, delay = 250; ; attempt++, delay = Math.min(delay * 2, 5_000)) {
-    try {
-      return await op();
-    } catch (err) {
-      log.warn({ err: (err as Error).message, attempt, waitedMs: Date.now() - started, retryInMs: delay }, what);
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
 }

@@ -4,6 +4,7 @@ import type { Logger } from "../log.js";
 import type { NatsLink } from "./connection.js";
 import { MAX_FOLLOWED_USERS, USER_COUNT_TTL_MS } from "./streams.js";
 import { encodeToken, type Subjects } from "./subjects.js";
+import { untilDone } from "./until-done.js";
 
 /** Counts are written again well before they age out of the stream. */
 const REFRESH_MS = USER_COUNT_TTL_MS / 3;
@@ -12,9 +13,6 @@ const REFRESH_BATCH = 64;
 const MAX_COUNT_BYTES = 10;
 /** Counts of gateways that are gone are dropped this often (the stream only ages them out). */
 const PRUNE_MS = 60_000;
-/** First and longest wait between attempts to follow the counts while JetStream refuses. */
-const FOLLOW_RETRY_MS = 250;
-const FOLLOW_RETRY_MAX_MS = 5_000;
 
 /**
  * Per-user connection counts in a JetStream stream: one subject per (user, gateway) holding that
@@ -41,10 +39,8 @@ export class NatsUserCounts implements UserCounts {
   private refresh: NodeJS.Timeout | undefined;
   private prune: NodeJS.Timeout | undefined;
   private sub: JetStreamSubscription | undefined;
-  private closed = false;
-  /** The wait before the next attempt to follow, ended early by close(). */
-  private retry: NodeJS.Timeout | undefined;
-  private wake: (() => void) | undefined;
+  /** Ends the attempts to follow the counts (and a subscription made too late) once closed. */
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly js: JetStreamClient,
@@ -75,7 +71,7 @@ export class NatsUserCounts implements UserCounts {
     this.prune.unref();
   }
 
-  /** Subscribes, retrying with backoff while JetStream refuses (a cluster still forming), until closed. */
+  /** Subscribes, retrying while JetStream refuses (a cluster still forming), until closed. */
   private async follow(): Promise<void> {
     const opts = consumerOpts();
     opts.orderedConsumer();
@@ -84,21 +80,15 @@ export class NatsUserCounts implements UserCounts {
       if (err || !m) return;
       this.record(m.subject, m.data);
     });
-    for (let delay = FOLLOW_RETRY_MS; !this.closed; delay = Math.min(2 * delay, FOLLOW_RETRY_MAX_MS)) {
-      try {
-        const sub = await this.js.subscribe(this.subjects.allUserCounts(), opts);
-        if (this.closed) sub.unsubscribe();
-        else this.sub = sub;
-        return;
-      } catch (err) {
-        if (this.closed) return;
-        this.log.warn({ err: (err as Error).message, retryInMs: delay }, "user connection counts not followed yet");
-        await new Promise<void>((resolve) => {
-          this.retry = setTimeout(resolve, delay);
-          this.wake = resolve;
-        });
-      }
+    const { signal } = this.closing;
+    let sub: JetStreamSubscription;
+    try {
+      sub = await untilDone(() => this.js.subscribe(this.subjects.allUserCounts(), opts), "user connection counts not followed yet", this.log, signal);
+    } catch {
+      return; // closed while trying
     }
+    if (signal.aborted) sub.unsubscribe();
+    else this.sub = sub;
   }
 
   rewriteFrom(counts: () => ReadonlyMap<string, number>): void {
@@ -137,9 +127,7 @@ export class NatsUserCounts implements UserCounts {
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    clearTimeout(this.retry);
-    this.wake?.();
+    this.closing.abort();
     await this.batch;
     clearInterval(this.refresh);
     clearInterval(this.prune);
