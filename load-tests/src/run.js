@@ -19,8 +19,6 @@ export function pinSelf(cpus) {
   }
 }
 
-export const SYSTEM_LABEL = { natsedge: "natsedge", uws: "raw uWS", sio: "Socket.IO+Redis", natsws: "NATS WebSocket" };
-
 /** Runs fn(system) with the system started and always stopped. */
 export async function withSystem(ctx, kind, fn, extra = {}) {
   ctx.log(`[${kind}] starting`);
