@@ -5,8 +5,9 @@ import type { Logger } from "../log.js";
  * each next one, up to 5 s. A NATS cluster that is still forming answers before JetStream has a
  * meta leader (and a stream before it has a leader): start-up waits that out, however long it
  * takes, instead of exiting, which would only restart the same wait. Each attempt logs why it
- * failed, and /readyz says 503 meanwhile, so a wait on a configuration JetStream keeps refusing
- * is visible rather than silent. Rejects only once `signal` is aborted (the owner closed).
+ * failed (and while start-up waits, /readyz says 503), so a wait on a configuration JetStream
+ * keeps refusing is visible rather than silent. A caller that retries in the background, after
+ * start-up, passes `signal`: the wait then rejects once it is aborted (the owner closed).
  */
 export async function untilDone<T>(op: () => Promise<T>, what: string, log: Logger, signal?: AbortSignal): Promise<T> {
   const started = Date.now();
